@@ -1,0 +1,174 @@
+//! Bodies: the one body type the proxy answers with, collecting a request
+//! body under a size limit, and an idle timeout between chunks.
+//!
+//! Does not decide what to store; it only moves and bounds bytes.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full, LengthLimitError, Limited};
+use tokio::time::{Instant, Sleep};
+
+/// Errors inside bodies, boxed (hyper's convention).
+pub type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// The body of every response the proxy sends and every request it forwards.
+pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A body holding `bytes`, sent in one frame.
+pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// A body with no bytes.
+pub fn empty() -> ProxyBody {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// Why a request body could not be collected.
+#[derive(Debug)]
+pub enum CollectError {
+    /// More than the limit.
+    TooLarge,
+    /// The client's stream failed.
+    Read(BoxError),
+}
+
+/// Reads a whole body, refusing more than `limit` bytes.
+pub async fn collect_limited<B>(body: B, limit: usize) -> Result<Bytes, CollectError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(CollectError::TooLarge),
+        Err(e) => Err(CollectError::Read(e)),
+    }
+}
+
+/// The error an [`IdleTimeout`] body yields when a gap is too long.
+#[derive(Debug, Clone, Copy)]
+pub struct IdleTimeoutError(pub Duration);
+
+impl fmt::Display for IdleTimeoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "no data for {} (upstream.idle_timeout)",
+            humantime::format_duration(self.0)
+        )
+    }
+}
+
+impl StdError for IdleTimeoutError {}
+
+/// Fails a body whose next frame takes longer than `timeout`.
+///
+/// tower-http's timeouts bound the time to response headers only; a long
+/// body (a stream of tokens above all) needs a bound between chunks too.
+pub struct IdleTimeout<B> {
+    inner: B,
+    timeout: Duration,
+    sleep: Pin<Box<Sleep>>,
+    expired: bool,
+}
+
+impl<B> IdleTimeout<B> {
+    /// Wraps `inner`; the clock starts now.
+    pub fn new(inner: B, timeout: Duration) -> Self {
+        IdleTimeout {
+            inner,
+            timeout,
+            sleep: Box::pin(tokio::time::sleep(timeout)),
+            expired: false,
+        }
+    }
+}
+
+impl<B> Body for IdleTimeout<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if this.expired {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let deadline = Instant::now() + this.timeout;
+                this.sleep.as_mut().reset(deadline);
+                Poll::Ready(frame.map(|r| r.map_err(Into::into)))
+            }
+            Poll::Pending => match this.sleep.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    this.expired = true;
+                    Poll::Ready(Some(Err(Box::new(IdleTimeoutError(this.timeout)))))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.expired || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::StreamBody;
+
+    #[tokio::test]
+    async fn collect_refuses_bodies_over_the_limit() {
+        let ok = collect_limited(Full::new(Bytes::from_static(b"12345")), 5).await;
+        assert_eq!(&ok.unwrap()[..], b"12345");
+        let big = collect_limited(Full::new(Bytes::from_static(b"123456")), 5).await;
+        assert!(matches!(big, Err(CollectError::TooLarge)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_timeout_fires_between_chunks() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
+        let stream = tokio_stream_from(rx);
+        let mut body = IdleTimeout::new(StreamBody::new(stream), Duration::from_secs(5));
+        tx.send(Ok(Frame::data(Bytes::from_static(b"a"))))
+            .await
+            .unwrap();
+        let first = body.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), Bytes::from_static(b"a"));
+        // Nothing more is sent: with time paused, the runtime advances the
+        // clock to the deadline as soon as every task is idle.
+        let err = body.frame().await.unwrap().unwrap_err();
+        assert!(err.downcast_ref::<IdleTimeoutError>().is_some());
+        drop(tx);
+    }
+
+    fn tokio_stream_from<T: Send + 'static>(
+        mut rx: tokio::sync::mpsc::Receiver<T>,
+    ) -> impl futures_util::Stream<Item = T> + Unpin {
+        Box::pin(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+    }
+}

@@ -1,0 +1,259 @@
+//! A recording: what one exchange with the upstream left behind.
+//!
+//! Owns the schema of a recording and its on-disk encoding. The response
+//! body is kept as the exact bytes the upstream sent, never re-serialised,
+//! so a replay is byte-identical. Metadata is small JSON in front of it.
+//!
+//! Encoding (version 1):
+//! `MAGIC (8) | meta_len u32 LE | meta JSON | body | blake3(all before) (32)`.
+//! The checksum turns a torn or bit-flipped value into a clear decode error
+//! (the proxy treats it as a miss) instead of a wrong replay.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::key::RequestKey;
+
+/// Marks a value as an llmtape entry and names the encoding version.
+const MAGIC: &[u8; 8] = b"LLMTAPE1";
+const CHECKSUM_LEN: usize = 32;
+const HEADER_LEN: usize = MAGIC.len() + 4;
+
+/// A recording. `meta` is everything but the body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// Request, response head, fingerprint, times.
+    pub meta: EntryMeta,
+    /// The response body exactly as received from the upstream.
+    pub body: Bytes,
+}
+
+/// Everything about a recording except the body bytes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntryMeta {
+    /// The request key, 64 hex characters.
+    pub key: String,
+    /// The canonical request.
+    pub request: RecordedRequest,
+    /// The response's status and headers.
+    pub response: RecordedResponse,
+    /// `system_fingerprint` from the body, if it had one.
+    pub system_fingerprint: Option<String>,
+    /// `model` from the body, if it had one.
+    pub model: Option<String>,
+    /// When the upstream answered, RFC 3339 UTC with milliseconds.
+    pub recorded_at: String,
+    /// Milliseconds from sending the request to the end of the response.
+    pub latency_ms: u64,
+}
+
+/// The request as keyed: canonical, with ignored fields removed and no
+/// credentials.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordedRequest {
+    /// HTTP method.
+    pub method: String,
+    /// Path.
+    pub path: String,
+    /// Sorted query string ("" when none).
+    pub query: String,
+    /// `x-llmtape-namespace` ("" when none).
+    #[serde(default)]
+    pub namespace: String,
+    /// The body: JSON when it was JSON, else text or base64.
+    pub body: RequestBody,
+}
+
+/// A request body in a readable form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum RequestBody {
+    /// No body.
+    Empty,
+    /// A JSON document (canonical: ignored fields removed).
+    Json(Value),
+    /// UTF-8 text that is not JSON.
+    Text(String),
+    /// Anything else, base64.
+    Base64(String),
+}
+
+/// The response head as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordedResponse {
+    /// HTTP status code.
+    pub status: u16,
+    /// Headers worth replaying, in order, names lowercase.
+    pub headers: Vec<(String, String)>,
+}
+
+/// Why stored bytes are not a usable entry.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Shorter than the fixed parts.
+    #[error("entry is truncated ({len} bytes)")]
+    Truncated {
+        /// Bytes present.
+        len: usize,
+    },
+    /// Not written by this version of llmtape.
+    #[error("entry has an unknown format marker")]
+    BadMagic,
+    /// The checksum does not match: torn write or corruption.
+    #[error("entry checksum mismatch")]
+    Checksum,
+    /// The metadata is not valid.
+    #[error("entry metadata is invalid: {0}")]
+    Meta(#[source] serde_json::Error),
+}
+
+impl Entry {
+    /// Encodes the entry for the store.
+    pub fn encode(&self) -> Vec<u8> {
+        let meta = serde_json::to_vec(&self.meta).expect("entry metadata always serialises");
+        let mut out = Vec::with_capacity(HEADER_LEN + meta.len() + self.body.len() + CHECKSUM_LEN);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+        out.extend_from_slice(&meta);
+        out.extend_from_slice(&self.body);
+        let sum = blake3::hash(&out);
+        out.extend_from_slice(sum.as_bytes());
+        out
+    }
+
+    /// Decodes stored bytes; the body is a zero-copy slice of `raw`.
+    pub fn decode(raw: Bytes) -> Result<Entry, DecodeError> {
+        if raw.len() < HEADER_LEN + CHECKSUM_LEN {
+            return Err(DecodeError::Truncated { len: raw.len() });
+        }
+        if &raw[..MAGIC.len()] != MAGIC {
+            return Err(DecodeError::BadMagic);
+        }
+        let content_end = raw.len() - CHECKSUM_LEN;
+        if blake3::hash(&raw[..content_end]).as_bytes() != &raw[content_end..] {
+            return Err(DecodeError::Checksum);
+        }
+        let meta_len = u32::from_le_bytes(
+            raw[MAGIC.len()..HEADER_LEN]
+                .try_into()
+                .expect("slice is exactly four bytes"),
+        ) as usize;
+        let meta_end = HEADER_LEN
+            .checked_add(meta_len)
+            .filter(|end| *end <= content_end)
+            .ok_or(DecodeError::Truncated { len: raw.len() })?;
+        let meta = serde_json::from_slice(&raw[HEADER_LEN..meta_end]).map_err(DecodeError::Meta)?;
+        Ok(Entry {
+            meta,
+            body: raw.slice(meta_end..content_end),
+        })
+    }
+
+    /// The key this entry is stored under.
+    pub fn key(&self) -> Option<RequestKey> {
+        RequestKey::from_hex(&self.meta.key)
+    }
+
+    /// The recorded `content-type`, if any.
+    pub fn content_type(&self) -> Option<&str> {
+        self.meta
+            .response
+            .headers
+            .iter()
+            .find(|(name, _)| name == "content-type")
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// `model` and `system_fingerprint` read from a JSON response body.
+pub fn body_identity(body: &[u8]) -> (Option<String>, Option<String>) {
+    #[derive(Deserialize)]
+    struct Identity {
+        model: Option<String>,
+        system_fingerprint: Option<String>,
+    }
+    match serde_json::from_slice::<Identity>(body) {
+        Ok(id) => (id.model, id.system_fingerprint),
+        Err(_) => (None, None),
+    }
+}
+
+/// RFC 3339 UTC with millisecond precision.
+pub fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+/// Milliseconds in a duration, saturating.
+pub fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> Entry {
+        Entry {
+            meta: EntryMeta {
+                key: "ab".repeat(32),
+                request: RecordedRequest {
+                    method: "POST".into(),
+                    path: "/v1/chat/completions".into(),
+                    query: String::new(),
+                    namespace: String::new(),
+                    body: RequestBody::Json(serde_json::json!({"model": "m"})),
+                },
+                response: RecordedResponse {
+                    status: 200,
+                    headers: vec![("content-type".into(), "application/json".into())],
+                },
+                system_fingerprint: Some("fp_1".into()),
+                model: Some("m".into()),
+                recorded_at: "2026-11-22T00:00:00.000Z".into(),
+                latency_ms: 12,
+            },
+            body: Bytes::from_static(b"{\"id\": 1,  \"x\":1.0}"),
+        }
+    }
+
+    #[test]
+    fn round_trips_byte_for_byte() {
+        let entry = sample();
+        let decoded = Entry::decode(Bytes::from(entry.encode())).unwrap();
+        assert_eq!(decoded, entry);
+    }
+
+    #[test]
+    fn every_truncation_is_detected() {
+        let raw = sample().encode();
+        for len in 0..raw.len() {
+            assert!(
+                Entry::decode(Bytes::copy_from_slice(&raw[..len])).is_err(),
+                "len {len}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_flipped_bit_is_detected() {
+        let mut raw = sample().encode();
+        let middle = raw.len() / 2;
+        raw[middle] ^= 0x01;
+        assert!(matches!(
+            Entry::decode(Bytes::from(raw)),
+            Err(DecodeError::Checksum)
+        ));
+    }
+
+    #[test]
+    fn identity_is_read_from_the_body() {
+        let (model, fp) =
+            body_identity(br#"{"model":"gpt-4o","system_fingerprint":"fp_x","id":"1"}"#);
+        assert_eq!(model.as_deref(), Some("gpt-4o"));
+        assert_eq!(fp.as_deref(), Some("fp_x"));
+        assert_eq!(body_identity(b"nope"), (None, None));
+    }
+}

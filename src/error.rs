@@ -1,0 +1,186 @@
+//! Errors the proxy answers with, and who is at fault for each.
+//!
+//! The proxy service never fails: every problem becomes an OpenAI-shaped
+//! error response (`{"error":{"message","type","param","code"}}`), so SDKs
+//! raise their usual exceptions with our message inside. The status of each
+//! variant is decided in one exhaustive `match`, so a new variant forces a
+//! decision.
+
+use std::time::Duration;
+
+use http::StatusCode;
+use serde_json::json;
+
+/// Who caused a failure: picks the status class and the log level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The caller sent something we cannot serve.
+    Client,
+    /// The upstream failed or was unreachable.
+    Upstream,
+    /// llmtape itself.
+    Proxy,
+}
+
+/// A request that could not be answered normally.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The request body exceeds `server.max_body_bytes`.
+    #[error("request body exceeds the limit of {limit} bytes; raise server.max_body_bytes in proxy.toml to accept it")]
+    BodyTooLarge {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The request body could not be read from the client.
+    #[error("could not read the request body: {reason}")]
+    ClientBody {
+        /// What went wrong.
+        reason: String,
+    },
+    /// A `x-llmtape-*` header has a value we do not understand.
+    #[error("invalid {header} header {value:?}: expected one of {expected}")]
+    BadHeader {
+        /// The header.
+        header: &'static str,
+        /// What it said.
+        value: String,
+        /// What it may say.
+        expected: &'static str,
+    },
+    /// Replay mode and no recording.
+    #[error("llmtape has no recording for this request (key {key}, {method} {path}) and mode=replay, so it did not call the upstream; record it first with mode=auto or mode=record, or check what differs from the recorded request")]
+    ReplayMiss {
+        /// Hex key.
+        key: String,
+        /// Method.
+        method: String,
+        /// Path.
+        path: String,
+    },
+    /// The upstream could not be reached.
+    #[error("llmtape could not reach the upstream {upstream}: {reason}")]
+    UpstreamUnreachable {
+        /// The upstream base URL.
+        upstream: String,
+        /// Why.
+        reason: String,
+    },
+    /// The upstream did not answer in time.
+    #[error("the upstream {upstream} did not {what} within {}", humantime::format_duration(*timeout))]
+    UpstreamTimeout {
+        /// The upstream base URL.
+        upstream: String,
+        /// "send response headers", "send the next body chunk".
+        what: &'static str,
+        /// The limit that expired.
+        timeout: Duration,
+    },
+    /// The upstream broke off its response.
+    #[error("the upstream {upstream} failed while sending its response: {reason}")]
+    UpstreamBody {
+        /// The upstream base URL.
+        upstream: String,
+        /// Why.
+        reason: String,
+    },
+    /// We could not build the upstream request.
+    #[error("llmtape could not build the upstream request: {reason}")]
+    Internal {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ProxyError {
+    /// Who is at fault.
+    pub fn fault(&self) -> Fault {
+        match self {
+            ProxyError::BodyTooLarge { .. }
+            | ProxyError::ClientBody { .. }
+            | ProxyError::BadHeader { .. }
+            | ProxyError::ReplayMiss { .. } => Fault::Client,
+            ProxyError::UpstreamUnreachable { .. }
+            | ProxyError::UpstreamTimeout { .. }
+            | ProxyError::UpstreamBody { .. } => Fault::Upstream,
+            ProxyError::Internal { .. } => Fault::Proxy,
+        }
+    }
+
+    /// The HTTP status the caller receives.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::ClientBody { .. } | ProxyError::BadHeader { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::ReplayMiss { .. } => StatusCode::NOT_FOUND,
+            ProxyError::UpstreamUnreachable { .. } | ProxyError::UpstreamBody { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The OpenAI error `type` and `code` fields.
+    pub fn type_and_code(&self) -> (&'static str, &'static str) {
+        match self {
+            ProxyError::BodyTooLarge { .. } => ("invalid_request_error", "request_too_large"),
+            ProxyError::ClientBody { .. } => ("invalid_request_error", "unreadable_body"),
+            ProxyError::BadHeader { .. } => ("invalid_request_error", "invalid_llmtape_header"),
+            ProxyError::ReplayMiss { .. } => ("llmtape_miss", "replay_miss"),
+            ProxyError::UpstreamUnreachable { .. } => {
+                ("llmtape_upstream_error", "upstream_unreachable")
+            }
+            ProxyError::UpstreamTimeout { .. } => ("llmtape_upstream_error", "upstream_timeout"),
+            ProxyError::UpstreamBody { .. } => {
+                ("llmtape_upstream_error", "upstream_broken_response")
+            }
+            ProxyError::Internal { .. } => ("llmtape_internal_error", "internal"),
+        }
+    }
+
+    /// The OpenAI-shaped JSON body.
+    pub fn body(&self) -> Vec<u8> {
+        let (kind, code) = self.type_and_code();
+        serde_json::to_vec(&json!({
+            "error": {
+                "message": self.to_string(),
+                "type": kind,
+                "param": null,
+                "code": code,
+            }
+        }))
+        .expect("a JSON literal always serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_miss_is_openai_shaped() {
+        let err = ProxyError::ReplayMiss {
+            key: "ab".repeat(32),
+            method: "POST".into(),
+            path: "/v1/chat/completions".into(),
+        };
+        assert_eq!(err.status(), StatusCode::NOT_FOUND);
+        let body: serde_json::Value = serde_json::from_slice(&err.body()).unwrap();
+        assert_eq!(body["error"]["type"], "llmtape_miss");
+        assert_eq!(body["error"]["code"], "replay_miss");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(&"ab".repeat(32)) && message.contains("mode=replay"));
+    }
+
+    #[test]
+    fn timeouts_name_the_upstream_and_the_limit() {
+        let err = ProxyError::UpstreamTimeout {
+            upstream: "http://127.0.0.1:9".into(),
+            what: "send response headers",
+            timeout: Duration::from_secs(2),
+        };
+        assert_eq!(err.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(err.fault(), Fault::Upstream);
+        assert!(err.to_string().contains("http://127.0.0.1:9") && err.to_string().contains("2s"));
+    }
+}

@@ -1,0 +1,234 @@
+//! `ls` and `show`: read-only views of the recordings in a store.
+//!
+//! Nothing here can print a credential: none is ever stored (see
+//! [`crate::redact`]).
+
+use std::io::{IsTerminal, Write};
+
+use serde_json::{json, Value};
+
+use crate::app::CommandError;
+use crate::entry::{Entry, RequestBody};
+use crate::record::base64_encode;
+use crate::store::{Store, StoreError};
+
+/// How many candidates an ambiguous `show` lists.
+const AMBIGUOUS_LISTED: usize = 10;
+
+/// Prints one line per recording (or a JSON array with `json`).
+pub fn ls(store: &Store, as_json: bool, out: &mut impl Write) -> Result<(), CommandError> {
+    let mut rows = Vec::new();
+    let mut corrupt = 0usize;
+    for item in store.iter() {
+        match item {
+            Ok(entry) => rows.push(entry),
+            Err(error @ StoreError::Corrupt { .. }) => {
+                corrupt += 1;
+                eprintln!("llmtape: warning: {error}");
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    if as_json {
+        let list: Vec<Value> = rows.iter().map(summary_json).collect();
+        serde_json::to_writer_pretty(&mut *out, &list).map_err(std::io::Error::from)?;
+        writeln!(out)?;
+    } else {
+        if std::io::stdout().is_terminal() {
+            writeln!(
+                out,
+                "{:<16}  {:<24}  {:>3}  {:<34}  {:<20}  {:<14}  {:>8}",
+                "KEY", "RECORDED AT", "ST", "REQUEST", "MODEL", "FINGERPRINT", "BYTES"
+            )?;
+        }
+        for entry in &rows {
+            let m = &entry.meta;
+            writeln!(
+                out,
+                "{:<16}  {:<24}  {:>3}  {:<34}  {:<20}  {:<14}  {:>8}",
+                &m.key[..16.min(m.key.len())],
+                m.recorded_at,
+                m.response.status,
+                format!("{} {}", m.request.method, request_target(entry)),
+                m.model.as_deref().unwrap_or("-"),
+                m.system_fingerprint.as_deref().unwrap_or("-"),
+                entry.body.len()
+            )?;
+        }
+    }
+    if corrupt > 0 {
+        eprintln!("llmtape: {corrupt} corrupt recording(s) skipped; they replay as misses and are replaced when re-recorded");
+    }
+    Ok(())
+}
+
+/// Prints one recording whole, found by key prefix.
+pub fn show(
+    store: &Store,
+    prefix: &str,
+    as_json: bool,
+    out: &mut impl Write,
+) -> Result<(), CommandError> {
+    let prefix = prefix.trim();
+    if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(CommandError::NotFound(format!(
+            "{prefix:?} is not a key prefix: keys are hex, as `llmtape ls` prints them"
+        )));
+    }
+    let found = store.find_prefix(prefix, AMBIGUOUS_LISTED + 1)?;
+    let entry = match found.as_slice() {
+        [] => {
+            return Err(CommandError::NotFound(format!(
+                "no recording has a key starting with {prefix} in {}",
+                store.path().display()
+            )))
+        }
+        [one] => one,
+        many => {
+            let keys: Vec<&str> = many
+                .iter()
+                .take(AMBIGUOUS_LISTED)
+                .map(|e| e.meta.key.as_str())
+                .collect();
+            return Err(CommandError::NotFound(format!(
+                "{prefix} matches more than one recording ({}{}); give more characters",
+                keys.join(", "),
+                if many.len() > AMBIGUOUS_LISTED {
+                    ", ..."
+                } else {
+                    ""
+                }
+            )));
+        }
+    };
+    let key = entry.key();
+    let history = match key {
+        Some(key) => store.history(&key)?,
+        None => Vec::new(),
+    };
+    if as_json {
+        let mut value = full_json(entry);
+        value["history"] = Value::Array(history.iter().map(full_json).collect());
+        serde_json::to_writer_pretty(&mut *out, &value).map_err(std::io::Error::from)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let m = &entry.meta;
+    writeln!(out, "key:                {}", m.key)?;
+    writeln!(out, "recorded at:        {}", m.recorded_at)?;
+    writeln!(
+        out,
+        "request:            {} {}",
+        m.request.method,
+        request_target(entry)
+    )?;
+    if !m.request.namespace.is_empty() {
+        writeln!(out, "namespace:          {}", m.request.namespace)?;
+    }
+    writeln!(
+        out,
+        "model:              {}",
+        m.model.as_deref().unwrap_or("-")
+    )?;
+    writeln!(
+        out,
+        "system_fingerprint: {}",
+        m.system_fingerprint.as_deref().unwrap_or("-")
+    )?;
+    writeln!(out, "upstream latency:   {} ms", m.latency_ms)?;
+    writeln!(out, "status:             {}", m.response.status)?;
+    writeln!(
+        out,
+        "history:            {} earlier recording(s)",
+        history.len()
+    )?;
+    writeln!(out, "response headers:")?;
+    for (name, value) in &m.response.headers {
+        writeln!(out, "  {name}: {value}")?;
+    }
+    writeln!(out, "request body:")?;
+    writeln!(out, "{}", indent(&request_body_text(&m.request.body)))?;
+    writeln!(out, "response body ({} bytes):", entry.body.len())?;
+    writeln!(out, "{}", indent(&response_body_text(&entry.body)))?;
+    Ok(())
+}
+
+fn request_target(entry: &Entry) -> String {
+    let r = &entry.meta.request;
+    if r.query.is_empty() {
+        r.path.clone()
+    } else {
+        format!("{}?{}", r.path, r.query)
+    }
+}
+
+fn summary_json(entry: &Entry) -> Value {
+    let m = &entry.meta;
+    json!({
+        "key": m.key,
+        "recorded_at": m.recorded_at,
+        "status": m.response.status,
+        "method": m.request.method,
+        "path": m.request.path,
+        "query": m.request.query,
+        "namespace": m.request.namespace,
+        "model": m.model,
+        "system_fingerprint": m.system_fingerprint,
+        "latency_ms": m.latency_ms,
+        "body_bytes": entry.body.len(),
+    })
+}
+
+fn full_json(entry: &Entry) -> Value {
+    let m = &entry.meta;
+    json!({
+        "key": m.key,
+        "request": m.request,
+        "response": {
+            "status": m.response.status,
+            "headers": m.response.headers,
+            "body": body_json(&entry.body),
+        },
+        "system_fingerprint": m.system_fingerprint,
+        "model": m.model,
+        "recorded_at": m.recorded_at,
+        "latency_ms": m.latency_ms,
+    })
+}
+
+/// A body as JSON when it is JSON, else text, else base64.
+fn body_json(body: &[u8]) -> Value {
+    if let Ok(value) = serde_json::from_slice::<Value>(body) {
+        return json!({"kind": "json", "value": value});
+    }
+    match std::str::from_utf8(body) {
+        Ok(text) => json!({"kind": "text", "value": text}),
+        Err(_) => json!({"kind": "base64", "value": base64_encode(body)}),
+    }
+}
+
+fn request_body_text(body: &RequestBody) -> String {
+    match body {
+        RequestBody::Empty => "(none)".into(),
+        RequestBody::Json(value) => serde_json::to_string_pretty(value).unwrap_or_default(),
+        RequestBody::Text(text) => text.clone(),
+        RequestBody::Base64(b64) => format!("(base64) {b64}"),
+    }
+}
+
+fn response_body_text(body: &[u8]) -> String {
+    if let Ok(value) = serde_json::from_slice::<Value>(body) {
+        return serde_json::to_string_pretty(&value).unwrap_or_default();
+    }
+    match std::str::from_utf8(body) {
+        Ok(text) => text.to_string(),
+        Err(_) => format!("(binary, base64) {}", base64_encode(body)),
+    }
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

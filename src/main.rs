@@ -1,0 +1,32 @@
+//! The `llmtape` binary: parse, start tracing, run, map errors to exit codes.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    // clap prints its own usage errors and exits with code 2.
+    let cli = llmtape::cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("LLMTAPE_LOG")
+                .unwrap_or_else(|_| EnvFilter::new("llmtape=info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("llmtape: cannot start the async runtime: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(llmtape::app::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("llmtape: {error}");
+            error.exit_code()
+        }
+    }
+}

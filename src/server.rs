@@ -1,0 +1,188 @@
+//! The listener: accepts connections, serves HTTP/1.1 and HTTP/2 with
+//! hyper-util's auto builder, and shuts down gracefully.
+//!
+//! Start-up opens the store and binds the socket before reporting ready,
+//! so every start problem (store held, port in use) surfaces as a
+//! [`StartError`] before the ready line. Shutdown stops accepting, lets
+//! in-flight requests finish within `server.shutdown_timeout`, then
+//! flushes the store.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::proxy::Proxy;
+use crate::store::{Store, StoreError};
+use crate::upstream::UpstreamSetupError;
+
+/// After a failed `accept` (e.g. out of file descriptors), wait this long
+/// before trying again rather than spinning on the error.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The upstream client could not be set up.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamSetupError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}; {hint}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+        /// What to do about it.
+        hint: &'static str,
+    },
+    /// A configured feature this build cannot serve yet.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// A bound, ready server.
+pub struct Server {
+    listener: TcpListener,
+    proxy: Proxy,
+    local_addr: SocketAddr,
+    config: Config,
+}
+
+impl Server {
+    /// Opens the store, builds the proxy and binds the listener.
+    pub async fn bind(config: Config) -> Result<Server, StartError> {
+        if let Some(dir) = &config.store.fixtures {
+            return Err(StartError::Unsupported(format!(
+                "serving from a fixtures folder ({}) is not available in this version; remove --fixtures / store.fixtures",
+                dir.display()
+            )));
+        }
+        if config.server.tls.is_some() {
+            return Err(StartError::Unsupported(
+                "TLS on the listener (server.tls_cert, server.tls_key) is not available in this version; remove both keys and terminate TLS in front of llmtape".into(),
+            ));
+        }
+        let store = Store::open(&config.store.path)?;
+        let proxy = Proxy::new(&config, store)?;
+        let addr = config.server.listen;
+        let listener = TcpListener::bind(addr).await.map_err(|source| {
+            let hint = match source.kind() {
+                std::io::ErrorKind::AddrInUse => {
+                    "another process uses that port: stop it, or pass --listen with another port (port 0 picks a free one)"
+                }
+                std::io::ErrorKind::PermissionDenied => {
+                    "ports below 1024 need privileges: pick a port above 1024"
+                }
+                _ => "check server.listen / --listen",
+            };
+            StartError::Bind { addr, source, hint }
+        })?;
+        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr,
+            source,
+            hint: "check server.listen / --listen",
+        })?;
+        Ok(Server {
+            listener,
+            proxy,
+            local_addr,
+            config,
+        })
+    }
+
+    /// The address actually bound (the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The line printed once the server is ready.
+    pub fn ready_line(&self) -> String {
+        format!(
+            "llmtape listening on http://{} (mode={}, upstream={}, store={})",
+            self.local_addr,
+            self.config.mode,
+            self.config.upstream.url.to_string().trim_end_matches('/'),
+            self.config.store.path.display()
+        )
+    }
+
+    /// Serves until `shutdown` completes, then drains and flushes.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let graceful = GracefulShutdown::new();
+        let builder = auto::Builder::new(TokioExecutor::new());
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, _peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        let service = TowerToHyperService::new(self.proxy.clone());
+                        let connection = builder
+                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                            .into_owned();
+                        let connection = graceful.watch(connection);
+                        tokio::spawn(async move {
+                            if let Err(error) = connection.await {
+                                tracing::debug!(%error, "connection ended with an error");
+                            }
+                        });
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                    }
+                },
+                () = &mut shutdown => break,
+            }
+        }
+        drop(self.listener);
+        tracing::info!("shutting down: waiting for in-flight requests");
+        let deadline = self.config.server.shutdown_timeout;
+        if tokio::time::timeout(deadline, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                timeout = %humantime::format_duration(deadline),
+                "in-flight requests did not finish before server.shutdown_timeout; closing them"
+            );
+        }
+        match self.proxy.store().flush() {
+            Ok(()) => tracing::info!("store flushed"),
+            Err(error) => tracing::error!(%error, "store flush failed"),
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+}

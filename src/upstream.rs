@@ -1,0 +1,289 @@
+//! The upstream client: hyper-util's pooled client over hyper-rustls.
+//!
+//! Owns the connection to the real API and the rewrite of request headers
+//! on the way there: hop-by-hop and `x-llmtape-*` headers are dropped, the
+//! body is asked for identity-encoded (so what is stored is readable JSON),
+//! and with `upstream.api_key_env` the caller's credential is replaced by
+//! the real key. Does not know about keys, the store or modes.
+
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::body::ProxyBody;
+use crate::config::UpstreamConfig;
+use crate::error::ProxyError;
+use crate::redact::{strip_hop_by_hop, Sensitive};
+
+/// Idle pooled connections are closed after this; OpenAI's edge closes
+/// idle keep-alive connections after a few minutes anyway.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Why the upstream client could not be set up (at start, exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamSetupError {
+    /// `upstream.api_key_env` names a variable that is not set.
+    #[error("upstream.api_key_env names {name}, but {name} is not set in the environment; export it or remove api_key_env")]
+    MissingKey {
+        /// The variable.
+        name: String,
+    },
+    /// The key cannot be sent as a header.
+    #[error("the value of {name} is not a valid header value")]
+    BadKey {
+        /// The variable.
+        name: String,
+    },
+}
+
+/// A client for one upstream base URL.
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
+    base: Uri,
+    base_path: String,
+    display: String,
+    api_key: Option<Sensitive<HeaderValue>>,
+    first_byte_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+impl Upstream {
+    /// Builds the client; reads the key named by `api_key_env` now, so a
+    /// missing variable stops the start instead of failing every request.
+    pub fn new(config: &UpstreamConfig) -> Result<Upstream, UpstreamSetupError> {
+        let api_key = match &config.api_key_env {
+            None => None,
+            Some(name) => {
+                let key = std::env::var(name)
+                    .ok()
+                    .filter(|k| !k.trim().is_empty())
+                    .ok_or_else(|| UpstreamSetupError::MissingKey { name: name.clone() })?;
+                let mut value = HeaderValue::from_str(key.trim())
+                    .map_err(|_| UpstreamSetupError::BadKey { name: name.clone() })?;
+                value.set_sensitive(true);
+                Some(Sensitive(value))
+            }
+        };
+
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(config.connect_timeout));
+        http.set_nodelay(true);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .build(https);
+
+        let display = config.url.to_string().trim_end_matches('/').to_string();
+        Ok(Upstream {
+            client,
+            base_path: config.url.path().trim_end_matches('/').to_string(),
+            base: config.url.clone(),
+            display,
+            api_key,
+            first_byte_timeout: config.first_byte_timeout,
+            idle_timeout: config.idle_timeout,
+        })
+    }
+
+    /// The base URL, for messages.
+    pub fn display(&self) -> &str {
+        &self.display
+    }
+
+    /// The longest gap allowed between body chunks.
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+
+    /// Sends a request and waits (bounded) for the response headers.
+    pub async fn send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        body: ProxyBody,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let uri = self.uri_for(path_and_query)?;
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(body)
+            .map_err(|e| ProxyError::Internal {
+                reason: e.to_string(),
+            })?;
+        *request.headers_mut() = self.forward_headers(headers);
+
+        match tokio::time::timeout(self.first_byte_timeout, self.client.request(request)).await {
+            Err(_) => Err(ProxyError::UpstreamTimeout {
+                upstream: self.display.clone(),
+                what: "send response headers",
+                timeout: self.first_byte_timeout,
+            }),
+            Ok(Err(e)) => Err(classify_client_error(
+                &self.display,
+                &e,
+                self.first_byte_timeout,
+            )),
+            Ok(Ok(response)) => Ok(response),
+        }
+    }
+
+    fn uri_for(&self, path_and_query: &str) -> Result<Uri, ProxyError> {
+        let mut parts = self.base.clone().into_parts();
+        let joined = format!("{}{}", self.base_path, path_and_query);
+        parts.path_and_query = Some(joined.parse().map_err(|e| ProxyError::Internal {
+            reason: format!("bad upstream path {joined:?}: {e}"),
+        })?);
+        Uri::from_parts(parts).map_err(|e| ProxyError::Internal {
+            reason: e.to_string(),
+        })
+    }
+
+    fn forward_headers(&self, incoming: &HeaderMap) -> HeaderMap {
+        let mut headers = incoming.clone();
+        strip_hop_by_hop(&mut headers);
+        headers.remove(header::HOST);
+        headers.remove(header::CONTENT_LENGTH);
+        let ours: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| name.as_str().starts_with("x-llmtape-"))
+            .cloned()
+            .collect();
+        for name in ours {
+            headers.remove(name);
+        }
+        headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+        if let Some(Sensitive(key)) = &self.api_key {
+            let azure = HeaderName::from_static("api-key");
+            if headers.contains_key(&azure) {
+                headers.insert(azure, key.clone());
+            } else {
+                let mut bearer =
+                    HeaderValue::from_str(&format!("Bearer {}", key.to_str().unwrap_or_default()))
+                        .expect("a valid header value prefixed with ASCII stays valid");
+                bearer.set_sensitive(true);
+                headers.insert(header::AUTHORIZATION, bearer);
+            }
+        }
+        headers
+    }
+}
+
+fn classify_client_error(
+    upstream: &str,
+    error: &hyper_util::client::legacy::Error,
+    timeout: Duration,
+) -> ProxyError {
+    let chain = error_chain(error);
+    if chain.contains("timed out") || chain.contains("Timeout") {
+        return ProxyError::UpstreamTimeout {
+            upstream: upstream.to_string(),
+            what: "accept the connection",
+            timeout,
+        };
+    }
+    ProxyError::UpstreamUnreachable {
+        upstream: upstream.to_string(),
+        reason: chain,
+    }
+}
+
+/// The error and its sources in one line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        let next = inner.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = inner.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn upstream(url: &str, key_env: Option<&str>) -> Result<Upstream, UpstreamSetupError> {
+        let mut config = Config::defaults().upstream;
+        config.url = url.parse().unwrap();
+        config.api_key_env = key_env.map(String::from);
+        Upstream::new(&config)
+    }
+
+    #[tokio::test]
+    async fn paths_join_the_base_prefix() {
+        let up = upstream("http://127.0.0.1:9/openai/", None).unwrap();
+        assert_eq!(
+            up.uri_for("/v1/models?x=1").unwrap().to_string(),
+            "http://127.0.0.1:9/openai/v1/models?x=1"
+        );
+    }
+
+    #[tokio::test]
+    async fn headers_are_rewritten_for_the_upstream() {
+        let up = upstream("http://127.0.0.1:9", None).unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("proxy"));
+        headers.insert("x-llmtape-mode", HeaderValue::from_static("record"));
+        headers.insert("accept-encoding", HeaderValue::from_static("gzip, br"));
+        headers.insert(
+            "authorization",
+            HeaderValue::from_static("Bearer sk-test-dummy"),
+        );
+        headers.insert("connection", HeaderValue::from_static("close"));
+        let out = up.forward_headers(&headers);
+        assert!(!out.contains_key("host") && !out.contains_key("x-llmtape-mode"));
+        assert!(!out.contains_key("connection"));
+        assert_eq!(out["accept-encoding"], "identity");
+        assert_eq!(out["authorization"], "Bearer sk-test-dummy");
+    }
+
+    #[tokio::test]
+    async fn a_configured_key_replaces_the_callers() {
+        std::env::set_var("LLMTAPE_TEST_UPSTREAM_KEY", "sk-test-real-dummy");
+        let up = upstream("http://127.0.0.1:9", Some("LLMTAPE_TEST_UPSTREAM_KEY")).unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "authorization",
+            HeaderValue::from_static("Bearer sk-test-dummy"),
+        );
+        assert_eq!(
+            up.forward_headers(&headers)["authorization"],
+            "Bearer sk-test-real-dummy"
+        );
+        let mut azure = HeaderMap::new();
+        azure.insert("api-key", HeaderValue::from_static("dummy"));
+        let out = up.forward_headers(&azure);
+        assert_eq!(out["api-key"], "sk-test-real-dummy");
+        assert!(!out.contains_key("authorization"));
+    }
+
+    #[tokio::test]
+    async fn a_missing_key_variable_is_a_start_error() {
+        let err = upstream("http://127.0.0.1:9", Some("LLMTAPE_TEST_SURELY_UNSET"))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("LLMTAPE_TEST_SURELY_UNSET"));
+    }
+}
