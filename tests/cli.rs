@@ -1,0 +1,455 @@
+//! The `llmtape` binary: ready line, precedence, exit codes, graceful
+//! shutdown, `ls` and `show`, and a store held by a running `serve`.
+
+mod support;
+
+use std::path::Path;
+use std::process::Stdio;
+
+use http::StatusCode;
+use support::*;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_llmtape");
+
+/// A `llmtape` command with a clean environment (no LLMTAPE_* leaking in
+/// from the developer's shell) in `cwd`.
+fn llmtape(cwd: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(cwd).kill_on_drop(true);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("LLMTAPE_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}
+
+/// A running `llmtape serve` and the address from its ready line.
+struct Serve {
+    child: Child,
+    ready: String,
+    addr: String,
+}
+
+impl Serve {
+    async fn start(mut cmd: Command) -> Serve {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("llmtape starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .expect("ready line in time")
+            .unwrap()
+            .expect("a ready line before exit");
+        let addr = ready
+            .strip_prefix("llmtape listening on http://")
+            .and_then(|rest| rest.split(' ').next())
+            .unwrap_or_else(|| panic!("unexpected ready line: {ready}"))
+            .to_string();
+        Serve { child, ready, addr }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("still running").to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success());
+        tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .expect("exits in time after SIGTERM")
+            .unwrap()
+    }
+}
+
+/// Runs a command to completion; returns (exit code, stdout, stderr).
+async fn run(mut cmd: Command) -> (i32, String, String) {
+    let out = tokio::time::timeout(WAIT, cmd.output())
+        .await
+        .expect("command finishes in time")
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn serve_cmd(cwd: &Path, upstream: &str, store: &Path) -> Command {
+    let mut cmd = llmtape(cwd);
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        upstream,
+        "--store",
+    ])
+    .arg(store);
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_records_then_ls_and_show_read_the_store() {
+    let mock = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let serve = Serve::start(serve_cmd(dir.path(), &mock.url(), &store)).await;
+    assert!(
+        serve.ready.contains("(mode=auto, upstream="),
+        "{}",
+        serve.ready
+    );
+    assert!(
+        serve.ready.contains(&format!("store={}", store.display())),
+        "{}",
+        serve.ready
+    );
+    assert!(
+        !serve.addr.ends_with(":0"),
+        "the real port is shown: {}",
+        serve.ready
+    );
+
+    let reply = post(&serve.url("/v1/chat/completions"), CHAT).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let key = reply.header("x-llmtape-key").unwrap().to_string();
+    assert_eq!(
+        post(&serve.url("/v1/chat/completions"), CHAT).await.cache(),
+        "hit"
+    );
+
+    // While serve runs, another command on the same store says so: exit 2, one line.
+    let mut ls = llmtape(dir.path());
+    ls.arg("ls").arg("--store").arg(&store);
+    let (code, _, stderr) = run(ls).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("in use by another llmtape process"),
+        "{stderr}"
+    );
+
+    let status = serve.terminate().await;
+    assert!(status.success(), "SIGTERM exits 0: {status:?}");
+
+    let mut ls = llmtape(dir.path());
+    ls.arg("ls").arg("--store").arg(&store);
+    let (code, stdout, stderr) = run(ls).await;
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    assert!(lines[0].starts_with(&key[..16]), "{stdout}");
+    assert!(
+        lines[0].contains("POST /v1/chat/completions") && lines[0].contains("fp_mock_1"),
+        "{stdout}"
+    );
+
+    let mut ls = llmtape(dir.path());
+    ls.args(["ls", "--json"]).env("LLMTAPE_STORE", &store);
+    let (code, stdout, _) = run(ls).await;
+    assert_eq!(code, 0);
+    let list: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(list[0]["key"], key.as_str());
+    assert_eq!(list[0]["model"], "gpt-4o-mini");
+
+    let mut show = llmtape(dir.path());
+    show.args(["show", &key[..10]]).arg("--store").arg(&store);
+    let (code, stdout, stderr) = run(show).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains(&key)
+            && stdout.contains("reply #1")
+            && stdout.contains("system_fingerprint: fp_mock_1"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("sk-test-dummy"), "no credential is shown");
+
+    let mut show = llmtape(dir.path());
+    show.args(["show", &key[..6], "--json"])
+        .arg("--store")
+        .arg(&store);
+    let (code, stdout, _) = run(show).await;
+    assert_eq!(code, 0);
+    let one: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(one["key"], key.as_str());
+    assert_eq!(one["response"]["status"], 200);
+    assert_eq!(
+        one["response"]["body"]["value"]["choices"][0]["message"]["content"],
+        "reply #1"
+    );
+    assert_eq!(one["request"]["body"]["value"]["seed"], 42);
+
+    let mut missing = llmtape(dir.path());
+    missing
+        .args(["show", "ffffffffffff"])
+        .arg("--store")
+        .arg(&store);
+    let (code, _, stderr) = run(missing).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("no recording"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_requests_and_keeps_their_recordings() {
+    let mock = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let serve = Serve::start(serve_cmd(dir.path(), &mock.url(), &store)).await;
+    let url = serve.url("/v1/chat/completions");
+    let in_flight =
+        tokio::spawn(async move { post_with(&url, CHAT, &[("x-mock-delay-ms", "700")]).await });
+    // Wait (bounded) until the upstream has the request, then signal.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while mock.calls() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "request never reached the mock"
+        );
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let status = serve.terminate().await;
+    assert!(status.success());
+    let reply = in_flight.await.unwrap();
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "the in-flight request was answered"
+    );
+
+    let mut ls = llmtape(dir.path());
+    ls.arg("ls").arg("--store").arg(&store);
+    let (code, stdout, _) = run(ls).await;
+    assert_eq!(code, 0);
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "the in-flight recording was flushed: {stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn precedence_is_flag_then_env_then_file_then_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    // Defaults, with nothing but a free port.
+    let mut cmd = llmtape(dir.path());
+    cmd.args(["serve", "--listen", "127.0.0.1:0"]);
+    let serve = Serve::start(cmd).await;
+    assert!(
+        serve
+            .ready
+            .ends_with("(mode=auto, upstream=https://api.openai.com, store=.llmtape/store)"),
+        "{}",
+        serve.ready
+    );
+    assert!(serve.terminate().await.success());
+
+    // ./proxy.toml is picked up.
+    std::fs::write(
+        dir.path().join("proxy.toml"),
+        "mode = \"replay\"\n[upstream]\nurl = \"http://127.0.0.1:9\"\n",
+    )
+    .unwrap();
+    let mut cmd = llmtape(dir.path());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--store"])
+        .arg(&store);
+    let serve = Serve::start(cmd).await;
+    assert!(
+        serve
+            .ready
+            .contains("mode=replay, upstream=http://127.0.0.1:9"),
+        "{}",
+        serve.ready
+    );
+    assert!(serve.terminate().await.success());
+
+    // --config beats ./proxy.toml.
+    std::fs::write(dir.path().join("other.toml"), "mode = \"passthrough\"\n").unwrap();
+    let mut cmd = llmtape(dir.path());
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--config",
+        "other.toml",
+        "--store",
+    ])
+    .arg(&store);
+    let serve = Serve::start(cmd).await;
+    assert!(
+        serve
+            .ready
+            .contains("mode=passthrough, upstream=https://api.openai.com"),
+        "{}",
+        serve.ready
+    );
+    assert!(serve.terminate().await.success());
+
+    // Environment beats the file.
+    let mut cmd = llmtape(dir.path());
+    cmd.args(["serve", "--store"])
+        .arg(&store)
+        .env("LLMTAPE_MODE", "record")
+        .env("LLMTAPE_LISTEN", "127.0.0.1:0")
+        .env("LLMTAPE_UPSTREAM", "http://127.0.0.1:7");
+    let serve = Serve::start(cmd).await;
+    assert!(
+        serve
+            .ready
+            .contains("mode=record, upstream=http://127.0.0.1:7"),
+        "{}",
+        serve.ready
+    );
+    assert!(serve.terminate().await.success());
+
+    // A flag beats the environment.
+    let mut cmd = llmtape(dir.path());
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--mode",
+        "auto",
+        "--store",
+    ])
+    .arg(&store)
+    .env("LLMTAPE_MODE", "record");
+    let serve = Serve::start(cmd).await;
+    assert!(serve.ready.contains("mode=auto"), "{}", serve.ready);
+    assert!(serve.terminate().await.success());
+}
+
+/// Runs `serve` expecting it to refuse to start: exit 2, one line on stderr.
+async fn refuses(cmd: Command) -> String {
+    let (code, stdout, stderr) = run(cmd).await;
+    assert_eq!(code, 2, "stdout: {stdout} stderr: {stderr}");
+    assert!(stdout.is_empty(), "no ready line: {stdout}");
+    stderr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_configuration_is_one_line_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "[server]\nlisten = \"127.0.0.1:0\"\nport = 1\n",
+    )
+    .unwrap();
+    let mut cmd = llmtape(dir.path());
+    cmd.args(["serve", "--config", "bad.toml"]);
+    let stderr = refuses(cmd).await;
+    assert!(stderr.contains("unknown key `server.port`"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+
+    std::fs::write(
+        dir.path().join("renamed.toml"),
+        "upstream_url = \"http://x\"\n",
+    )
+    .unwrap();
+    let mut cmd = llmtape(dir.path());
+    cmd.args(["serve", "--config", "renamed.toml"]);
+    let stderr = refuses(cmd).await;
+    assert!(stderr.contains("it is now `upstream.url`"), "{stderr}");
+
+    std::fs::write(dir.path().join("syntax.toml"), "mode = \n").unwrap();
+    let mut cmd = llmtape(dir.path());
+    cmd.args(["serve", "--config", "syntax.toml"]);
+    let stderr = refuses(cmd).await;
+    assert!(stderr.contains("syntax.toml"), "{stderr}");
+
+    let mut cmd = llmtape(dir.path());
+    cmd.args(["serve", "--config", "missing.toml"]);
+    let stderr = refuses(cmd).await;
+    assert!(
+        stderr.contains("cannot read config file missing.toml"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_modes_and_flags_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = llmtape(dir.path());
+    cmd.args(["serve", "--mode", "sometimes"]);
+    let stderr = refuses(cmd).await;
+    assert!(stderr.contains("sometimes"), "{stderr}");
+
+    let mut cmd = llmtape(dir.path());
+    cmd.args(["serve"]).env("LLMTAPE_MODE", "sometimes");
+    refuses(cmd).await;
+
+    let mut cmd = llmtape(dir.path());
+    cmd.args(["serve", "--frobnicate"]);
+    refuses(cmd).await;
+
+    std::fs::write(dir.path().join("proxy.toml"), "mode = \"fast\"\n").unwrap();
+    let mut cmd = llmtape(dir.path());
+    cmd.args(["serve"]);
+    let stderr = refuses(cmd).await;
+    assert!(stderr.contains("unknown mode \"fast\""), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_in_use_exits_2_naming_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut cmd = llmtape(dir.path());
+    cmd.args(["serve", "--listen", &addr]);
+    let stderr = refuses(cmd).await;
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--listen"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unopenable_store_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, "x").unwrap();
+    let mut cmd = llmtape(dir.path());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--store"])
+        .arg(file.join("store"));
+    let stderr = refuses(cmd).await;
+    assert!(stderr.contains("cannot open store"), "{stderr}");
+
+    let mut cmd = llmtape(dir.path());
+    cmd.args(["ls", "--store"])
+        .arg(dir.path().join("never-recorded"));
+    let stderr = refuses(cmd).await;
+    assert!(stderr.contains("no store at"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn help_names_every_command_and_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = llmtape(dir.path());
+    cmd.args(["serve", "--help"]);
+    let (code, stdout, _) = run(cmd).await;
+    assert_eq!(code, 0);
+    for needle in [
+        "--listen",
+        "LLMTAPE_LISTEN",
+        "--mode",
+        "LLMTAPE_MODE",
+        "--store",
+        "LLMTAPE_STORE",
+        "--config",
+    ] {
+        assert!(stdout.contains(needle), "{needle} missing from:\n{stdout}");
+    }
+}
