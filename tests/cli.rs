@@ -453,3 +453,39 @@ async fn help_names_every_command_and_the_environment() {
         assert!(stdout.contains(needle), "{needle} missing from:\n{stdout}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_reach_the_logs() {
+    const SECRET: &str = "sk-test-dummy-LOGGED-9b1e";
+    let mock = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let mut cmd = serve_cmd(dir.path(), &mock.url(), &store);
+    cmd.env("LLMTAPE_LOG", "trace");
+    let mut serve = Serve::start(cmd).await;
+    let bearer = format!("Bearer {SECRET}");
+    let url = serve.url("/v1/chat/completions");
+    for extra in [
+        None,
+        Some(("x-mock-status", "500")),
+        Some(("x-llmtape-mode", "bogus")),
+    ] {
+        let mut headers = vec![("authorization", bearer.as_str()), ("api-key", SECRET)];
+        headers.extend(extra);
+        post_with(&url, CHAT, &headers).await;
+    }
+    let stderr = serve.child.stderr.take().unwrap();
+    assert!(serve.terminate().await.success());
+    let mut logs = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut BufReader::new(stderr), &mut logs)
+        .await
+        .unwrap();
+    assert!(
+        logs.contains("/v1/chat/completions"),
+        "requests are logged: {logs}"
+    );
+    assert!(
+        !logs.contains(SECRET),
+        "a credential reached the logs:\n{logs}"
+    );
+}
