@@ -57,13 +57,14 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
             overrides.upstream = args.upstream;
             overrides.mode = args.mode.map(Into::into);
             let config = Config::load(&overrides)?;
+            let shutdown = shutdown_signal()?;
             let server = Server::bind(config).await?;
             // The ready line is the contract with scripts and tests: stdout,
             // one line, flushed before the first request can be served.
             println!("{}", server.ready_line());
             use std::io::Write;
             std::io::stdout().flush()?;
-            server.run(shutdown_signal()).await;
+            server.run(shutdown).await;
             Ok(())
         }
         Command::Ls(args) => {
