@@ -48,6 +48,20 @@ pub struct EntryMeta {
     pub recorded_at: String,
     /// Milliseconds from sending the request to the end of the response.
     pub latency_ms: u64,
+    /// For a server-sent-event stream: its events, in order, which split
+    /// the body into consecutive byte ranges. `None` for a plain body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<Vec<StreamEvent>>,
+}
+
+/// One recorded server-sent event: its length in the body and when it
+/// arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamEvent {
+    /// Milliseconds from sending the request to the event's last byte.
+    pub offset_ms: u64,
+    /// The event's length in bytes (terminator included).
+    pub len: usize,
 }
 
 /// The request as keyed: canonical, with ignored fields removed and no
@@ -105,6 +119,9 @@ pub enum DecodeError {
     /// The checksum does not match: torn write or corruption.
     #[error("entry checksum mismatch")]
     Checksum,
+    /// The stream's events do not add up to the body.
+    #[error("entry stream events do not cover the body")]
+    StreamLength,
     /// The metadata is not valid.
     #[error("entry metadata is invalid: {0}")]
     Meta(#[source] serde_json::Error),
@@ -145,7 +162,14 @@ impl Entry {
             .checked_add(meta_len)
             .filter(|end| *end <= content_end)
             .ok_or(DecodeError::Truncated { len: raw.len() })?;
-        let meta = serde_json::from_slice(&raw[HEADER_LEN..meta_end]).map_err(DecodeError::Meta)?;
+        let meta: EntryMeta =
+            serde_json::from_slice(&raw[HEADER_LEN..meta_end]).map_err(DecodeError::Meta)?;
+        let body_len = content_end - meta_end;
+        if let Some(events) = &meta.stream {
+            if events.iter().map(|e| e.len).sum::<usize>() != body_len {
+                return Err(DecodeError::StreamLength);
+            }
+        }
         Ok(Entry {
             meta,
             body: raw.slice(meta_end..content_end),
@@ -155,6 +179,19 @@ impl Entry {
     /// The key this entry is stored under.
     pub fn key(&self) -> Option<RequestKey> {
         RequestKey::from_hex(&self.meta.key)
+    }
+
+    /// A stream's events as slices of the body, with their offsets. A
+    /// plain body yields nothing.
+    pub fn events(&self) -> Vec<(u64, Bytes)> {
+        let mut out = Vec::new();
+        let mut start = 0usize;
+        for event in self.meta.stream.iter().flatten() {
+            let end = (start + event.len).min(self.body.len());
+            out.push((event.offset_ms, self.body.slice(start..end)));
+            start = end;
+        }
+        out
     }
 
     /// The recorded `content-type`, if any.
@@ -214,6 +251,7 @@ mod tests {
                 model: Some("m".into()),
                 recorded_at: "2026-11-22T00:00:00.000Z".into(),
                 latency_ms: 12,
+                stream: None,
             },
             body: Bytes::from_static(b"{\"id\": 1,  \"x\":1.0}"),
         }

@@ -33,5 +33,6 @@ pub mod redact;
 pub mod replay;
 pub mod route;
 pub mod server;
+pub mod sse;
 pub mod store;
 pub mod upstream;

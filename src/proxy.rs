@@ -12,23 +12,25 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use http_body::Body;
-use http_body_util::BodyExt;
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
 use serde_json::json;
+use tokio::sync::mpsc;
 
 use crate::body::{
     collect_limited, full, BoxError, CollectError, IdleTimeout, IdleTimeoutError, ProxyBody,
 };
-use crate::config::{Config, Mode, Scope};
+use crate::config::{Config, Mode, Scope, Timing};
 use crate::error::{Fault, ProxyError};
 use crate::key::{Canonical, KeyRules, RequestKey, RequestParts};
-use crate::record;
+use crate::record::{self, StreamRecorder, StreamState};
 use crate::redact::{strip_hop_by_hop, Redactor};
 use crate::replay;
 use crate::route::Route;
@@ -45,6 +47,17 @@ pub const RECORDED_AT_HEADER: &str = "x-llmtape-recorded-at";
 pub const MODE_HEADER: &str = "x-llmtape-mode";
 /// Isolates suites sharing one store.
 pub const NAMESPACE_HEADER: &str = "x-llmtape-namespace";
+/// Per-request override of `replay.timing`.
+pub const REPLAY_TIMING_HEADER: &str = "x-llmtape-replay-timing";
+
+/// Chunks buffered between the upstream reader and a slow client. Small:
+/// back-pressure should reach the upstream rather than memory.
+const STREAM_CHANNEL_FRAMES: usize = 16;
+
+/// After a client leaves mid-stream, how long the proxy keeps reading the
+/// upstream to record the (already paid for) answer. The idle timeout
+/// between events still applies within it.
+pub const DRAIN_AFTER_DISCONNECT: Duration = Duration::from_secs(300);
 
 /// What happened to a request; the same words in headers, logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +96,7 @@ struct Shared {
     max_body_bytes: usize,
     record_errors: bool,
     history: usize,
+    timing: Timing,
 }
 
 impl Proxy {
@@ -101,6 +115,7 @@ impl Proxy {
                 max_body_bytes: config.server.max_body_bytes,
                 record_errors: config.store.record_errors,
                 history: config.store.history,
+                timing: config.replay.timing,
             }),
         })
     }
@@ -176,14 +191,10 @@ impl Proxy {
         let canonical = canonicalize(&parts, &body, &s.rules);
         let key = canonical.key();
 
-        // Streams are recorded by a later stage; until then they are
-        // forwarded unrecorded, except in replay mode, which never calls out.
-        if canonical.wants_stream() && mode != Mode::Replay {
-            return (
-                self.forward(&parts, full(body), Some(&key)).await,
-                Some(key),
-            );
-        }
+        let timing = match replay_timing(&parts.headers, s.timing) {
+            Ok(timing) => timing,
+            Err(error) => return (error_response(&error, Some(&key)), Some(key)),
+        };
 
         let re_record = match mode {
             Mode::Record => true,
@@ -191,9 +202,9 @@ impl Proxy {
             Mode::Replay => false,
             Mode::Auto | Mode::Passthrough => wants_no_cache(&parts.headers),
         };
-        if !re_record && !canonical.wants_stream() {
+        if !re_record {
             match s.store.get(&key) {
-                Ok(Some(entry)) => return (replay::response(entry, &key), Some(key)),
+                Ok(Some(entry)) => return (replay::response(entry, &key, timing), Some(key)),
                 Ok(None) => {}
                 Err(error @ StoreError::Corrupt { .. }) => {
                     tracing::warn!(key = %key, %error, "corrupt recording treated as a miss; it will be replaced if re-recorded");
@@ -238,6 +249,12 @@ impl Proxy {
             Err(error) => return error_response(&error, Some(key)),
         };
         let (mut head, incoming) = upstream.into_parts();
+        strip_hop_by_hop(&mut head.headers);
+        head.headers.remove(header::CONTENT_LENGTH);
+        mark(&mut head.headers, Outcome::Miss, Some(key));
+        if is_event_stream(&head.headers) {
+            return self.record_stream(head, incoming, canonical.clone(), *key, sent);
+        }
         let bytes = match IdleTimeout::new(incoming, s.upstream.idle_timeout())
             .collect()
             .await
@@ -261,10 +278,117 @@ impl Proxy {
                 tracing::error!(key = %key, %error, "recording not stored");
             }
         }
-        strip_hop_by_hop(&mut head.headers);
-        head.headers.remove(header::CONTENT_LENGTH);
-        mark(&mut head.headers, Outcome::Miss, Some(key));
         Response::from_parts(head, full(bytes))
+    }
+
+    /// Forwards an event stream as it arrives and records it on the side.
+    ///
+    /// A task reads the upstream and hands each chunk to the client through
+    /// a small channel (forward first: recording never delays a chunk by
+    /// more than splitting it into events). The recording is committed the
+    /// moment the terminal event arrives, before that event is forwarded,
+    /// so a client that has seen the end of the stream finds it stored. If
+    /// the client goes away, the task keeps reading (at most
+    /// [`DRAIN_AFTER_DISCONNECT`]) so that a paid-for answer is still kept.
+    fn record_stream(
+        &self,
+        head: http::response::Parts,
+        incoming: hyper::body::Incoming,
+        canonical: Canonical,
+        key: RequestKey,
+        sent: Instant,
+    ) -> Response<ProxyBody> {
+        let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(STREAM_CHANNEL_FRAMES);
+        let proxy = self.clone();
+        let recordable = record::should_record(head.status, proxy.shared.record_errors);
+        let status = head.status;
+        let headers = head.headers.clone();
+        tokio::spawn(async move {
+            let s = &proxy.shared;
+            let mut upstream = IdleTimeout::new(incoming, s.upstream.idle_timeout());
+            let mut recorder = StreamRecorder::new(record::MAX_RECORDED_STREAM_BYTES);
+            let mut client_open = true;
+            let mut drain_deadline = None;
+            loop {
+                let next = match drain_deadline {
+                    None => upstream.frame().await,
+                    Some(deadline) => {
+                        match tokio::time::timeout_at(deadline, upstream.frame()).await {
+                            Ok(next) => next,
+                            Err(_) => {
+                                tracing::warn!(key = %key, "client left and the upstream stream did not finish within the drain bound; not recorded");
+                                break;
+                            }
+                        }
+                    }
+                };
+                let frame = match next {
+                    None => {
+                        if recordable && recorder.state() == StreamState::Open {
+                            tracing::warn!(key = %key, "upstream stream ended without its final event; not recorded");
+                        }
+                        break;
+                    }
+                    Some(Err(error)) => {
+                        let error = proxy.body_error(error);
+                        tracing::warn!(key = %key, %error, "upstream stream broke off; not recorded");
+                        if client_open {
+                            let _ = tx.send(Err(Box::new(error))).await;
+                        }
+                        break;
+                    }
+                    Some(Ok(frame)) => frame,
+                };
+                if let (Some(chunk), true) = (frame.data_ref(), recordable) {
+                    let before = recorder.state();
+                    let after = recorder.push(chunk, sent.elapsed());
+                    match (before, after) {
+                        (StreamState::Open, StreamState::Complete) => {
+                            proxy
+                                .commit_stream(&recorder, &canonical, &key, status, &headers, sent);
+                        }
+                        (StreamState::Open, StreamState::Spoiled(reason)) => {
+                            tracing::warn!(key = %key, reason, "stream will not be recorded");
+                        }
+                        _ => {}
+                    }
+                }
+                if client_open && tx.send(Ok(frame)).await.is_err() {
+                    client_open = false;
+                    if !recordable || recorder.state() != StreamState::Open {
+                        break;
+                    }
+                    tracing::info!(key = %key, "client left mid-stream; reading the upstream to the end to record it");
+                    drain_deadline = Some(tokio::time::Instant::now() + DRAIN_AFTER_DISCONNECT);
+                }
+                if !client_open && recorder.state() != StreamState::Open {
+                    break;
+                }
+            }
+        });
+        let body = StreamBody::new(ReceiverStream(rx)).boxed_unsync();
+        Response::from_parts(head, body)
+    }
+
+    fn commit_stream(
+        &self,
+        recorder: &StreamRecorder,
+        canonical: &Canonical,
+        key: &RequestKey,
+        status: StatusCode,
+        headers: &HeaderMap,
+        sent: Instant,
+    ) {
+        let s = &self.shared;
+        let Some(entry) =
+            recorder.entry(canonical, key, status, headers, sent.elapsed(), &s.redactor)
+        else {
+            return;
+        };
+        match s.store.put(key, &entry, s.history) {
+            Ok(()) => tracing::debug!(key = %key, "stream recorded"),
+            Err(error) => tracing::error!(key = %key, %error, "stream recording not stored"),
+        }
     }
 
     /// Forwards a request untouched and streams the answer back.
@@ -365,6 +489,43 @@ fn request_mode(headers: &HeaderMap, default: Mode) -> Result<Mode, ProxyError> 
                 value: String::from_utf8_lossy(value.as_bytes()).into_owned(),
                 expected: "auto, record, replay, passthrough",
             }),
+    }
+}
+
+fn replay_timing(headers: &HeaderMap, default: Timing) -> Result<Timing, ProxyError> {
+    match headers.get(REPLAY_TIMING_HEADER) {
+        None => Ok(default),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| ProxyError::BadHeader {
+                header: REPLAY_TIMING_HEADER,
+                value: String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                expected: "instant, recorded",
+            }),
+    }
+}
+
+fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/event-stream")
+        })
+}
+
+/// An mpsc receiver as a stream of body frames.
+struct ReceiverStream(mpsc::Receiver<Result<Frame<Bytes>, BoxError>>);
+
+impl futures_util::Stream for ReceiverStream {
+    type Item = Result<Frame<Bytes>, BoxError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
     }
 }
 

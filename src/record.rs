@@ -7,15 +7,16 @@
 
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, StatusCode};
 
 use crate::entry::{
     body_identity, millis, rfc3339, Entry, EntryMeta, RecordedRequest, RecordedResponse,
-    RequestBody,
+    RequestBody, StreamEvent,
 };
 use crate::key::{Canonical, CanonicalBody, RequestKey};
 use crate::redact::Redactor;
+use crate::sse::{classify, stream_identity, EventKind, EventSplitter};
 
 /// Whether an upstream answer with `status` is stored.
 /// Success always is; 4xx/5xx only with `store.record_errors = true`;
@@ -47,8 +48,126 @@ pub fn entry(
             model,
             recorded_at: rfc3339(SystemTime::now()),
             latency_ms: millis(latency),
+            stream: None,
         },
         body,
+    }
+}
+
+/// The largest stream kept for recording. Past it the stream is still
+/// forwarded whole, but not recorded: 64 MiB is far beyond any completion
+/// (a 128k-token answer streams as a few MiB of events).
+pub const MAX_RECORDED_STREAM_BYTES: usize = 64 * 1024 * 1024;
+
+/// Where a stream being recorded stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamState {
+    /// Events are arriving; no end seen yet.
+    Open,
+    /// The clean end arrived; the recording is complete.
+    Complete,
+    /// An error event arrived, or the stream grew past the cap: never stored.
+    Spoiled(&'static str),
+}
+
+/// Keeps a stream's events, with their offsets, as they pass.
+///
+/// Only a stream that ended cleanly (`data: [DONE]`, or a Responses API
+/// terminal event) yields an entry; anything after the end is ignored.
+#[derive(Debug)]
+pub struct StreamRecorder {
+    splitter: EventSplitter,
+    events: Vec<(u64, Bytes)>,
+    bytes: usize,
+    cap: usize,
+    state: StreamState,
+}
+
+impl StreamRecorder {
+    /// An empty recorder that gives up past `cap` bytes.
+    pub fn new(cap: usize) -> Self {
+        StreamRecorder {
+            splitter: EventSplitter::new(),
+            events: Vec::new(),
+            bytes: 0,
+            cap,
+            state: StreamState::Open,
+        }
+    }
+
+    /// Feeds a chunk received `offset` after the request was sent.
+    pub fn push(&mut self, chunk: &Bytes, offset: Duration) -> StreamState {
+        if self.state != StreamState::Open {
+            return self.state;
+        }
+        for event in self.splitter.push(chunk) {
+            self.bytes += event.len();
+            if self.bytes > self.cap {
+                self.state = StreamState::Spoiled("stream larger than the recording cap");
+                self.events.clear();
+                return self.state;
+            }
+            let kind = classify(&event);
+            self.events.push((millis(offset), event));
+            if kind == EventKind::Error {
+                self.state = StreamState::Spoiled("upstream sent an error event");
+                return self.state;
+            }
+            if kind.is_clean_end() {
+                self.state = StreamState::Complete;
+                return self.state;
+            }
+        }
+        if self.splitter.pending() > self.cap {
+            self.state = StreamState::Spoiled("stream larger than the recording cap");
+        }
+        self.state
+    }
+
+    /// The state so far.
+    pub fn state(&self) -> StreamState {
+        self.state
+    }
+
+    /// The recording, if the stream is complete.
+    pub fn entry(
+        &self,
+        canonical: &Canonical,
+        key: &RequestKey,
+        status: StatusCode,
+        headers: &HeaderMap,
+        latency: Duration,
+        redactor: &Redactor,
+    ) -> Option<Entry> {
+        if self.state != StreamState::Complete {
+            return None;
+        }
+        let (model, system_fingerprint) = stream_identity(self.events.iter().map(|(_, e)| &e[..]));
+        let mut body = BytesMut::with_capacity(self.bytes);
+        let mut events = Vec::with_capacity(self.events.len());
+        for (offset_ms, event) in &self.events {
+            body.extend_from_slice(event);
+            events.push(StreamEvent {
+                offset_ms: *offset_ms,
+                len: event.len(),
+            });
+        }
+        Some(Entry {
+            meta: EntryMeta {
+                key: key.to_hex(),
+                request: recorded_request(canonical),
+                response: RecordedResponse {
+                    status: status.as_u16(),
+                    headers: redactor.recordable(headers),
+                },
+                system_fingerprint,
+                model,
+                recorded_at: rfc3339(SystemTime::now()),
+                latency_ms: millis(latency),
+                stream: Some(events),
+            },
+            body: body.freeze(),
+        })
     }
 }
 
@@ -93,5 +212,84 @@ mod tests {
         assert!(!should_record(StatusCode::TOO_MANY_REQUESTS, false));
         assert!(should_record(StatusCode::TOO_MANY_REQUESTS, true));
         assert!(!should_record(StatusCode::FOUND, true));
+    }
+
+    fn canonical() -> Canonical {
+        Canonical::new(
+            &crate::key::RequestParts {
+                method: "POST",
+                path: "/v1/chat/completions",
+                query: None,
+                content_type: None,
+                body: br#"{"stream":true}"#,
+                namespace: None,
+                credential: None,
+            },
+            &crate::key::KeyRules::default(),
+        )
+    }
+
+    fn record(chunks: &[&'static str], cap: usize) -> (StreamState, Option<Entry>) {
+        let mut recorder = StreamRecorder::new(cap);
+        for (i, chunk) in chunks.iter().enumerate() {
+            recorder.push(
+                &Bytes::from_static(chunk.as_bytes()),
+                Duration::from_millis(10 * i as u64),
+            );
+        }
+        let c = canonical();
+        let entry = recorder.entry(
+            &c,
+            &c.key(),
+            StatusCode::OK,
+            &HeaderMap::new(),
+            Duration::from_millis(50),
+            &Redactor::default(),
+        );
+        (recorder.state(), entry)
+    }
+
+    #[test]
+    fn a_clean_stream_is_recorded_with_offsets() {
+        let (state, entry) = record(
+            &[
+                "data: {\"model\":\"m\",\"system_fingerprint\":\"fp\"}\n",
+                "\ndata: [DONE]\n\n",
+                "trailing",
+            ],
+            1024,
+        );
+        assert_eq!(state, StreamState::Complete);
+        let entry = entry.unwrap();
+        let events = entry.meta.stream.clone().unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(
+            events[0].offset_ms, 10,
+            "an event is timed by its last byte"
+        );
+        assert_eq!(
+            &entry.body[..],
+            b"data: {\"model\":\"m\",\"system_fingerprint\":\"fp\"}\n\ndata: [DONE]\n\n"
+        );
+        assert_eq!(entry.meta.system_fingerprint.as_deref(), Some("fp"));
+    }
+
+    #[test]
+    fn cut_errored_and_oversized_streams_are_not_recorded() {
+        assert_eq!(
+            record(&["data: {}\n\n", "data: {\"x\":1}\n\n"], 1024).1,
+            None
+        );
+        let (state, entry) = record(
+            &[
+                "data: {}\n\n",
+                "data: {\"error\":{\"message\":\"boom\"}}\n\n",
+                "data: [DONE]\n\n",
+            ],
+            1024,
+        );
+        assert!(matches!(state, StreamState::Spoiled(_)) && entry.is_none());
+        let (state, entry) = record(&["data: {}\n\n", "data: [DONE]\n\n"], 12);
+        assert!(matches!(state, StreamState::Spoiled(_)) && entry.is_none());
     }
 }

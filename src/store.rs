@@ -299,6 +299,7 @@ mod tests {
                 model: None,
                 recorded_at: "2026-11-22T00:00:00.000Z".into(),
                 latency_ms: 1,
+                stream: None,
             },
             body: Bytes::from_static(body.as_bytes()),
         }

@@ -440,18 +440,6 @@ async fn invalid_json_is_forwarded_as_is_and_keyed_as_bytes() {
 }
 
 #[tokio::test]
-async fn streams_pass_through_unrecorded_for_now() {
-    let mock = MockUpstream::start().await;
-    let proxy = TestProxy::start(&mock.url(), "").await;
-    let url = proxy.url("/v1/chat/completions");
-    let stream_body = CHAT.replace("\"seed\"", "\"stream\":true,\"seed\"");
-    let a = post(&url, &stream_body).await;
-    let b = post(&url, &stream_body).await;
-    assert_eq!((a.cache(), b.cache()), ("bypass", "bypass"));
-    assert_eq!(mock.calls(), 2);
-}
-
-#[tokio::test]
 async fn a_corrupt_entry_is_a_miss_and_is_replaced() {
     let mock = MockUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();

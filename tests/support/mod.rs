@@ -38,12 +38,19 @@ pub struct SeenRequest {
 }
 
 /// Shared mock state.
-#[derive(Default)]
 pub struct MockState {
     calls: AtomicUsize,
     pub fingerprint: Mutex<String>,
     seen: Mutex<Vec<SeenRequest>>,
+    /// Streams sent with `x-mock-stream-gate: 1` wait for a permit here
+    /// before each event after the first.
+    pub gate: tokio::sync::Semaphore,
+    /// (call number, event index) of every stream event sent, in order.
+    pub sent_events: Mutex<Vec<(usize, usize)>>,
 }
+
+type MockBody =
+    http_body_util::combinators::UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 /// A mock OpenAI-compatible upstream on 127.0.0.1:0.
 ///
@@ -61,8 +68,11 @@ impl MockUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(MockState {
+            calls: AtomicUsize::new(0),
             fingerprint: Mutex::new("fp_mock_1".into()),
-            ..MockState::default()
+            seen: Mutex::new(Vec::new()),
+            gate: tokio::sync::Semaphore::new(0),
+            sent_events: Mutex::new(Vec::new()),
         });
         let shared = state.clone();
         tokio::spawn(async move {
@@ -91,6 +101,16 @@ impl MockUpstream {
         self.state.calls.load(Ordering::SeqCst)
     }
 
+    /// Lets gated streams send `n` more events.
+    pub fn open_gate(&self, n: usize) {
+        self.state.gate.add_permits(n);
+    }
+
+    /// How many stream events have been sent so far.
+    pub fn events_sent(&self) -> usize {
+        self.state.sent_events.lock().unwrap().len()
+    }
+
     pub fn set_fingerprint(&self, fp: &str) {
         *self.state.fingerprint.lock().unwrap() = fp.to_string();
     }
@@ -104,7 +124,7 @@ impl MockUpstream {
 async fn answer(
     state: Arc<MockState>,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<MockBody>, Infallible> {
     let n = state.calls.fetch_add(1, Ordering::SeqCst) + 1;
     let (parts, body) = req.into_parts();
     let body = body
@@ -132,6 +152,20 @@ async fn answer(
         .and_then(|v| v.get("model").and_then(|m| m.as_str()).map(String::from))
         .unwrap_or_else(|| "gpt-4o-mini".into());
 
+    let request_json = serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default();
+    if request_json["stream"] == serde_json::Value::Bool(true)
+        && !parts.headers.contains_key("x-mock-status")
+    {
+        return Ok(stream_answer(
+            state,
+            n,
+            &path,
+            &model,
+            &fp,
+            &parts.headers,
+            &request_json,
+        ));
+    }
     let status = header_u64(&parts.headers, "x-mock-status")
         .and_then(|s| StatusCode::from_u16(s as u16).ok())
         .unwrap_or(StatusCode::OK);
@@ -159,7 +193,11 @@ async fn answer(
     } else {
         format!("{{\"id\":\"generic-{n}\",\"path\":\"{path}\",\"model\":\"{model}\"}}")
     };
-    let mut response = Response::new(Full::new(Bytes::from(text)));
+    let mut response = Response::new(
+        Full::new(Bytes::from(text))
+            .map_err(|e| match e {})
+            .boxed_unsync(),
+    );
     *response.status_mut() = status;
     let h = response.headers_mut();
     h.insert("content-type", "application/json".parse().unwrap());
@@ -170,6 +208,135 @@ async fn answer(
         "__cf_bm=mock-cookie-secret; path=/".parse().unwrap(),
     );
     Ok(response)
+}
+
+/// A server-sent-event answer, shaped like OpenAI's, steered by headers:
+/// `x-mock-stream-events: N` content events (default 3),
+/// `x-mock-stream-delay-ms: D` between events, `x-mock-stream-gate: 1`
+/// (wait for [`MockUpstream::open_gate`] before each event after the
+/// first), `x-mock-stream-split: 1` (each event in two writes),
+/// `x-mock-stream-end: done | cut | error | none`.
+fn stream_answer(
+    state: Arc<MockState>,
+    n: usize,
+    path: &str,
+    model: &str,
+    fp: &str,
+    headers: &HeaderMap,
+    request: &serde_json::Value,
+) -> Response<MockBody> {
+    let count = header_u64(headers, "x-mock-stream-events").unwrap_or(3) as usize;
+    let delay = Duration::from_millis(header_u64(headers, "x-mock-stream-delay-ms").unwrap_or(0));
+    let gated = headers.contains_key("x-mock-stream-gate");
+    let split = headers.contains_key("x-mock-stream-split");
+    let end = headers
+        .get("x-mock-stream-end")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("done")
+        .to_string();
+    let usage = request["stream_options"]["include_usage"] == serde_json::Value::Bool(true);
+    let mut events: Vec<String> = Vec::new();
+    let created = 1_700_000_000 + n;
+    if path.ends_with("/responses") {
+        events.push(format!("event: response.created\ndata: {{\"type\":\"response.created\",\"response\":{{\"id\":\"resp_mock_{n}\",\"model\":\"{model}\",\"status\":\"in_progress\"}}}}\n\n"));
+        for i in 0..count {
+            events.push(format!("event: response.output_text.delta\ndata: {{\"type\":\"response.output_text.delta\",\"delta\":\"tok{i} #{n}\"}}\n\n"));
+        }
+        if end == "done" {
+            events.push(format!("event: response.completed\ndata: {{\"type\":\"response.completed\",\"response\":{{\"id\":\"resp_mock_{n}\",\"model\":\"{model}\",\"status\":\"completed\"}}}}\n\n"));
+        }
+    } else {
+        let chat = path.ends_with("/chat/completions");
+        let object = if chat {
+            "chat.completion.chunk"
+        } else {
+            "text_completion"
+        };
+        let id = if chat {
+            format!("chatcmpl-mock-{n}")
+        } else {
+            format!("cmpl-mock-{n}")
+        };
+        for i in 0..count {
+            let choice = if chat {
+                format!("{{\"index\":0,\"delta\":{{\"content\":\"tok{i} #{n}\"}},\"logprobs\":null,\"finish_reason\":null}}")
+            } else {
+                format!("{{\"index\":0,\"text\":\"tok{i} #{n}\",\"logprobs\":null,\"finish_reason\":null}}")
+            };
+            events.push(format!("data: {{\"id\":\"{id}\",\"object\":\"{object}\",\"created\":{created},\"model\":\"{model}\",\"system_fingerprint\":\"{fp}\",\"choices\":[{choice}]}}\n\n"));
+        }
+        if end == "done" {
+            if usage {
+                events.push(format!("data: {{\"id\":\"{id}\",\"object\":\"{object}\",\"created\":{created},\"model\":\"{model}\",\"system_fingerprint\":\"{fp}\",\"choices\":[],\"usage\":{{\"prompt_tokens\":5,\"completion_tokens\":{count},\"total_tokens\":{}}}}}\n\n", 5 + count));
+            }
+            events.push("data: [DONE]\n\n".to_string());
+        }
+    }
+    if end == "error" {
+        events.push("data: {\"error\":{\"message\":\"mock overloaded\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n".to_string());
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<FrameResult>(4);
+    tokio::spawn(async move {
+        for (i, event) in events.into_iter().enumerate() {
+            if i > 0 {
+                if gated {
+                    match state.gate.acquire().await {
+                        Ok(permit) => permit.forget(),
+                        Err(_) => return,
+                    }
+                }
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+            }
+            let bytes = Bytes::from(event);
+            let parts = if split {
+                let mid = bytes.len() / 2;
+                vec![bytes.slice(..mid), bytes.slice(mid..)]
+            } else {
+                vec![bytes]
+            };
+            let last = parts.len() - 1;
+            for (j, part) in parts.into_iter().enumerate() {
+                if tx.send(Ok(http_body::Frame::data(part))).await.is_err() {
+                    return;
+                }
+                if split && j < last {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            state.sent_events.lock().unwrap().push((n, i));
+        }
+        if end == "cut" {
+            let _ = tx.send(Err("mock cut the stream".into())).await;
+        }
+    });
+    let body = http_body_util::StreamBody::new(ChannelStream(rx)).boxed_unsync();
+    let mut response = Response::new(body);
+    let h = response.headers_mut();
+    h.insert(
+        "content-type",
+        "text/event-stream; charset=utf-8".parse().unwrap(),
+    );
+    h.insert("x-request-id", format!("req_mock_{n}").parse().unwrap());
+    h.insert("cache-control", "no-cache".parse().unwrap());
+    response
+}
+
+type FrameResult = Result<http_body::Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>;
+
+/// An mpsc receiver as a stream of body frames.
+struct ChannelStream(tokio::sync::mpsc::Receiver<FrameResult>);
+
+impl futures_util::Stream for ChannelStream {
+    type Item = FrameResult;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<FrameResult>> {
+        self.0.poll_recv(cx)
+    }
 }
 
 fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
@@ -285,6 +452,54 @@ pub async fn send(
         headers: parts.headers,
         body,
     }
+}
+
+/// POSTs JSON and returns the response with its body unread, for reading a
+/// stream frame by frame.
+pub async fn open_stream(url: &str, body: &str, headers: &[(&str, &str)]) -> Response<Incoming> {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut builder = Request::builder()
+        .method(Method::POST)
+        .uri(url)
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer sk-test-dummy");
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let request = builder
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    tokio::time::timeout(WAIT, client.request(request))
+        .await
+        .expect("response in time")
+        .expect("request succeeds")
+}
+
+/// The next data chunk of a body: `Ok(None)` at its end, `Err` if it broke.
+pub async fn next_chunk(body: &mut Incoming) -> Result<Option<Bytes>, String> {
+    loop {
+        let frame = tokio::time::timeout(WAIT, body.frame())
+            .await
+            .expect("chunk in time");
+        match frame {
+            None => return Ok(None),
+            Some(Err(e)) => return Err(e.to_string()),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    return Ok(Some(data));
+                }
+            }
+        }
+    }
+}
+
+/// Reads a body to its end; `Err` if it broke.
+pub async fn read_all(body: &mut Incoming) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    while let Some(chunk) = next_chunk(body).await? {
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
 }
 
 /// POST JSON with a dummy key.
