@@ -25,6 +25,7 @@ pub mod cli;
 pub mod config;
 pub mod entry;
 pub mod error;
+pub mod fixtures;
 pub mod inspect;
 pub mod key;
 pub mod proxy;
