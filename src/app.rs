@@ -1,11 +1,17 @@
 //! Runs a parsed command line: builds the config, dispatches the command,
 //! and says which exit code each failure deserves.
 
+use std::io::Read;
+use std::path::Path;
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command};
-use crate::config::{Config, ConfigError, Overrides};
-use crate::inspect;
+use crate::cli::{Cli, Command, KeyCommand};
+use crate::config::{Config, ConfigError, Overrides, Scope};
+use crate::export::{self, Filter, Summary, TransferError};
+use crate::fixtures::{self, FixtureDir, FixtureError};
+use crate::inspect::{self, Listing};
+use crate::key::{Canonical, KeyRules, RequestParts};
+use crate::lint;
 use crate::server::{shutdown_signal, Server, StartError};
 use crate::store::{Store, StoreError};
 
@@ -24,6 +30,15 @@ pub enum CommandError {
     /// Nothing matched what was asked for.
     #[error("{0}")]
     NotFound(String),
+    /// The command ran but some of its work failed (listed above it).
+    #[error("{0}")]
+    Incomplete(String),
+    /// Fixture files could not be read or written.
+    #[error(transparent)]
+    Fixture(#[from] FixtureError),
+    /// An export or import could not run.
+    #[error(transparent)]
+    Transfer(#[from] TransferError),
     /// Writing the output failed (e.g. a closed pipe).
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
@@ -35,10 +50,14 @@ impl CommandError {
     /// nothing.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            CommandError::Config(_) | CommandError::Store(_) | CommandError::Start(_) => {
-                ExitCode::from(2)
+            CommandError::Config(_)
+            | CommandError::Store(_)
+            | CommandError::Start(_)
+            | CommandError::Fixture(_)
+            | CommandError::Transfer(_) => ExitCode::from(2),
+            CommandError::NotFound(_) | CommandError::Incomplete(_) | CommandError::Output(_) => {
+                ExitCode::from(1)
             }
-            CommandError::NotFound(_) | CommandError::Output(_) => ExitCode::from(1),
         }
     }
 }
@@ -69,18 +88,149 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
         }
         Command::Ls(args) => {
             let config = Config::load(&overrides)?;
-            let store = Store::open_existing(&config.store.path)?;
-            inspect::ls(&store, args.json, &mut std::io::stdout().lock())
+            let listing = listing(&config, false)?;
+            inspect::ls(&listing, args.json, &mut std::io::stdout().lock())
         }
         Command::Show(args) => {
             let config = Config::load(&overrides)?;
-            let store = Store::open_existing(&config.store.path)?;
+            let listing = listing(&config, true)?;
             inspect::show(
-                &store,
+                &listing,
                 &args.key_prefix,
                 args.json,
                 &mut std::io::stdout().lock(),
             )
         }
+        Command::Export(args) => {
+            let config = Config::load(&overrides)?;
+            let store = Store::open_existing(&config.store.path)?;
+            let filter = Filter {
+                namespace: args.namespace,
+                route: args.route,
+                model: args.model,
+            };
+            let summary = export::export(&store, &args.out, &filter)?;
+            report(&summary, "exported", &args.out)
+        }
+        Command::Import(args) => {
+            let config = Config::load(&overrides)?;
+            if !args.dir.is_dir() {
+                return Err(CommandError::NotFound(format!(
+                    "{} is not a folder of fixtures",
+                    args.dir.display()
+                )));
+            }
+            let store = Store::open(&config.store.path)?;
+            let summary = export::import(&store, &args.dir)?;
+            report(&summary, "imported", &args.dir)
+        }
+        Command::Lint(args) => lint(&args.dir),
+        Command::Key(KeyCommand::Explain(args)) => {
+            let config = Config::load(&overrides)?;
+            let mut body = Vec::new();
+            std::io::stdin().read_to_end(&mut body)?;
+            let rules = KeyRules {
+                ignore_fields: config.key.ignore_fields.clone(),
+                per_credential: false,
+            };
+            let canonical = Canonical::new(
+                &RequestParts {
+                    method: &args.method,
+                    path: &args.path,
+                    query: Some(&args.query),
+                    content_type: args.content_type.as_deref(),
+                    body: &body,
+                    namespace: args.namespace.as_deref(),
+                    credential: None,
+                },
+                &rules,
+            );
+            let note = (config.key.scope == Scope::ApiKey).then_some(
+                "key.scope = \"api-key\" mixes a hash of the caller's key into the real key; this one is computed without it",
+            );
+            inspect::explain(&canonical, note, &mut std::io::stdout().lock())
+        }
+    }
+}
+
+/// Recordings for `ls`/`show`: the fixtures folder if one is given,
+/// otherwise the store.
+fn listing(config: &Config, with_history: bool) -> Result<Listing, CommandError> {
+    match &config.store.fixtures {
+        Some(dir) => Ok(Listing::from_fixtures(&FixtureDir::load(dir)?)),
+        None => Listing::from_store(&Store::open_existing(&config.store.path)?, with_history),
+    }
+}
+
+/// Prints an export/import summary; skipped recordings make the exit code 1.
+fn report(summary: &Summary, verb: &str, place: &Path) -> Result<(), CommandError> {
+    println!("{}", summary.line(verb, place));
+    for (what, why) in &summary.skipped {
+        eprintln!("llmtape: skipped {what}: {why}");
+    }
+    if summary.skipped.is_empty() {
+        Ok(())
+    } else {
+        Err(CommandError::Incomplete(format!(
+            "{} recording(s) skipped",
+            summary.skipped.len()
+        )))
+    }
+}
+
+/// `lint DIR`: every problem on its own line, exit 1 if any.
+fn lint(dir: &Path) -> Result<(), CommandError> {
+    let files = fixtures::fixture_files(dir)?;
+    let mut problems = 0usize;
+    for path in &files {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(error) => {
+                problems += 1;
+                println!("{}: cannot read: {error}", path.display());
+                continue;
+            }
+        };
+        match serde_json::from_str::<serde_json::Value>(&text) {
+            Err(error) => {
+                problems += 1;
+                println!("{}: not JSON: {error}", path.display());
+                continue;
+            }
+            Ok(value) => {
+                for finding in lint::scan(&value) {
+                    problems += 1;
+                    println!(
+                        "{}: {}: looks like {}",
+                        path.display(),
+                        finding.pointer,
+                        finding.what
+                    );
+                }
+            }
+        }
+        if let Err(error) = fixtures::parse(path, &text)
+            .map_err(|e| e.to_string())
+            .and_then(|file| {
+                fixtures::from_fixture(&file)
+                    .map(|_| ())
+                    .map_err(|e| format!("{}: {e}", path.display()))
+            })
+        {
+            problems += 1;
+            println!("{error}");
+        }
+    }
+    println!(
+        "{} fixture file(s) checked, {problems} problem(s)",
+        files.len()
+    );
+    if problems == 0 {
+        Ok(())
+    } else {
+        Err(CommandError::Incomplete(format!(
+            "{problems} problem(s) in {}",
+            dir.display()
+        )))
     }
 }

@@ -45,6 +45,73 @@ pub enum Command {
     Ls(LsArgs),
     /// Show one recording whole: request, response headers and body, fingerprint, history.
     Show(ShowArgs),
+    /// Write the store's recordings as fixture files (one pretty JSON file each).
+    Export(ExportArgs),
+    /// Load fixture files into the store.
+    Import(ImportArgs),
+    /// Check fixture files: valid, and free of anything that looks like a credential.
+    Lint(LintArgs),
+    /// Request keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+/// `llmtape export`
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Folder to write into; files go to <route>/<model>/<first 16 hex of key>.json.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Only recordings made with this x-llmtape-namespace.
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Only this route, by name (chat.completions, completions, embeddings, responses, moderations, models) or path.
+    #[arg(long)]
+    pub route: Option<String>,
+    /// Only this model.
+    #[arg(long)]
+    pub model: Option<String>,
+}
+
+/// `llmtape import`
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Folder of fixture files (searched recursively for *.json).
+    pub dir: PathBuf,
+}
+
+/// `llmtape lint`
+#[derive(Debug, Args)]
+pub struct LintArgs {
+    /// Folder of fixture files (searched recursively for *.json).
+    pub dir: PathBuf,
+}
+
+/// `llmtape key ...`
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Print the canonical form and key of a request body read from stdin.
+    Explain(ExplainArgs),
+}
+
+/// `llmtape key explain`
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// HTTP method.
+    #[arg(long, default_value = "POST")]
+    pub method: String,
+    /// Request path.
+    #[arg(long, default_value = "/v1/chat/completions")]
+    pub path: String,
+    /// Query string, without `?` (e.g. api-version=2024-06-01).
+    #[arg(long, default_value = "")]
+    pub query: String,
+    /// The x-llmtape-namespace header.
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Content type of the body (only multipart bodies need it).
+    #[arg(long)]
+    pub content_type: Option<String>,
 }
 
 /// `llmtape serve`

@@ -458,13 +458,20 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let mut problems = Vec::new();
 
+        let fixtures = overrides.fixtures.clone().or(raw.store.fixtures);
+        // Serving fixtures is for tests: replay unless a mode is asked for.
+        let default_mode = if fixtures.is_some() {
+            Mode::Replay
+        } else {
+            Mode::Auto
+        };
         let mode = match (overrides.mode, raw.mode.as_deref()) {
             (Some(mode), _) => mode,
             (None, Some(text)) => text.parse().unwrap_or_else(|e: String| {
                 problems.push(format!("mode: {e}"));
-                Mode::Auto
+                default_mode
             }),
-            (None, None) => Mode::Auto,
+            (None, None) => default_mode,
         };
 
         let listen_text = overrides
@@ -638,7 +645,7 @@ impl Config {
                     .clone()
                     .or(raw.store.path)
                     .unwrap_or_else(|| PathBuf::from(DEFAULT_STORE)),
-                fixtures: overrides.fixtures.clone().or(raw.store.fixtures),
+                fixtures,
                 record_errors: raw.store.record_errors.unwrap_or(false),
                 history,
             },

@@ -48,7 +48,10 @@ pub enum ProxyError {
         expected: &'static str,
     },
     /// Replay mode and no recording.
-    #[error("llmtape has no recording for this request (key {key}, {method} {path}) and mode=replay, so it did not call the upstream; record it first with mode=auto or mode=record, or check what differs from the recorded request")]
+    #[error("llmtape has no recording for this request (key {key}, {method} {path}) and mode=replay, so it did not call the upstream; {}", match nearest {
+        Some(nearest) => format!("the nearest recording is {nearest}"),
+        None => "no recording exists for this route; record it first with mode=auto or mode=record".to_string(),
+    })]
     ReplayMiss {
         /// Hex key.
         key: String,
@@ -56,6 +59,8 @@ pub enum ProxyError {
         method: String,
         /// Path.
         path: String,
+        /// The nearest recording and how it differs, if any.
+        nearest: Option<String>,
     },
     /// The upstream could not be reached.
     #[error("llmtape could not reach the upstream {upstream}: {reason}")]
@@ -163,6 +168,7 @@ mod tests {
             key: "ab".repeat(32),
             method: "POST".into(),
             path: "/v1/chat/completions".into(),
+            nearest: None,
         };
         assert_eq!(err.status(), StatusCode::NOT_FOUND);
         let body: serde_json::Value = serde_json::from_slice(&err.body()).unwrap();

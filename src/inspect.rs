@@ -9,89 +9,138 @@ use serde_json::{json, Value};
 
 use crate::app::CommandError;
 use crate::entry::{Entry, RequestBody};
+use crate::fixtures::FixtureDir;
+use crate::key::{canonical_json, Canonical, CanonicalBody, CANONICAL_VERSION};
 use crate::record::base64_encode;
 use crate::store::{Store, StoreError};
 
 /// How many candidates an ambiguous `show` lists.
 const AMBIGUOUS_LISTED: usize = 10;
 
-/// Prints one line per recording (or a JSON array with `json`).
-pub fn ls(store: &Store, as_json: bool, out: &mut impl Write) -> Result<(), CommandError> {
-    let mut rows = Vec::new();
-    let mut corrupt = 0usize;
-    for item in store.iter() {
-        match item {
-            Ok(entry) => rows.push(entry),
-            Err(error @ StoreError::Corrupt { .. }) => {
-                corrupt += 1;
-                eprintln!("llmtape: warning: {error}");
+/// Recordings read for `ls` and `show`, from a store or a fixtures folder.
+pub struct Listing {
+    /// Every readable recording with its history, in key order.
+    pub recordings: Vec<(Entry, Vec<Entry>)>,
+    /// Where they came from.
+    pub location: String,
+}
+
+impl Listing {
+    /// Reads a store. Corrupt entries are reported on stderr and skipped;
+    /// history is read only when `with_history`.
+    pub fn from_store(store: &Store, with_history: bool) -> Result<Listing, CommandError> {
+        let mut recordings = Vec::new();
+        let mut corrupt = 0usize;
+        for item in store.iter() {
+            match item {
+                Ok(entry) => {
+                    let history = match (with_history, entry.key()) {
+                        (true, Some(key)) => store.history(&key)?,
+                        _ => Vec::new(),
+                    };
+                    recordings.push((entry, history));
+                }
+                Err(error @ StoreError::Corrupt { .. }) => {
+                    corrupt += 1;
+                    eprintln!("llmtape: warning: {error}");
+                }
+                Err(error) => return Err(error.into()),
             }
-            Err(error) => return Err(error.into()),
+        }
+        if corrupt > 0 {
+            eprintln!("llmtape: {corrupt} corrupt recording(s) skipped; they replay as misses and are replaced when re-recorded");
+        }
+        Ok(Listing {
+            recordings,
+            location: store.path().display().to_string(),
+        })
+    }
+
+    /// Reads a fixtures folder.
+    pub fn from_fixtures(dir: &FixtureDir) -> Listing {
+        Listing {
+            recordings: dir.all(),
+            location: dir.root().display().to_string(),
         }
     }
+}
+
+/// Prints one line per recording (or a JSON array with `json`).
+pub fn ls(listing: &Listing, as_json: bool, out: &mut impl Write) -> Result<(), CommandError> {
     if as_json {
-        let list: Vec<Value> = rows.iter().map(summary_json).collect();
+        let list: Vec<Value> = listing
+            .recordings
+            .iter()
+            .map(|(e, _)| summary_json(e))
+            .collect();
         serde_json::to_writer_pretty(&mut *out, &list).map_err(std::io::Error::from)?;
         writeln!(out)?;
-    } else {
-        if std::io::stdout().is_terminal() {
-            writeln!(
-                out,
-                "{:<16}  {:<24}  {:>3}  {:<34}  {:<20}  {:<14}  {:>8}",
-                "KEY", "RECORDED AT", "ST", "REQUEST", "MODEL", "FINGERPRINT", "BYTES"
-            )?;
-        }
-        for entry in &rows {
-            let m = &entry.meta;
-            writeln!(
-                out,
-                "{:<16}  {:<24}  {:>3}  {:<34}  {:<20}  {:<14}  {:>8}",
-                &m.key[..16.min(m.key.len())],
-                m.recorded_at,
-                m.response.status,
-                format!("{} {}", m.request.method, request_target(entry)),
-                m.model.as_deref().unwrap_or("-"),
-                m.system_fingerprint.as_deref().unwrap_or("-"),
-                entry.body.len()
-            )?;
-        }
+        return Ok(());
     }
-    if corrupt > 0 {
-        eprintln!("llmtape: {corrupt} corrupt recording(s) skipped; they replay as misses and are replaced when re-recorded");
+    if std::io::stdout().is_terminal() {
+        writeln!(
+            out,
+            "{:<16}  {:<24}  {:>3}  {:<34}  {:<20}  {:<14}  {:>8}",
+            "KEY", "RECORDED AT", "ST", "REQUEST", "MODEL", "FINGERPRINT", "BYTES"
+        )?;
+    }
+    for (entry, _) in &listing.recordings {
+        let m = &entry.meta;
+        writeln!(
+            out,
+            "{:<16}  {:<24}  {:>3}  {:<34}  {:<20}  {:<14}  {:>8}",
+            &m.key[..16.min(m.key.len())],
+            m.recorded_at,
+            m.response.status,
+            format!(
+                "{} {}{}",
+                m.request.method,
+                request_target(entry),
+                if m.stream.is_some() { " (stream)" } else { "" }
+            ),
+            m.model.as_deref().unwrap_or("-"),
+            m.system_fingerprint.as_deref().unwrap_or("-"),
+            entry.body.len()
+        )?;
     }
     Ok(())
 }
 
 /// Prints one recording whole, found by key prefix.
 pub fn show(
-    store: &Store,
+    listing: &Listing,
     prefix: &str,
     as_json: bool,
     out: &mut impl Write,
 ) -> Result<(), CommandError> {
-    let prefix = prefix.trim();
+    let prefix = prefix.trim().to_ascii_lowercase();
     if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(CommandError::NotFound(format!(
             "{prefix:?} is not a key prefix: keys are hex, as `llmtape ls` prints them"
         )));
     }
-    let found = store.find_prefix(prefix, AMBIGUOUS_LISTED + 1)?;
-    let entry = match found.as_slice() {
+    let found: Vec<&(Entry, Vec<Entry>)> = listing
+        .recordings
+        .iter()
+        .filter(|(e, _)| e.meta.key.starts_with(&prefix))
+        .collect();
+    let (entry, history) = match found.as_slice() {
         [] => {
             return Err(CommandError::NotFound(format!(
                 "no recording has a key starting with {prefix} in {}",
-                store.path().display()
+                listing.location
             )))
         }
-        [one] => one,
+        [one] => *one,
         many => {
             let keys: Vec<&str> = many
                 .iter()
                 .take(AMBIGUOUS_LISTED)
-                .map(|e| e.meta.key.as_str())
+                .map(|(e, _)| e.meta.key.as_str())
                 .collect();
             return Err(CommandError::NotFound(format!(
-                "{prefix} matches more than one recording ({}{}); give more characters",
+                "{prefix} matches {} recordings ({}{}); give more characters",
+                many.len(),
                 keys.join(", "),
                 if many.len() > AMBIGUOUS_LISTED {
                     ", ..."
@@ -100,11 +149,6 @@ pub fn show(
                 }
             )));
         }
-    };
-    let key = entry.key();
-    let history = match key {
-        Some(key) => store.history(&key)?,
-        None => Vec::new(),
     };
     if as_json {
         let mut value = full_json(entry);
@@ -148,8 +192,89 @@ pub fn show(
     }
     writeln!(out, "request body:")?;
     writeln!(out, "{}", indent(&request_body_text(&m.request.body)))?;
-    writeln!(out, "response body ({} bytes):", entry.body.len())?;
-    writeln!(out, "{}", indent(&response_body_text(&entry.body)))?;
+    match &m.stream {
+        Some(_) => {
+            let events = entry.events();
+            writeln!(
+                out,
+                "response stream ({} events, {} bytes):",
+                events.len(),
+                entry.body.len()
+            )?;
+            for (offset, event) in events {
+                let text = String::from_utf8_lossy(&event);
+                writeln!(
+                    out,
+                    "  +{offset:>6} ms  {}",
+                    text.trim_end().replace('\n', "\n             ")
+                )?;
+            }
+        }
+        None => {
+            writeln!(out, "response body ({} bytes):", entry.body.len())?;
+            writeln!(out, "{}", indent(&response_body_text(&entry.body)))?;
+        }
+    }
+    Ok(())
+}
+
+/// `key explain`: prints a request's canonical form and key.
+pub fn explain(
+    canonical: &Canonical,
+    scope_note: Option<&str>,
+    out: &mut impl Write,
+) -> Result<(), CommandError> {
+    writeln!(out, "canonical form (version {CANONICAL_VERSION}):")?;
+    writeln!(out, "  method:    {}", canonical.method)?;
+    writeln!(out, "  path:      {}", canonical.path)?;
+    writeln!(
+        out,
+        "  query:     {}",
+        if canonical.query.is_empty() {
+            "(none)"
+        } else {
+            &canonical.query
+        }
+    )?;
+    writeln!(
+        out,
+        "  namespace: {}",
+        if canonical.namespace.is_empty() {
+            "(none)"
+        } else {
+            &canonical.namespace
+        }
+    )?;
+    match &canonical.body {
+        CanonicalBody::Empty => writeln!(out, "  body:      (empty)")?,
+        CanonicalBody::Json(value) => writeln!(
+            out,
+            "  body:      json {}",
+            String::from_utf8_lossy(&canonical_json(value))
+        )?,
+        CanonicalBody::Multipart(parts) => writeln!(
+            out,
+            "  body:      multipart, {} part(s), keyed without the boundary",
+            parts.len()
+        )?,
+        CanonicalBody::Bytes(bytes) => writeln!(
+            out,
+            "  body:      {} bytes, not JSON: hashed as bytes",
+            bytes.len()
+        )?,
+    }
+    if canonical.ignored.is_empty() {
+        writeln!(
+            out,
+            "ignored:     (nothing; key.ignore_fields matched no field)"
+        )?;
+    } else {
+        writeln!(out, "ignored:     {}", canonical.ignored.join(", "))?;
+    }
+    if let Some(note) = scope_note {
+        writeln!(out, "note:        {note}")?;
+    }
+    writeln!(out, "key:         {}", canonical.key())?;
     Ok(())
 }
 

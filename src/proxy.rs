@@ -28,13 +28,16 @@ use crate::body::{
     collect_limited, full, BoxError, CollectError, IdleTimeout, IdleTimeoutError, ProxyBody,
 };
 use crate::config::{Config, Mode, Scope, Timing};
+use crate::diff;
+use crate::entry::RequestBody;
 use crate::error::{Fault, ProxyError};
 use crate::key::{Canonical, KeyRules, RequestKey, RequestParts};
 use crate::record::{self, StreamRecorder, StreamState};
+use crate::recordings::Recordings;
 use crate::redact::{strip_hop_by_hop, Redactor};
 use crate::replay;
 use crate::route::Route;
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 use crate::upstream::{error_chain, Upstream, UpstreamSetupError};
 
 /// `hit`, `miss` or `bypass`.
@@ -47,8 +50,51 @@ pub const RECORDED_AT_HEADER: &str = "x-llmtape-recorded-at";
 pub const MODE_HEADER: &str = "x-llmtape-mode";
 /// Isolates suites sharing one store.
 pub const NAMESPACE_HEADER: &str = "x-llmtape-namespace";
+/// On a replay miss: the nearest recording's key and the paths that differ.
+pub const MISS_NEAREST_HEADER: &str = "x-llmtape-miss-nearest";
 /// Per-request override of `replay.timing`.
 pub const REPLAY_TIMING_HEADER: &str = "x-llmtape-replay-timing";
+
+/// A replay miss compares the request with at most this many recordings
+/// to find the nearest; misses are rare and this bounds their cost.
+const NEAREST_SCAN_LIMIT: usize = 10_000;
+
+/// How many differing paths a miss message lists.
+const NEAREST_PATHS_SHOWN: usize = 8;
+
+/// The recording closest to a missed request.
+struct Nearest {
+    key: String,
+    recorded_at: String,
+    paths: Vec<String>,
+}
+
+impl Nearest {
+    fn shown_paths(&self) -> String {
+        let mut shown = self.paths[..self.paths.len().min(NEAREST_PATHS_SHOWN)].join(", ");
+        if self.paths.len() > NEAREST_PATHS_SHOWN {
+            shown.push_str(", ...");
+        }
+        shown
+    }
+
+    /// For the error message.
+    fn describe(&self) -> String {
+        if self.paths.is_empty() {
+            format!(
+                "{} (same request; recorded under another key: scope or ignore_fields differ)",
+                self.key
+            )
+        } else {
+            format!("{}, which differs at {}", self.key, self.shown_paths())
+        }
+    }
+
+    /// For the `x-llmtape-miss-nearest` header: `KEY PATH,PATH`.
+    fn header(&self) -> String {
+        format!("{} {}", self.key, self.paths.join(","))
+    }
+}
 
 /// Chunks buffered between the upstream reader and a slow client. Small:
 /// back-pressure should reach the upstream rather than memory.
@@ -89,7 +135,7 @@ pub struct Proxy {
 
 struct Shared {
     mode: Mode,
-    store: Store,
+    recordings: Recordings,
     upstream: Upstream,
     rules: KeyRules,
     redactor: Redactor,
@@ -100,13 +146,13 @@ struct Shared {
 }
 
 impl Proxy {
-    /// A proxy over `store` configured by `config`.
-    pub fn new(config: &Config, store: Store) -> Result<Proxy, UpstreamSetupError> {
+    /// A proxy over `recordings` configured by `config`.
+    pub fn new(config: &Config, recordings: Recordings) -> Result<Proxy, UpstreamSetupError> {
         Ok(Proxy {
             shared: Arc::new(Shared {
                 mode: config.mode,
                 upstream: Upstream::new(&config.upstream)?,
-                store,
+                recordings,
                 rules: KeyRules {
                     ignore_fields: config.key.ignore_fields.clone(),
                     per_credential: config.key.scope == Scope::ApiKey,
@@ -120,9 +166,9 @@ impl Proxy {
         })
     }
 
-    /// The store this proxy records into.
-    pub fn store(&self) -> &Store {
-        &self.shared.store
+    /// Where this proxy reads and writes recordings.
+    pub fn recordings(&self) -> &Recordings {
+        &self.shared.recordings
     }
 
     /// Answers one request. Never fails.
@@ -203,7 +249,7 @@ impl Proxy {
             Mode::Auto | Mode::Passthrough => wants_no_cache(&parts.headers),
         };
         if !re_record {
-            match s.store.get(&key) {
+            match s.recordings.get(&key) {
                 Ok(Some(entry)) => return (replay::response(entry, &key, timing), Some(key)),
                 Ok(None) => {}
                 Err(error @ StoreError::Corrupt { .. }) => {
@@ -215,14 +261,25 @@ impl Proxy {
             }
         }
         if mode == Mode::Replay {
+            let nearest = self.nearest(&canonical);
             let error = ProxyError::ReplayMiss {
                 key: key.to_hex(),
                 method: parts.method.to_string(),
                 path: parts.uri.path().to_string(),
+                nearest: nearest.as_ref().map(Nearest::describe),
             };
-            return (error_response(&error, Some(&key)), Some(key));
+            let mut response = error_response(&error, Some(&key));
+            if let Some(value) = nearest.and_then(|n| HeaderValue::from_str(&n.header()).ok()) {
+                response.headers_mut().insert(MISS_NEAREST_HEADER, value);
+            }
+            return (response, Some(key));
         }
-        (self.record(&parts, body, &canonical, &key).await, Some(key))
+        // A committed fixture is only rewritten by an explicit re-record.
+        let replace = mode == Mode::Record;
+        (
+            self.record(&parts, body, &canonical, &key, replace).await,
+            Some(key),
+        )
     }
 
     /// Forwards a miss, stores the answer if it is worth keeping, returns it.
@@ -232,6 +289,7 @@ impl Proxy {
         body: Bytes,
         canonical: &Canonical,
         key: &RequestKey,
+        replace: bool,
     ) -> Response<ProxyBody> {
         let s = &self.shared;
         let sent = Instant::now();
@@ -253,7 +311,7 @@ impl Proxy {
         head.headers.remove(header::CONTENT_LENGTH);
         mark(&mut head.headers, Outcome::Miss, Some(key));
         if is_event_stream(&head.headers) {
-            return self.record_stream(head, incoming, canonical.clone(), *key, sent);
+            return self.record_stream(head, incoming, canonical.clone(), *key, sent, replace);
         }
         let bytes = match IdleTimeout::new(incoming, s.upstream.idle_timeout())
             .collect()
@@ -274,7 +332,7 @@ impl Proxy {
                 &s.redactor,
             );
             // The client gets its answer whether or not the write succeeds.
-            if let Err(error) = s.store.put(key, &entry, s.history) {
+            if let Err(error) = s.recordings.put(key, &entry, s.history, replace) {
                 tracing::error!(key = %key, %error, "recording not stored");
             }
         }
@@ -297,6 +355,7 @@ impl Proxy {
         canonical: Canonical,
         key: RequestKey,
         sent: Instant,
+        replace: bool,
     ) -> Response<ProxyBody> {
         let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(STREAM_CHANNEL_FRAMES);
         let proxy = self.clone();
@@ -344,8 +403,22 @@ impl Proxy {
                     let after = recorder.push(chunk, sent.elapsed());
                     match (before, after) {
                         (StreamState::Open, StreamState::Complete) => {
-                            proxy
-                                .commit_stream(&recorder, &canonical, &key, status, &headers, sent);
+                            let entry = recorder.entry(
+                                &canonical,
+                                &key,
+                                status,
+                                &headers,
+                                sent.elapsed(),
+                                &s.redactor,
+                            );
+                            if let Some(entry) = entry {
+                                match s.recordings.put(&key, &entry, s.history, replace) {
+                                    Ok(_) => tracing::debug!(key = %key, "stream recorded"),
+                                    Err(error) => {
+                                        tracing::error!(key = %key, %error, "stream recording not stored")
+                                    }
+                                }
+                            }
                         }
                         (StreamState::Open, StreamState::Spoiled(reason)) => {
                             tracing::warn!(key = %key, reason, "stream will not be recorded");
@@ -368,27 +441,6 @@ impl Proxy {
         });
         let body = StreamBody::new(ReceiverStream(rx)).boxed_unsync();
         Response::from_parts(head, body)
-    }
-
-    fn commit_stream(
-        &self,
-        recorder: &StreamRecorder,
-        canonical: &Canonical,
-        key: &RequestKey,
-        status: StatusCode,
-        headers: &HeaderMap,
-        sent: Instant,
-    ) {
-        let s = &self.shared;
-        let Some(entry) =
-            recorder.entry(canonical, key, status, headers, sent.elapsed(), &s.redactor)
-        else {
-            return;
-        };
-        match s.store.put(key, &entry, s.history) {
-            Ok(()) => tracing::debug!(key = %key, "stream recorded"),
-            Err(error) => tracing::error!(key = %key, %error, "stream recording not stored"),
-        }
     }
 
     /// Forwards a request untouched and streams the answer back.
@@ -421,6 +473,44 @@ impl Proxy {
         }
     }
 
+    /// The recording for the same method, path and namespace whose request
+    /// differs from `canonical` in the fewest JSON paths.
+    fn nearest(&self, canonical: &Canonical) -> Option<Nearest> {
+        let wanted = record::recorded_request(canonical);
+        self.shared
+            .recordings
+            .sample(NEAREST_SCAN_LIMIT)
+            .into_iter()
+            .filter(|e| {
+                let r = &e.meta.request;
+                r.method == wanted.method
+                    && r.path == wanted.path
+                    && r.namespace == wanted.namespace
+            })
+            .map(|e| {
+                let r = &e.meta.request;
+                let mut paths = match (&wanted.body, &r.body) {
+                    (RequestBody::Json(a), RequestBody::Json(b)) => diff::differing_paths(b, a),
+                    (a, b) if a == b => Vec::new(),
+                    _ => vec!["(body)".to_string()],
+                };
+                if r.query != wanted.query {
+                    paths.insert(0, "(query)".to_string());
+                }
+                Nearest {
+                    key: e.meta.key.clone(),
+                    recorded_at: e.meta.recorded_at.clone(),
+                    paths,
+                }
+            })
+            .min_by(|a, b| {
+                a.paths
+                    .len()
+                    .cmp(&b.paths.len())
+                    .then_with(|| b.recorded_at.cmp(&a.recorded_at))
+            })
+    }
+
     fn body_error(&self, error: BoxError) -> ProxyError {
         let upstream = self.shared.upstream.display().to_string();
         match error.downcast_ref::<IdleTimeoutError>() {
@@ -445,7 +535,7 @@ impl Proxy {
                     "status": "ok",
                     "mode": s.mode.as_str(),
                     "upstream": s.upstream.display(),
-                    "recordings": s.store.len(),
+                    "recordings": s.recordings.len(),
                 }),
             ),
             _ => (

@@ -18,7 +18,9 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+use crate::fixtures::{FixtureDir, FixtureError};
 use crate::proxy::Proxy;
+use crate::recordings::Recordings;
 use crate::store::{Store, StoreError};
 use crate::upstream::UpstreamSetupError;
 
@@ -32,6 +34,9 @@ pub enum StartError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A fixture could not be loaded.
+    #[error("cannot serve fixtures: {0}")]
+    Fixtures(#[from] FixtureError),
     /// The upstream client could not be set up.
     #[error(transparent)]
     Upstream(#[from] UpstreamSetupError),
@@ -62,19 +67,16 @@ pub struct Server {
 impl Server {
     /// Opens the store, builds the proxy and binds the listener.
     pub async fn bind(config: Config) -> Result<Server, StartError> {
-        if let Some(dir) = &config.store.fixtures {
-            return Err(StartError::Unsupported(format!(
-                "serving from a fixtures folder ({}) is not available in this version; remove --fixtures / store.fixtures",
-                dir.display()
-            )));
-        }
         if config.server.tls.is_some() {
             return Err(StartError::Unsupported(
                 "TLS on the listener (server.tls_cert, server.tls_key) is not available in this version; remove both keys and terminate TLS in front of llmtape".into(),
             ));
         }
-        let store = Store::open(&config.store.path)?;
-        let proxy = Proxy::new(&config, store)?;
+        let recordings = match &config.store.fixtures {
+            Some(dir) => Recordings::Fixtures(FixtureDir::load(dir)?),
+            None => Recordings::Store(Store::open(&config.store.path)?),
+        };
+        let proxy = Proxy::new(&config, recordings)?;
         let addr = config.server.listen;
         let listener = TcpListener::bind(addr).await.map_err(|source| {
             let hint = match source.kind() {
@@ -108,12 +110,15 @@ impl Server {
 
     /// The line printed once the server is ready.
     pub fn ready_line(&self) -> String {
+        let source = match &self.config.store.fixtures {
+            Some(dir) => format!("fixtures={}", dir.display()),
+            None => format!("store={}", self.config.store.path.display()),
+        };
         format!(
-            "llmtape listening on http://{} (mode={}, upstream={}, store={})",
+            "llmtape listening on http://{} (mode={}, upstream={}, {source})",
             self.local_addr,
             self.config.mode,
             self.config.upstream.url.to_string().trim_end_matches('/'),
-            self.config.store.path.display()
         )
     }
 
@@ -158,7 +163,7 @@ impl Server {
                 "in-flight requests did not finish before server.shutdown_timeout; closing them"
             );
         }
-        match self.proxy.store().flush() {
+        match self.proxy.recordings().flush() {
             Ok(()) => tracing::info!("store flushed"),
             Err(error) => tracing::error!(%error, "store flush failed"),
         }

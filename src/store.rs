@@ -157,6 +157,39 @@ impl Store {
         self.trim_history(key, history)
     }
 
+    /// Sets the recording for `key` and its history exactly (for `import`):
+    /// the key's earlier history is dropped first, then the history and
+    /// the recording are written in one transaction.
+    pub fn replace(
+        &self,
+        key: &RequestKey,
+        entry: &Entry,
+        history: &[Entry],
+    ) -> Result<(), StoreError> {
+        self.trim_history(key, 0)?;
+        let mut past = Vec::with_capacity(history.len());
+        for old in history {
+            let sequence = self.db.generate_id().map_err(|e| self.io(e))?;
+            let mut id = Vec::with_capacity(40);
+            id.extend_from_slice(key.as_bytes());
+            id.extend_from_slice(&sequence.to_be_bytes());
+            past.push((id, old.encode()));
+        }
+        let value = entry.encode();
+        let result: Result<(), TransactionError<()>> =
+            (&self.entries, &self.history).transaction(|(entries, history)| {
+                for (id, old) in &past {
+                    history.insert(id.as_slice(), old.as_slice())?;
+                }
+                entries.insert(key.as_bytes().as_slice(), value.as_slice())?;
+                Ok::<(), ConflictableTransactionError<()>>(())
+            });
+        result.map_err(|e| match e {
+            TransactionError::Storage(source) => self.io(source),
+            TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
+        })
+    }
+
     /// Earlier recordings of `key`, oldest first. Corrupt ones are skipped.
     pub fn history(&self, key: &RequestKey) -> Result<Vec<Entry>, StoreError> {
         let mut out = Vec::new();

@@ -1,0 +1,114 @@
+//! Where recordings live: the sled store, or a fixtures folder.
+//!
+//! The proxy and the read-only commands talk to this one type, so serving
+//! from fixtures (`--fixtures DIR`) and from the store behave the same.
+//! The difference that matters is written down in [`Recordings::put`]: a
+//! store keeps every re-recording (old ones go to history), while a
+//! fixtures folder never rewrites a committed file unless asked to.
+
+use std::path::Path;
+
+use crate::entry::Entry;
+use crate::fixtures::{FixtureDir, FixtureError};
+use crate::key::RequestKey;
+use crate::store::{Store, StoreError};
+
+/// A source (and sink) of recordings.
+pub enum Recordings {
+    /// The embedded sled store.
+    Store(Store),
+    /// A folder of fixture files, loaded into memory.
+    Fixtures(FixtureDir),
+}
+
+/// Why a recording could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordingsError {
+    /// From the store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// From a fixtures folder.
+    #[error(transparent)]
+    Fixtures(#[from] FixtureError),
+}
+
+impl Recordings {
+    /// The recording for `key`; a corrupt store entry is an error the caller
+    /// treats as a miss.
+    pub fn get(&self, key: &RequestKey) -> Result<Option<Entry>, StoreError> {
+        match self {
+            Recordings::Store(store) => store.get(key),
+            Recordings::Fixtures(dir) => Ok(dir.get(key)),
+        }
+    }
+
+    /// Stores a recording. In the store an existing one moves to history.
+    /// In a fixtures folder an existing file is rewritten (with the old
+    /// recording in its history) only when `replace` is set, i.e. in
+    /// `record` mode; returns whether anything was written.
+    pub fn put(
+        &self,
+        key: &RequestKey,
+        entry: &Entry,
+        history: usize,
+        replace: bool,
+    ) -> Result<bool, RecordingsError> {
+        match self {
+            Recordings::Store(store) => store
+                .put(key, entry, history)
+                .map(|()| true)
+                .map_err(Into::into),
+            Recordings::Fixtures(dir) => dir.put(key, entry, history, replace).map_err(Into::into),
+        }
+    }
+
+    /// Every recording (corrupt store entries skipped with a warning), at
+    /// most `limit`.
+    pub fn sample(&self, limit: usize) -> Vec<Entry> {
+        match self {
+            Recordings::Store(store) => store
+                .iter()
+                .filter_map(|item| match item {
+                    Ok(entry) => Some(entry),
+                    Err(error) => {
+                        tracing::warn!(%error, "skipping unreadable recording");
+                        None
+                    }
+                })
+                .take(limit)
+                .collect(),
+            Recordings::Fixtures(dir) => {
+                dir.all().into_iter().take(limit).map(|(e, _)| e).collect()
+            }
+        }
+    }
+
+    /// Number of recordings.
+    pub fn len(&self) -> usize {
+        match self {
+            Recordings::Store(store) => store.len(),
+            Recordings::Fixtures(dir) => dir.len(),
+        }
+    }
+
+    /// True when there is none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Makes writes durable (fixture files are written synchronously).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        match self {
+            Recordings::Store(store) => store.flush(),
+            Recordings::Fixtures(_) => Ok(()),
+        }
+    }
+
+    /// The store directory or fixtures folder.
+    pub fn location(&self) -> &Path {
+        match self {
+            Recordings::Store(store) => store.path(),
+            Recordings::Fixtures(dir) => dir.root(),
+        }
+    }
+}
