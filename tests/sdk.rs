@@ -1,11 +1,14 @@
-//! End to end with the official `openai` Python SDK: the SDK talks to an
+//! End to end with the official `openai` SDKs: the SDK talks to an
 //! in-process llmtape (127.0.0.1:0) in front of the mock upstream in
-//! `support`, through `tests/sdk/python_core.py`.
+//! `support`, through `tests/sdk/python_core.py` (Python) or
+//! `tests/node/stream.mjs` (Node).
 //!
-//! The interpreter is `$LLMTAPE_TEST_PYTHON`, else `<repo>/.venv/bin/python`;
-//! `scripts/test` creates that venv and installs `openai` into it. Without a
-//! usable interpreter these tests skip with a note on stderr, except under CI
-//! (`$CI` set), where they fail.
+//! The Python interpreter is `$LLMTAPE_TEST_PYTHON`, else
+//! `<repo>/.venv/bin/python`; `scripts/test` creates that venv and installs
+//! `openai` into it. The Node binary is `$LLMTAPE_TEST_NODE`, else `node` on
+//! `PATH`, with the SDK in `tests/node/node_modules` (`scripts/test` runs
+//! `npm ci` there). Without a usable SDK these tests skip with a note on
+//! stderr, except under CI (`$CI` set), where they fail.
 
 mod support;
 
@@ -63,13 +66,67 @@ async fn python() -> Option<PathBuf> {
     None
 }
 
-/// Runs `python_core.py SCENARIO` against the proxy's `/v1` without
-/// blocking the runtime the proxy runs on; killed after `support::WAIT`.
+/// Node with the `openai` package importable from `tests/node`, or `None`
+/// after saying why on stderr (outside CI; under CI this panics instead).
+async fn node() -> Option<PathBuf> {
+    let dir = Path::new(REPO).join("tests/node");
+    let node = match std::env::var_os("LLMTAPE_TEST_NODE") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from("node"),
+    };
+    let problem = if !dir.join("node_modules/openai").is_dir() {
+        "tests/node/node_modules/openai is not installed".to_string()
+    } else {
+        let probe = node.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new(&probe)
+                .args(["--input-type=module", "-e", "import 'openai';"])
+                .current_dir(&dir)
+                .stdin(Stdio::null())
+                .output()
+        })
+        .await
+        .unwrap();
+        match out {
+            Ok(out) if out.status.success() => return Some(node),
+            Ok(out) => format!(
+                "`{}` cannot import openai: {}",
+                node.display(),
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("")
+                    .trim()
+            ),
+            Err(e) => format!("cannot run {}: {e}", node.display()),
+        }
+    };
+    if std::env::var_os("CI").is_some() {
+        panic!("the Node SDK tests need node and tests/node/node_modules/openai: {problem}; run scripts/test (it installs it)");
+    }
+    eprintln!("skipping: Node SDK test: {problem}; run scripts/test to install it");
+    None
+}
+
+/// Runs `python_core.py SCENARIO` against the proxy's `/v1`.
 async fn run_scenario(python: &Path, proxy: &TestProxy, scenario: &str) -> Value {
     let script = Path::new(REPO).join("tests/sdk/python_core.py");
-    let mut command = Command::new(python);
+    run_script(python, &script, proxy, scenario).await
+}
+
+/// Runs `node stream.mjs SCENARIO` against the proxy's `/v1`.
+async fn run_node_scenario(node: &Path, proxy: &TestProxy, scenario: &str) -> Value {
+    let script = Path::new(REPO).join("tests/node/stream.mjs");
+    run_script(node, &script, proxy, scenario).await
+}
+
+/// Runs `PROGRAM SCRIPT SCENARIO` against the proxy's `/v1` without
+/// blocking the runtime the proxy runs on; killed after `support::WAIT`.
+/// Its stdout must be one JSON object.
+async fn run_script(program: &Path, script: &Path, proxy: &TestProxy, scenario: &str) -> Value {
+    let mut command = Command::new(program);
     command
-        .arg(&script)
+        .arg(script)
         .arg(scenario)
         .env("OPENAI_BASE_URL", proxy.url("/v1"))
         .env("OPENAI_API_KEY", "sk-test-dummy")
@@ -84,16 +141,18 @@ async fn run_scenario(python: &Path, proxy: &TestProxy, scenario: &str) -> Value
         .env_remove("http_proxy")
         .env_remove("https_proxy")
         .env_remove("all_proxy")
+        .env_remove("NODE_OPTIONS")
         .env_remove("OPENAI_ORG_ID")
         .env_remove("OPENAI_PROJECT_ID")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let label = format!("{} {scenario}", script.display());
+    let label = format!("{} {}", program.display(), script.display());
+    let start_label = label.clone();
     let (status, stdout, stderr) = tokio::task::spawn_blocking(move || {
         let mut child = command
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {label}: {e}"));
+            .unwrap_or_else(|e| panic!("cannot start {start_label}: {e}"));
         let mut out_pipe = child.stdout.take().unwrap();
         let mut err_pipe = child.stderr.take().unwrap();
         let out_reader = std::thread::spawn(move || {
@@ -125,11 +184,11 @@ async fn run_scenario(python: &Path, proxy: &TestProxy, scenario: &str) -> Value
     .await
     .unwrap();
     let Some(status) = status else {
-        panic!("{scenario}: the Python SDK script did not finish within {WAIT:?}\nstdout:\n{stdout}\nstderr:\n{stderr}");
+        panic!("{scenario}: {label} did not finish within {WAIT:?}\nstdout:\n{stdout}\nstderr:\n{stderr}");
     };
     assert!(
         status.success(),
-        "{scenario}: the Python SDK script failed ({status})\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        "{scenario}: {label} failed ({status})\nstdout:\n{stdout}\nstderr:\n{stderr}"
     );
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
         panic!(
@@ -200,6 +259,119 @@ async fn python_sdk_replay_miss_raises_not_found_naming_llmtape() {
 
     let out = run_scenario(&python, &proxy, "replay_miss").await;
     assert_eq!(out["raised"], "NotFoundError", "{out:#}");
+    assert_eq!(out["status"], 404, "{out:#}");
+    let message = out["message"].as_str().unwrap_or_default();
+    assert!(message.contains("mode=replay"), "{message}");
+    assert!(message.contains("llmtape"), "{message}");
+    assert_eq!(
+        mock.calls(),
+        0,
+        "a replay miss must never reach the upstream"
+    );
+}
+
+/// The chunks a stream scenario printed under `key`, checked against what
+/// the mock streams for call #1: three content chunks, then a usage chunk.
+fn check_stream_chunks(out: &Value, key: &str) -> Vec<Value> {
+    let chunks = out[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("{key} is not a list: {out:#}"))
+        .clone();
+    assert!(!chunks.is_empty(), "{key}: no chunks: {out:#}");
+    assert_eq!(chunks.len(), 4, "{key}: 3 content chunks + usage: {out:#}");
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "tok0 #1tok1 #1tok2 #1", "{key}: {out:#}");
+    for chunk in &chunks {
+        assert_eq!(chunk["object"], "chat.completion.chunk", "{chunk:#}");
+        assert_eq!(chunk["system_fingerprint"], "fp_mock_1", "{chunk:#}");
+    }
+    let usage = &chunks.last().unwrap()["usage"];
+    assert_eq!(usage["total_tokens"], 8, "{key}: the usage chunk: {out:#}");
+    chunks
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_stream_repeat_is_an_identical_hit() {
+    let Some(python) = python().await else {
+        return;
+    };
+    let mock = MockUpstream::start().await;
+    let proxy = TestProxy::start(&mock.url(), "").await;
+
+    let out = run_scenario(&python, &proxy, "chat_stream_twice").await;
+    let first = check_stream_chunks(&out, "first");
+    let second = check_stream_chunks(&out, "second");
+    assert_eq!(
+        second, first,
+        "the SDK saw different chunks the second time"
+    );
+    assert_eq!(
+        mock.calls(),
+        1,
+        "only the first stream may reach the upstream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_sdk_chat_repeat_is_an_identical_hit() {
+    let Some(node) = node().await else {
+        return;
+    };
+    let mock = MockUpstream::start().await;
+    let proxy = TestProxy::start(&mock.url(), "").await;
+
+    let out = run_node_scenario(&node, &proxy, "chat_twice").await;
+    let first = &out["first"];
+    assert_eq!(first["object"], "chat.completion", "{out:#}");
+    assert_eq!(first["choices"][0]["message"]["content"], "reply #1");
+    assert_eq!(first["system_fingerprint"], "fp_mock_1");
+    assert_eq!(
+        out["second"], *first,
+        "the SDK saw a different second answer"
+    );
+    assert_eq!(
+        mock.calls(),
+        1,
+        "only the first call may reach the upstream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_sdk_stream_repeat_is_an_identical_hit() {
+    let Some(node) = node().await else {
+        return;
+    };
+    let mock = MockUpstream::start().await;
+    let proxy = TestProxy::start(&mock.url(), "").await;
+
+    let out = run_node_scenario(&node, &proxy, "chat_stream_twice").await;
+    let first = check_stream_chunks(&out, "first");
+    let second = check_stream_chunks(&out, "second");
+    assert_eq!(
+        second, first,
+        "the SDK saw different chunks the second time"
+    );
+    assert_eq!(
+        mock.calls(),
+        1,
+        "only the first stream may reach the upstream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_sdk_replay_miss_raises_not_found_naming_llmtape() {
+    let Some(node) = node().await else {
+        return;
+    };
+    let mock = MockUpstream::start().await;
+    let proxy = TestProxy::start(&mock.url(), "mode = \"replay\"\n").await;
+
+    let out = run_node_scenario(&node, &proxy, "replay_miss").await;
+    assert_eq!(out["raised"], "NotFoundError", "{out:#}");
+    assert_eq!(out["notFound"], true, "{out:#}");
     assert_eq!(out["status"], 404, "{out:#}");
     let message = out["message"].as_str().unwrap_or_default();
     assert!(message.contains("mode=replay"), "{message}");

@@ -48,6 +48,16 @@ def embeddings_twice(c: OpenAI) -> dict:
     return {"first": first.model_dump(), "second": second.model_dump()}
 
 
+def chat_stream_twice(c: OpenAI) -> dict:
+    def once() -> list:
+        stream = c.chat.completions.create(
+            **CHAT, stream=True, stream_options={"include_usage": True}
+        )
+        return [chunk.model_dump() for chunk in stream]
+
+    return {"first": once(), "second": once()}
+
+
 def replay_miss(c: OpenAI) -> dict:
     try:
         c.chat.completions.create(**CHAT)
@@ -65,6 +75,7 @@ def replay_miss(c: OpenAI) -> dict:
 SCENARIOS = {
     "chat_twice": chat_twice,
     "embeddings_twice": embeddings_twice,
+    "chat_stream_twice": chat_stream_twice,
     "replay_miss": replay_miss,
 }
 
