@@ -11,21 +11,6 @@ use support::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-const BIN: &str = env!("CARGO_BIN_EXE_llmtape");
-
-/// A `llmtape` command with a clean environment (no LLMTAPE_* leaking in
-/// from the developer's shell) in `cwd`.
-fn llmtape(cwd: &Path) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.current_dir(cwd).kill_on_drop(true);
-    for (name, _) in std::env::vars() {
-        if name.starts_with("LLMTAPE_") {
-            cmd.env_remove(name);
-        }
-    }
-    cmd
-}
-
 /// A running `llmtape serve` and the address from its ready line.
 struct Serve {
     child: Child,
@@ -69,19 +54,6 @@ impl Serve {
             .expect("exits in time after SIGTERM")
             .unwrap()
     }
-}
-
-/// Runs a command to completion; returns (exit code, stdout, stderr).
-async fn run(mut cmd: Command) -> (i32, String, String) {
-    let out = tokio::time::timeout(WAIT, cmd.output())
-        .await
-        .expect("command finishes in time")
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn serve_cmd(cwd: &Path, upstream: &str, store: &Path) -> Command {

@@ -368,6 +368,25 @@ impl TestProxy {
         config.server.listen = "127.0.0.1:0".parse().unwrap();
         config.upstream.url = upstream.parse().unwrap();
         config.store.path = store.to_path_buf();
+        TestProxy::start_config(config, store).await
+    }
+
+    /// Serves from a fixtures folder (mode from `extra_toml`, else replay);
+    /// the store path points at a directory that must never be created.
+    pub async fn start_fixtures(upstream: &str, extra_toml: &str, fixtures: &Path) -> TestProxy {
+        let toml = format!(
+            "{extra_toml}\n[store]\nfixtures = {:?}\n",
+            fixtures.display().to_string()
+        );
+        let mut config = Config::from_toml(&toml).expect("test config parses");
+        config.server.listen = "127.0.0.1:0".parse().unwrap();
+        config.upstream.url = upstream.parse().unwrap();
+        let store = fixtures.with_extension("no-store-here");
+        config.store.path = store.clone();
+        TestProxy::start_config(config, &store).await
+    }
+
+    async fn start_config(config: Config, store: &Path) -> TestProxy {
         let server = Server::bind(config).await.expect("server binds");
         let addr = server.local_addr();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -546,4 +565,33 @@ pub fn count_by<T: std::hash::Hash + Eq>(items: impl IntoIterator<Item = T>) -> 
         *map.entry(item).or_insert(0) += 1;
     }
     map
+}
+
+/// The llmtape binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_llmtape");
+
+/// A `llmtape` command with a clean environment (no LLMTAPE_* leaking in
+/// from the developer's shell) in `cwd`.
+pub fn llmtape(cwd: &Path) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.current_dir(cwd).kill_on_drop(true);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("LLMTAPE_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}
+
+/// Runs a command to completion; returns (exit code, stdout, stderr).
+pub async fn run(mut cmd: tokio::process::Command) -> (i32, String, String) {
+    let out = tokio::time::timeout(WAIT, cmd.output())
+        .await
+        .expect("command finishes in time")
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
