@@ -32,6 +32,9 @@ const CREDENTIALS: &[&str] = &[
     "set-cookie",
 ];
 
+/// The prefix of llmtape's own headers (`x-llmtape-cache`, ...).
+pub const OWN_HEADER_PREFIX: &str = "x-llmtape-";
+
 /// Headers that are per-response framing or time, recomputed on replay.
 const NOT_REPLAYED: &[&str] = &["content-length", "date"];
 
@@ -59,7 +62,10 @@ impl Redactor {
         headers
             .iter()
             .filter(|(name, _)| {
-                !HOP_BY_HOP.contains(&name.as_str())
+                // llmtape's own headers describe one answer of this proxy
+                // (or of another llmtape upstream), never the recording.
+                !name.as_str().starts_with(OWN_HEADER_PREFIX)
+                    && !HOP_BY_HOP.contains(&name.as_str())
                     && !NOT_REPLAYED.contains(&name.as_str())
                     && !connection_listed.contains(name)
                     && !self.is_secret(name)
@@ -129,6 +135,7 @@ mod tests {
         headers.insert("connection", HeaderValue::from_static("x-per-hop"));
         headers.insert("x-per-hop", HeaderValue::from_static("1"));
         headers.insert("content-length", HeaderValue::from_static("10"));
+        headers.insert("x-llmtape-cache", HeaderValue::from_static("miss"));
         let redactor = Redactor::new(vec![HeaderName::from_static("x-custom-secret")]);
         let kept: Vec<String> = redactor
             .recordable(&headers)

@@ -159,7 +159,7 @@ impl Upstream {
         headers.remove(header::CONTENT_LENGTH);
         let ours: Vec<HeaderName> = headers
             .keys()
-            .filter(|name| name.as_str().starts_with("x-llmtape-"))
+            .filter(|name| name.as_str().starts_with(crate::redact::OWN_HEADER_PREFIX))
             .cloned()
             .collect();
         for name in ours {
