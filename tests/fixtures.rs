@@ -408,3 +408,104 @@ async fn ls_and_show_read_a_fixtures_folder() {
     assert_eq!(code, 0);
     assert!(stdout.contains("response stream (4 events"), "{stdout}");
 }
+
+/// A store of `n` synthetic recordings: chat for models m0..m2 in
+/// namespaces a/b, and every fifth one an embedding.
+fn synthetic_store(path: &Path, n: usize) {
+    use llmtape::entry::{Entry, EntryMeta, RecordedRequest, RecordedResponse, RequestBody};
+    let store = Store::open(path).unwrap();
+    for i in 0..n {
+        let embedding = i % 5 == 0;
+        let model = format!("m{}", i % 3);
+        let mut key = [0u8; 32];
+        key[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        key[8] = 0xaa;
+        let key = RequestKey::from_bytes(key);
+        let entry = Entry {
+            meta: EntryMeta {
+                key: key.to_hex(),
+                request: RecordedRequest {
+                    method: "POST".into(),
+                    path: if embedding {
+                        "/v1/embeddings"
+                    } else {
+                        "/v1/chat/completions"
+                    }
+                    .into(),
+                    query: String::new(),
+                    namespace: if i % 2 == 0 { "a" } else { "b" }.into(),
+                    body: RequestBody::Json(serde_json::json!({"model": model, "n": i})),
+                },
+                response: RecordedResponse {
+                    status: 200,
+                    headers: vec![("content-type".into(), "application/json".into())],
+                },
+                system_fingerprint: Some("fp".into()),
+                model: Some(model),
+                recorded_at: "2026-11-22T00:00:00.000Z".into(),
+                latency_ms: 1,
+                stream: None,
+            },
+            body: bytes::Bytes::from(format!("{{\"i\":{i}}}")),
+        };
+        store.put(&key, &entry, 20).unwrap();
+    }
+    store.flush().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_filters_and_reports_progress_on_large_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    synthetic_store(&store, 300);
+
+    let out = dir.path().join("all");
+    let mut export = llmtape(dir.path());
+    export
+        .args(["export", "--out"])
+        .arg(&out)
+        .arg("--store")
+        .arg(&store);
+    let (code, stdout, stderr) = run(export).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("exporting 300/300"),
+        "progress is shown: {stderr}"
+    );
+    assert!(stdout.contains("300 written"), "{stdout}");
+    assert_eq!(all_files(&out).len(), 300);
+
+    let filtered = |args: &'static [&'static str], name: &'static str| {
+        let out = dir.path().join(name);
+        let mut export = llmtape(dir.path());
+        export
+            .args(["export", "--out"])
+            .arg(&out)
+            .arg("--store")
+            .arg(&store)
+            .args(args);
+        async move {
+            let (code, stdout, stderr) = run(export).await;
+            assert_eq!(code, 0, "{stderr}");
+            (stdout, all_files(&out).len())
+        }
+    };
+    let (_, embeddings) = filtered(&["--route", "embeddings"], "emb").await;
+    assert_eq!(embeddings, 60);
+    let (_, chat_a_m1) = filtered(
+        &[
+            "--route",
+            "/v1/chat/completions",
+            "--namespace",
+            "a",
+            "--model",
+            "m1",
+        ],
+        "mix",
+    )
+    .await;
+    let expected = (0..300)
+        .filter(|i| i % 5 != 0 && i % 2 == 0 && i % 3 == 1)
+        .count();
+    assert_eq!(chat_a_m1, expected);
+}
