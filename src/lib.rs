@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod audit;
 pub mod body;
 pub mod cli;
 pub mod config;

@@ -1,0 +1,656 @@
+//! Audit: what an answer says, how two answers differ, and where a key's
+//! `system_fingerprint` flipped.
+//!
+//! An [`Answer`] is what a recording says once the transport is stripped:
+//! per choice the text, tool calls, finish reason and token logprobs,
+//! whether it came as one JSON body or as a stream of chunks (chat,
+//! completions or Responses API). [`compare`] classifies two answers as
+//! identical, logprobs-only or text-changed, with a word-level diff and
+//! per-token logprob deltas. [`flips`] walks a key's recordings in time
+//! order and reports every fingerprint change. Uses `entry` and `sse` only.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use serde_json::Value;
+use similar::{ChangeTag, TextDiff};
+
+use crate::entry::Entry;
+use crate::sse;
+
+/// Version of the `audit --json` / `verify --json` schema.
+pub const AUDIT_SCHEMA: u32 = 1;
+
+/// One choice of an answer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Choice {
+    /// The choice's index.
+    pub index: u64,
+    /// Message content / completion text / output text.
+    pub text: String,
+    /// Tool calls as canonical JSON text ("" when none).
+    pub tool_calls: String,
+    /// Why generation stopped.
+    pub finish_reason: Option<String>,
+    /// Token logprobs, in order.
+    pub logprobs: Vec<TokenLogprob>,
+}
+
+/// One token and its log probability.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TokenLogprob {
+    /// The token text.
+    pub token: String,
+    /// Its natural-log probability.
+    pub logprob: f64,
+}
+
+/// What a recording says.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Answer {
+    /// Choices by index.
+    pub choices: Vec<Choice>,
+    /// For answers without choices (embeddings, models, ...): the body's
+    /// canonical JSON without volatile fields, so content can still be
+    /// compared.
+    pub other: Option<String>,
+}
+
+/// Reads what a recording says.
+pub fn answer_of(entry: &Entry) -> Answer {
+    let mut choices: BTreeMap<u64, Choice> = BTreeMap::new();
+    let mut tools: BTreeMap<u64, Vec<Value>> = BTreeMap::new();
+    match &entry.meta.stream {
+        Some(_) => {
+            for (_, event) in entry.events() {
+                let (_, data) = sse::fields(&event);
+                if let Ok(chunk) = serde_json::from_str::<Value>(&data) {
+                    absorb_chunk(&chunk, &mut choices, &mut tools);
+                }
+            }
+        }
+        None => {
+            let Ok(body) = serde_json::from_slice::<Value>(&entry.body) else {
+                return Answer {
+                    choices: Vec::new(),
+                    other: Some(String::from_utf8_lossy(&entry.body).into_owned()),
+                };
+            };
+            if body.get("choices").is_some() {
+                absorb_chunk(&body, &mut choices, &mut tools);
+            } else if body.get("output").is_some() {
+                absorb_response(&body, &mut choices);
+            } else {
+                return Answer {
+                    choices: Vec::new(),
+                    other: Some(stable_content(&body)),
+                };
+            }
+        }
+    }
+    for (index, calls) in tools {
+        choices.entry(index).or_default().tool_calls =
+            String::from_utf8_lossy(&crate::key::canonical_json(&Value::Array(calls))).into_owned();
+    }
+    Answer {
+        choices: choices
+            .into_iter()
+            .map(|(index, mut c)| {
+                c.index = index;
+                c
+            })
+            .collect(),
+        other: None,
+    }
+}
+
+/// Folds a chat/completions body or stream chunk, or a Responses API
+/// event, into the choices.
+fn absorb_chunk(chunk: &Value, choices: &mut BTreeMap<u64, Choice>, tools: &mut BTreeMap<u64, Vec<Value>>) {
+    if let Some(kind) = chunk.get("type").and_then(Value::as_str) {
+        match kind {
+            "response.output_text.delta" => {
+                let c = choices.entry(chunk["output_index"].as_u64().unwrap_or(0)).or_default();
+                c.text.push_str(chunk["delta"].as_str().unwrap_or(""));
+                for lp in chunk["logprobs"].as_array().into_iter().flatten() {
+                    push_logprob(c, lp);
+                }
+            }
+            "response.completed" | "response.incomplete" => {
+                let status = chunk["response"]["status"].as_str().map(String::from);
+                for c in choices.values_mut() {
+                    c.finish_reason.clone_from(&status);
+                }
+            }
+            _ => {}
+        }
+        return;
+    }
+    for item in chunk["choices"].as_array().into_iter().flatten() {
+        let index = item["index"].as_u64().unwrap_or(0);
+        let c = choices.entry(index).or_default();
+        let message = item.get("message").or_else(|| item.get("delta"));
+        if let Some(message) = message {
+            c.text.push_str(message["content"].as_str().unwrap_or(""));
+            for call in message["tool_calls"].as_array().into_iter().flatten() {
+                merge_tool_call(tools.entry(index).or_default(), call);
+            }
+        }
+        c.text.push_str(item["text"].as_str().unwrap_or(""));
+        if let Some(reason) = item["finish_reason"].as_str() {
+            c.finish_reason = Some(reason.to_string());
+        }
+        // chat: logprobs.content[]; completions: logprobs.tokens + token_logprobs
+        for lp in item["logprobs"]["content"].as_array().into_iter().flatten() {
+            push_logprob(c, lp);
+        }
+        if let (Some(tokens), Some(values)) = (
+            item["logprobs"]["tokens"].as_array(),
+            item["logprobs"]["token_logprobs"].as_array(),
+        ) {
+            for (token, value) in tokens.iter().zip(values) {
+                if let (Some(token), Some(logprob)) = (token.as_str(), value.as_f64()) {
+                    c.logprobs.push(TokenLogprob {
+                        token: token.to_string(),
+                        logprob,
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn push_logprob(choice: &mut Choice, lp: &Value) {
+    if let (Some(token), Some(logprob)) = (lp["token"].as_str(), lp["logprob"].as_f64()) {
+        choice.logprobs.push(TokenLogprob {
+            token: token.to_string(),
+            logprob,
+        });
+    }
+}
+
+/// Streamed tool calls arrive as fragments keyed by `index`; whole ones as
+/// complete objects. Either way the result is one object per call.
+fn merge_tool_call(calls: &mut Vec<Value>, fragment: &Value) {
+    let index = fragment["index"].as_u64().map(|i| i as usize);
+    match index {
+        Some(i) if i < calls.len() => {
+            let call = &mut calls[i];
+            if let Some(args) = fragment["function"]["arguments"].as_str() {
+                let merged = format!("{}{args}", call["function"]["arguments"].as_str().unwrap_or(""));
+                call["function"]["arguments"] = Value::String(merged);
+            }
+        }
+        _ => {
+            let mut call = fragment.clone();
+            if let Some(map) = call.as_object_mut() {
+                map.remove("index");
+            }
+            calls.push(call);
+        }
+    }
+}
+
+/// A whole Responses API object: message output text per output item.
+fn absorb_response(body: &Value, choices: &mut BTreeMap<u64, Choice>) {
+    let mut index = 0u64;
+    for item in body["output"].as_array().into_iter().flatten() {
+        if item["type"] != "message" {
+            continue;
+        }
+        let c = choices.entry(index).or_default();
+        for part in item["content"].as_array().into_iter().flatten() {
+            c.text.push_str(part["text"].as_str().unwrap_or(""));
+            for lp in part["logprobs"].as_array().into_iter().flatten() {
+                push_logprob(c, lp);
+            }
+        }
+        c.finish_reason = body["status"].as_str().map(String::from);
+        index += 1;
+    }
+}
+
+/// Canonical JSON of a body without the fields that differ on every call.
+fn stable_content(body: &Value) -> String {
+    let mut body = body.clone();
+    if let Some(map) = body.as_object_mut() {
+        for volatile in ["id", "created", "created_at", "system_fingerprint", "usage"] {
+            map.remove(volatile);
+        }
+    }
+    String::from_utf8_lossy(&crate::key::canonical_json(&body)).into_owned()
+}
+
+/// How two answers differ.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "change")]
+pub enum Change {
+    /// Same text, tool calls, finish reasons and logprobs.
+    Identical,
+    /// Same text; some token logprobs moved.
+    LogprobsOnly {
+        /// Per-token deltas, largest first.
+        deltas: Vec<LogprobDelta>,
+    },
+    /// The content differs.
+    Text {
+        /// Per changed choice: what differs.
+        choices: Vec<ChoiceDiff>,
+    },
+}
+
+impl Change {
+    /// `identical`, `logprobs` or `text`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Change::Identical => "identical",
+            Change::LogprobsOnly { .. } => "logprobs",
+            Change::Text { .. } => "text",
+        }
+    }
+
+    /// The largest absolute logprob delta (0 unless logprobs-only).
+    pub fn max_delta(&self) -> f64 {
+        match self {
+            Change::LogprobsOnly { deltas } => deltas.first().map_or(0.0, |d| d.delta.abs()),
+            _ => 0.0,
+        }
+    }
+}
+
+/// A token whose logprob moved.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LogprobDelta {
+    /// Which choice.
+    pub choice: u64,
+    /// Token position in the choice.
+    pub position: usize,
+    /// The token.
+    pub token: String,
+    /// Old logprob.
+    pub old_logprob: f64,
+    /// New logprob.
+    pub new_logprob: f64,
+    /// new - old.
+    pub delta: f64,
+    /// Old probability in percent.
+    pub old_percent: f64,
+    /// New probability in percent.
+    pub new_percent: f64,
+}
+
+/// What changed in one choice.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChoiceDiff {
+    /// Which choice.
+    pub index: u64,
+    /// Word-level diff of the text: `[-removed-]{+added+}` inline.
+    pub text_diff: Option<String>,
+    /// Old and new tool calls, when they differ.
+    pub tool_calls: Option<(String, String)>,
+    /// Old and new finish reason, when they differ.
+    pub finish_reason: Option<(Option<String>, Option<String>)>,
+}
+
+/// Classifies how `new` differs from `old`.
+pub fn compare(old: &Answer, new: &Answer) -> Change {
+    if old.other.is_some() || new.other.is_some() {
+        return if old.other == new.other {
+            Change::Identical
+        } else {
+            Change::Text {
+                choices: vec![ChoiceDiff {
+                    index: 0,
+                    text_diff: Some("(the response body differs)".into()),
+                    tool_calls: None,
+                    finish_reason: None,
+                }],
+            }
+        };
+    }
+    let empty = Choice::default();
+    let count = old.choices.len().max(new.choices.len());
+    let mut diffs = Vec::new();
+    let mut deltas = Vec::new();
+    for i in 0..count {
+        let a = old.choices.get(i).unwrap_or(&empty);
+        let b = new.choices.get(i).unwrap_or(&empty);
+        let index = a.index.max(b.index).max(i as u64);
+        let diff = ChoiceDiff {
+            index,
+            text_diff: (a.text != b.text).then(|| word_diff(&a.text, &b.text)),
+            tool_calls: (a.tool_calls != b.tool_calls).then(|| (a.tool_calls.clone(), b.tool_calls.clone())),
+            finish_reason: (a.finish_reason != b.finish_reason)
+                .then(|| (a.finish_reason.clone(), b.finish_reason.clone())),
+        };
+        if diff.text_diff.is_some() || diff.tool_calls.is_some() || diff.finish_reason.is_some() {
+            diffs.push(diff);
+            continue;
+        }
+        for (position, (x, y)) in a.logprobs.iter().zip(&b.logprobs).enumerate() {
+            if x.logprob != y.logprob {
+                deltas.push(LogprobDelta {
+                    choice: index,
+                    position,
+                    token: y.token.clone(),
+                    old_logprob: x.logprob,
+                    new_logprob: y.logprob,
+                    delta: y.logprob - x.logprob,
+                    old_percent: percent(x.logprob),
+                    new_percent: percent(y.logprob),
+                });
+            }
+        }
+    }
+    if !diffs.is_empty() {
+        return Change::Text { choices: diffs };
+    }
+    if deltas.is_empty() {
+        return Change::Identical;
+    }
+    deltas.sort_by(|a, b| b.delta.abs().total_cmp(&a.delta.abs()));
+    Change::LogprobsOnly { deltas }
+}
+
+/// A logprob as a probability in percent.
+pub fn percent(logprob: f64) -> f64 {
+    logprob.exp() * 100.0
+}
+
+/// Word-level diff, `[-removed-]{+added+}` inline.
+pub fn word_diff(old: &str, new: &str) -> String {
+    let diff = TextDiff::from_words(old, new);
+    let mut out = String::new();
+    let mut open: Option<ChangeTag> = None;
+    for change in diff.iter_all_changes() {
+        let tag = change.tag();
+        if open != Some(tag) {
+            match open {
+                Some(ChangeTag::Delete) => out.push_str("-]"),
+                Some(ChangeTag::Insert) => out.push_str("+}"),
+                _ => {}
+            }
+            match tag {
+                ChangeTag::Delete => out.push_str("[-"),
+                ChangeTag::Insert => out.push_str("{+"),
+                ChangeTag::Equal => {}
+            }
+            open = Some(tag);
+        }
+        out.push_str(change.value());
+    }
+    match open {
+        Some(ChangeTag::Delete) => out.push_str("-]"),
+        Some(ChangeTag::Insert) => out.push_str("+}"),
+        _ => {}
+    }
+    out
+}
+
+/// A recording's identity in a flip.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Side {
+    /// Its fingerprint.
+    pub fingerprint: Option<String>,
+    /// When it was recorded.
+    pub recorded_at: String,
+}
+
+/// One fingerprint change between consecutive recordings of a key.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Flip {
+    /// The key.
+    pub key: String,
+    /// Request method.
+    pub method: String,
+    /// Request path.
+    pub path: String,
+    /// Model of the newer recording.
+    pub model: Option<String>,
+    /// The earlier recording.
+    pub old: Side,
+    /// The later recording.
+    pub new: Side,
+    /// How the content changed.
+    #[serde(flatten)]
+    pub change: Change,
+}
+
+/// Every fingerprint flip among a key's recordings (current and history),
+/// in time order.
+pub fn flips(current: &Entry, history: &[Entry]) -> Vec<Flip> {
+    let mut all: Vec<&Entry> = history.iter().chain(std::iter::once(current)).collect();
+    all.sort_by(|a, b| a.meta.recorded_at.cmp(&b.meta.recorded_at));
+    all.windows(2)
+        .filter(|w| w[0].meta.system_fingerprint != w[1].meta.system_fingerprint)
+        .map(|w| Flip {
+            key: current.meta.key.clone(),
+            method: current.meta.request.method.clone(),
+            path: current.meta.request.path.clone(),
+            model: w[1].meta.model.clone(),
+            old: side(w[0]),
+            new: side(w[1]),
+            change: compare(&answer_of(w[0]), &answer_of(w[1])),
+        })
+        .collect()
+}
+
+fn side(entry: &Entry) -> Side {
+    Side {
+        fingerprint: entry.meta.system_fingerprint.clone(),
+        recorded_at: entry.meta.recorded_at.clone(),
+    }
+}
+
+/// Per model: fingerprints seen and what their flips did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelSummary {
+    /// The model.
+    pub model: String,
+    /// Each fingerprint with its first and last sighting and count.
+    pub fingerprints: Vec<Sighting>,
+    /// Flips from one fingerprint to another, with how many changed what.
+    pub transitions: Vec<Transition>,
+}
+
+/// A fingerprint seen for a model.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Sighting {
+    /// The fingerprint ("-" when a recording had none).
+    pub fingerprint: String,
+    /// Earliest recording with it.
+    pub first_seen: String,
+    /// Latest recording with it.
+    pub last_seen: String,
+    /// How many recordings carry it.
+    pub recordings: usize,
+}
+
+/// Flips between two fingerprints of a model.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Transition {
+    /// Old fingerprint.
+    pub from: String,
+    /// New fingerprint.
+    pub to: String,
+    /// How many keys flipped this way.
+    pub flips: usize,
+    /// Of those, how many changed text.
+    pub text: usize,
+    /// How many changed only logprobs.
+    pub logprobs: usize,
+    /// How many were identical.
+    pub identical: usize,
+}
+
+/// Summarises recordings (all of them, for sightings) and flips by model.
+pub fn summarize(recordings: &[&Entry], flips: &[Flip]) -> Vec<ModelSummary> {
+    let mut sightings: BTreeMap<String, BTreeMap<String, Sighting>> = BTreeMap::new();
+    for entry in recordings {
+        let model = entry.meta.model.clone().unwrap_or_else(|| "-".into());
+        let fp = entry.meta.system_fingerprint.clone().unwrap_or_else(|| "-".into());
+        let at = &entry.meta.recorded_at;
+        let s = sightings.entry(model).or_default().entry(fp.clone()).or_insert(Sighting {
+            fingerprint: fp,
+            first_seen: at.clone(),
+            last_seen: at.clone(),
+            recordings: 0,
+        });
+        s.recordings += 1;
+        if *at < s.first_seen {
+            s.first_seen.clone_from(at);
+        }
+        if *at > s.last_seen {
+            s.last_seen.clone_from(at);
+        }
+    }
+    let mut transitions: BTreeMap<(String, String, String), Transition> = BTreeMap::new();
+    for flip in flips {
+        let model = flip.model.clone().unwrap_or_else(|| "-".into());
+        let from = flip.old.fingerprint.clone().unwrap_or_else(|| "-".into());
+        let to = flip.new.fingerprint.clone().unwrap_or_else(|| "-".into());
+        let t = transitions
+            .entry((model, from.clone(), to.clone()))
+            .or_insert(Transition {
+                from,
+                to,
+                flips: 0,
+                text: 0,
+                logprobs: 0,
+                identical: 0,
+            });
+        t.flips += 1;
+        match flip.change {
+            Change::Identical => t.identical += 1,
+            Change::LogprobsOnly { .. } => t.logprobs += 1,
+            Change::Text { .. } => t.text += 1,
+        }
+    }
+    let models: BTreeSet<&String> = sightings.keys().collect();
+    models
+        .into_iter()
+        .map(|model| {
+            let mut fingerprints: Vec<Sighting> = sightings[model].values().cloned().collect();
+            fingerprints.sort_by(|a, b| a.first_seen.cmp(&b.first_seen));
+            ModelSummary {
+                model: model.clone(),
+                fingerprints,
+                transitions: transitions
+                    .iter()
+                    .filter(|((m, _, _), _)| m == model)
+                    .map(|(_, t)| t.clone())
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::{EntryMeta, RecordedRequest, RecordedResponse, RequestBody};
+    use bytes::Bytes;
+
+    fn chat(content: &str, fp: &str, at: &str, logprobs: &[f64]) -> Entry {
+        let tokens: Vec<Value> = content
+            .split_inclusive(' ')
+            .zip(logprobs)
+            .map(|(t, lp)| serde_json::json!({"token": t, "logprob": lp, "bytes": [], "top_logprobs": []}))
+            .collect();
+        let body = serde_json::json!({
+            "id": "x", "model": "gpt-4o", "system_fingerprint": fp,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                         "logprobs": {"content": tokens}, "finish_reason": "stop"}]
+        });
+        Entry {
+            meta: EntryMeta {
+                key: "ab".repeat(32),
+                request: RecordedRequest {
+                    method: "POST".into(),
+                    path: "/v1/chat/completions".into(),
+                    query: String::new(),
+                    namespace: String::new(),
+                    body: RequestBody::Empty,
+                },
+                response: RecordedResponse { status: 200, headers: vec![] },
+                system_fingerprint: Some(fp.into()),
+                model: Some("gpt-4o".into()),
+                recorded_at: at.into(),
+                latency_ms: 1,
+                stream: None,
+            },
+            body: Bytes::from(body.to_string()),
+        }
+    }
+
+    #[test]
+    fn classifies_identical_logprob_only_and_text_changes() {
+        let a = chat("Paris is nice", "fp_a", "2026-01-01T00:00:00Z", &[-0.1, -0.2, -0.3]);
+        let same = chat("Paris is nice", "fp_b", "2026-01-02T00:00:00Z", &[-0.1, -0.2, -0.3]);
+        let jitter = chat("Paris is nice", "fp_b", "2026-01-02T00:00:00Z", &[-0.1, -0.25, -0.3]);
+        let other = chat("Paris is lovely", "fp_b", "2026-01-02T00:00:00Z", &[-0.1, -0.2, -0.3]);
+        assert_eq!(compare(&answer_of(&a), &answer_of(&same)), Change::Identical);
+        let Change::LogprobsOnly { deltas } = compare(&answer_of(&a), &answer_of(&jitter)) else {
+            panic!("logprobs only expected");
+        };
+        assert_eq!(deltas.len(), 1);
+        assert_eq!(deltas[0].position, 1);
+        assert!((deltas[0].delta + 0.05).abs() < 1e-12);
+        assert!((deltas[0].old_percent - 81.873).abs() < 0.01);
+        let Change::Text { choices } = compare(&answer_of(&a), &answer_of(&other)) else {
+            panic!("text expected");
+        };
+        assert_eq!(choices[0].text_diff.as_deref(), Some("Paris is [-nice-]{+lovely+}"));
+    }
+
+    #[test]
+    fn flips_are_found_in_time_order() {
+        let e1 = chat("a", "fp_1", "2026-01-01T00:00:00Z", &[-0.1]);
+        let e2 = chat("a", "fp_1", "2026-01-02T00:00:00Z", &[-0.1]);
+        let e3 = chat("b", "fp_2", "2026-01-03T00:00:00Z", &[-0.1]);
+        let e4 = chat("b", "fp_3", "2026-01-04T00:00:00Z", &[-0.2]);
+        let found = flips(&e4, &[e3.clone(), e1.clone(), e2.clone()]);
+        let pairs: Vec<(&str, &str, &str)> = found
+            .iter()
+            .map(|f| (f.old.fingerprint.as_deref().unwrap(), f.new.fingerprint.as_deref().unwrap(), f.change.as_str()))
+            .collect();
+        assert_eq!(pairs, vec![("fp_1", "fp_2", "text"), ("fp_2", "fp_3", "logprobs")]);
+        let summary = summarize(&[&e1, &e2, &e3, &e4], &found);
+        assert_eq!(summary[0].fingerprints.len(), 3);
+        assert_eq!(summary[0].fingerprints[0].recordings, 2);
+        assert_eq!(summary[0].transitions.len(), 2);
+    }
+
+    #[test]
+    fn streams_are_read_like_bodies() {
+        let body = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Pa\"},\"logprobs\":{\"content\":[{\"token\":\"Pa\",\"logprob\":-0.5}]}}]}\n\n\
+data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"c\",\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"a\\\"\"}}]}}]}\n\n\
+data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"ris\",\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\":1}\"}}]},\"finish_reason\":\"stop\"}]}\n\n\
+data: [DONE]\n\n";
+        let events = crate::sse::EventSplitter::new().push(&Bytes::from(body));
+        let mut entry = chat("", "fp", "t", &[]);
+        entry.body = Bytes::from(body);
+        entry.meta.stream = Some(
+            events
+                .iter()
+                .map(|e| crate::entry::StreamEvent { offset_ms: 0, len: e.len() })
+                .collect(),
+        );
+        let answer = answer_of(&entry);
+        assert_eq!(answer.choices[0].text, "Paris");
+        assert_eq!(answer.choices[0].finish_reason.as_deref(), Some("stop"));
+        assert_eq!(answer.choices[0].logprobs[0].logprob, -0.5);
+        assert!(answer.choices[0].tool_calls.contains(r#""arguments":"{\"a\":1}""#), "{}", answer.choices[0].tool_calls);
+    }
+
+    #[test]
+    fn bodies_without_choices_compare_without_volatile_fields() {
+        let mut a = chat("x", "fp", "t", &[]);
+        a.body = Bytes::from_static(br#"{"object":"list","data":[{"embedding":[0.1,0.2]}],"usage":{"prompt_tokens":1}}"#);
+        let mut b = a.clone();
+        b.body = Bytes::from_static(br#"{"object":"list","data":[{"embedding":[0.1,0.2]}],"usage":{"prompt_tokens":2}}"#);
+        assert_eq!(compare(&answer_of(&a), &answer_of(&b)), Change::Identical);
+        b.body = Bytes::from_static(br#"{"object":"list","data":[{"embedding":[0.1,0.3]}]}"#);
+        assert_eq!(compare(&answer_of(&a), &answer_of(&b)).as_str(), "text");
+    }
+}
