@@ -3,6 +3,12 @@
 //! `support`, through `tests/sdk/python_core.py` (Python) or
 //! `tests/node/stream.mjs` (Node).
 //!
+//! The `fixtures` tests serve the committed `fixtures/` folder (replay mode,
+//! no store) with an upstream of 127.0.0.1:9, where nothing listens: each
+//! SDK makes the requests of `exchange()` in
+//! `scripts/make-example-fixtures.py` and must get every answer from the
+//! fixtures, offline.
+//!
 //! The Python interpreter is `$LLMTAPE_TEST_PYTHON`, else
 //! `<repo>/.venv/bin/python`; `scripts/test` creates that venv and installs
 //! `openai` into it. The Node binary is `$LLMTAPE_TEST_NODE`, else `node` on
@@ -380,5 +386,129 @@ async fn node_sdk_replay_miss_raises_not_found_naming_llmtape() {
         mock.calls(),
         0,
         "a replay miss must never reach the upstream"
+    );
+}
+
+/// The haiku the example Responses API recording streams: the `HAIKU`
+/// tokens of `scripts/make-example-fixtures.py`, concatenated.
+const HAIKU: &str = "Reels turn in the dark,\nevery word kept twice,\nplay it back again.";
+
+/// Serves the committed `fixtures/` folder in replay mode (the default
+/// when serving fixtures) in front of an upstream nobody listens on, so
+/// any request that misses the fixtures fails instead of being answered.
+async fn fixtures_proxy() -> TestProxy {
+    let fixtures = Path::new(REPO).join("fixtures");
+    assert!(
+        fixtures.join("README.md").is_file(),
+        "no fixtures folder at {}",
+        fixtures.display()
+    );
+    TestProxy::start_fixtures("http://127.0.0.1:9", "", &fixtures).await
+}
+
+/// Checks what a `fixtures` scenario printed against the committed
+/// recordings (see `scripts/make-example-fixtures.py`).
+fn check_fixtures(out: &Value, sdk: &str) {
+    let chat = &out["chat"];
+    assert_eq!(chat["content"], "Paris.", "{sdk}: {out:#}");
+    assert_eq!(chat["model"], "gpt-4o-mini-2024-07-18", "{sdk}: {out:#}");
+    assert_eq!(
+        chat["system_fingerprint"], "fp_0aa8d3e20b",
+        "{sdk}: {out:#}"
+    );
+
+    let stream = &out["stream"];
+    assert_eq!(stream["content"], "Paris.", "{sdk}: {out:#}");
+    assert_eq!(
+        stream["chunks"], 5,
+        "{sdk}: 4 delta chunks + the usage chunk: {out:#}"
+    );
+    assert_eq!(stream["total_tokens"], 29, "{sdk}: {out:#}");
+
+    assert_eq!(
+        out["embedding"],
+        serde_json::json!([0.0123, -0.0456, 0.0789, -0.0112, 0.0334, -0.0556, 0.0778, -0.0991]),
+        "{sdk}: {out:#}"
+    );
+
+    let responses = &out["responses"];
+    assert_eq!(responses["text"], HAIKU, "{sdk}: {out:#}");
+    assert_eq!(
+        responses["last_event"], "response.completed",
+        "{sdk}: {out:#}"
+    );
+
+    let miss = &out["miss"];
+    assert_eq!(miss["raised"], "NotFoundError", "{sdk}: {out:#}");
+    assert_eq!(miss["status"], 404, "{sdk}: {out:#}");
+    let message = miss["message"].as_str().unwrap_or_default();
+    assert!(message.contains("mode=replay"), "{sdk}: {message}");
+    assert!(message.contains("llmtape"), "{sdk}: {message}");
+    assert!(
+        message.contains("nearest recording is 994c6de13fafae29"),
+        "{sdk}: the nearest recording is the chat with the other question: {message}"
+    );
+    assert!(
+        message.contains("/messages/1/content"),
+        "{sdk}: the miss names the differing field: {message}"
+    );
+}
+
+/// The llmtape part of an SDK error message: Python prints
+/// `Error code: 404 - MESSAGE`, Node `404 MESSAGE`.
+fn llmtape_message(message: &Value) -> &str {
+    let message = message.as_str().unwrap_or_default();
+    message
+        .strip_prefix("Error code: 404 - ")
+        .or_else(|| message.strip_prefix("404 "))
+        .unwrap_or(message)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_replays_the_committed_fixtures_offline() {
+    let Some(python) = python().await else {
+        return;
+    };
+    let proxy = fixtures_proxy().await;
+    let out = run_scenario(&python, &proxy, "fixtures").await;
+    check_fixtures(&out, "python");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_sdk_replays_the_committed_fixtures_offline() {
+    let Some(node) = node().await else {
+        return;
+    };
+    let proxy = fixtures_proxy().await;
+    let out = run_node_scenario(&node, &proxy, "fixtures").await;
+    check_fixtures(&out, "node");
+    assert_eq!(out["miss"]["notFound"], true, "{out:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_and_node_sdks_see_the_same_fixtures() {
+    let Some(python) = python().await else {
+        return;
+    };
+    let Some(node) = node().await else {
+        return;
+    };
+    let proxy = fixtures_proxy().await;
+    let py = run_scenario(&python, &proxy, "fixtures").await;
+    let js = run_node_scenario(&node, &proxy, "fixtures").await;
+    check_fixtures(&py, "python");
+    check_fixtures(&js, "node");
+    for field in ["chat", "stream", "embedding", "responses"] {
+        assert_eq!(
+            py[field], js[field],
+            "{field}: Python and Node saw different answers\npython: {py:#}\nnode: {js:#}"
+        );
+    }
+    assert_eq!(py["miss"]["raised"], js["miss"]["raised"]);
+    assert_eq!(py["miss"]["status"], js["miss"]["status"]);
+    assert_eq!(
+        llmtape_message(&py["miss"]["message"]),
+        llmtape_message(&js["miss"]["message"]),
+        "the same request must miss with the same key and nearest recording"
     );
 }

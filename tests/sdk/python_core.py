@@ -1,7 +1,8 @@
 """End-to-end check of llmtape with the official `openai` Python SDK.
 
 Run by tests/sdk.rs against an in-process llmtape in front of a mock
-upstream. Usage: python_core.py SCENARIO, with OPENAI_BASE_URL pointing at
+upstream, or (scenario `fixtures`) serving the committed fixtures/ folder
+in replay mode with no upstream at all. Usage: python_core.py SCENARIO, with OPENAI_BASE_URL pointing at
 the proxy's /v1. Prints exactly one JSON object on stdout.
 """
 
@@ -72,11 +73,91 @@ def replay_miss(c: OpenAI) -> dict:
     return {"raised": None}
 
 
+# The question scripts/make-example-fixtures.py asks in `exchange()`; the
+# requests below must stay byte-for-byte equal in meaning to those, or their
+# keys no longer match the committed recordings.
+QUESTION = [
+    {"role": "system", "content": "You are a terse assistant."},
+    {"role": "user", "content": "What is the capital of France? Answer in one word."},
+]
+
+
+def fixtures(c: OpenAI) -> dict:
+    """The 4 requests of `exchange()` in scripts/make-example-fixtures.py,
+    replayed from fixtures/, plus one request the fixtures do not hold."""
+    chat = c.chat.completions.create(
+        model="gpt-4o-mini", messages=QUESTION, seed=42, temperature=0
+    )
+
+    stream_text = ""
+    stream_chunks = 0
+    stream_total_tokens = None
+    for chunk in c.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=QUESTION,
+        seed=42,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    ):
+        stream_chunks += 1
+        for choice in chunk.choices:
+            stream_text += choice.delta.content or ""
+        if chunk.usage is not None:
+            stream_total_tokens = chunk.usage.total_tokens
+
+    embedding = c.embeddings.create(
+        model="text-embedding-3-small",
+        input="llmtape records and replays",
+        dimensions=8,
+    )
+
+    response_text = ""
+    last_event = None
+    for event in c.responses.create(
+        model="gpt-4.1-mini", input="Write a haiku about tape recorders.", stream=True
+    ):
+        if event.type == "response.output_text.delta":
+            response_text += event.delta
+        last_event = event.type
+
+    try:
+        c.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[
+                QUESTION[0],
+                {"role": "user", "content": "What is the capital of Italy? Answer in one word."},
+            ],
+            seed=42,
+            temperature=0,
+        )
+        miss = {"raised": None}
+    except openai.APIStatusError as e:
+        miss = {"raised": type(e).__name__, "status": e.status_code, "message": str(e)}
+
+    return {
+        "chat": {
+            "content": chat.choices[0].message.content,
+            "model": chat.model,
+            "system_fingerprint": chat.system_fingerprint,
+        },
+        "stream": {
+            "content": stream_text,
+            "chunks": stream_chunks,
+            "total_tokens": stream_total_tokens,
+        },
+        "embedding": list(embedding.data[0].embedding),
+        "responses": {"text": response_text, "last_event": last_event},
+        "miss": miss,
+    }
+
+
 SCENARIOS = {
     "chat_twice": chat_twice,
     "embeddings_twice": embeddings_twice,
     "chat_stream_twice": chat_stream_twice,
     "replay_miss": replay_miss,
+    "fixtures": fixtures,
 }
 
 
