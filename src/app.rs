@@ -12,8 +12,11 @@ use crate::fixtures::{self, FixtureDir, FixtureError};
 use crate::inspect::{self, Listing};
 use crate::key::{Canonical, KeyRules, RequestParts};
 use crate::lint;
+use crate::probe;
+use crate::recordings::Recordings;
 use crate::server::{shutdown_signal, Server, StartError};
 use crate::store::{Store, StoreError};
+use crate::verify;
 
 /// A command that could not do its job.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +33,9 @@ pub enum CommandError {
     /// Nothing matched what was asked for.
     #[error("{0}")]
     NotFound(String),
+    /// A flag's value is unusable.
+    #[error("{0}")]
+    Usage(String),
     /// The command ran but some of its work failed (listed above it).
     #[error("{0}")]
     Incomplete(String),
@@ -54,7 +60,8 @@ impl CommandError {
             | CommandError::Store(_)
             | CommandError::Start(_)
             | CommandError::Fixture(_)
-            | CommandError::Transfer(_) => ExitCode::from(2),
+            | CommandError::Transfer(_)
+            | CommandError::Usage(_) => ExitCode::from(2),
             CommandError::NotFound(_) | CommandError::Incomplete(_) | CommandError::Output(_) => {
                 ExitCode::from(1)
             }
@@ -125,6 +132,31 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
             report(&summary, "imported", &args.dir)
         }
         Command::Lint(args) => lint(&args.dir),
+        Command::Audit(args) => {
+            let config = Config::load(&overrides)?;
+            let listing = listing(&config, true)?;
+            inspect::audit(&listing, &args, &mut std::io::stdout().lock())
+        }
+        Command::Verify(args) => {
+            let config = Config::load(&overrides)?;
+            let recordings = open_recordings(&config)?;
+            let all_same =
+                verify::run(&config, &recordings, &args, &mut std::io::stdout().lock()).await?;
+            recordings.flush()?;
+            if all_same {
+                Ok(())
+            } else {
+                Err(CommandError::Incomplete(
+                    "some answers differ from their recordings".into(),
+                ))
+            }
+        }
+        Command::Probe(args) => {
+            let config = Config::load(&overrides)?;
+            let mut body = Vec::new();
+            std::io::stdin().read_to_end(&mut body)?;
+            probe::run(&config, &args, body, &mut std::io::stdout().lock()).await
+        }
         Command::Key(KeyCommand::Explain(args)) => {
             let config = Config::load(&overrides)?;
             let mut body = Vec::new();
@@ -151,6 +183,15 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
             inspect::explain(&canonical, note, &mut std::io::stdout().lock())
         }
     }
+}
+
+/// The recordings a command works on, writable: the fixtures folder if one
+/// is given, otherwise the (existing) store.
+fn open_recordings(config: &Config) -> Result<Recordings, CommandError> {
+    Ok(match &config.store.fixtures {
+        Some(dir) => Recordings::Fixtures(FixtureDir::load(dir)?),
+        None => Recordings::Store(Store::open_existing(&config.store.path)?),
+    })
 }
 
 /// Recordings for `ls`/`show`: the fixtures folder if one is given,

@@ -106,11 +106,17 @@ pub fn answer_of(entry: &Entry) -> Answer {
 
 /// Folds a chat/completions body or stream chunk, or a Responses API
 /// event, into the choices.
-fn absorb_chunk(chunk: &Value, choices: &mut BTreeMap<u64, Choice>, tools: &mut BTreeMap<u64, Vec<Value>>) {
+fn absorb_chunk(
+    chunk: &Value,
+    choices: &mut BTreeMap<u64, Choice>,
+    tools: &mut BTreeMap<u64, Vec<Value>>,
+) {
     if let Some(kind) = chunk.get("type").and_then(Value::as_str) {
         match kind {
             "response.output_text.delta" => {
-                let c = choices.entry(chunk["output_index"].as_u64().unwrap_or(0)).or_default();
+                let c = choices
+                    .entry(chunk["output_index"].as_u64().unwrap_or(0))
+                    .or_default();
                 c.text.push_str(chunk["delta"].as_str().unwrap_or(""));
                 for lp in chunk["logprobs"].as_array().into_iter().flatten() {
                     push_logprob(c, lp);
@@ -177,7 +183,10 @@ fn merge_tool_call(calls: &mut Vec<Value>, fragment: &Value) {
         Some(i) if i < calls.len() => {
             let call = &mut calls[i];
             if let Some(args) = fragment["function"]["arguments"].as_str() {
-                let merged = format!("{}{args}", call["function"]["arguments"].as_str().unwrap_or(""));
+                let merged = format!(
+                    "{}{args}",
+                    call["function"]["arguments"].as_str().unwrap_or("")
+                );
                 call["function"]["arguments"] = Value::String(merged);
             }
         }
@@ -228,6 +237,7 @@ pub enum Change {
     /// Same text, tool calls, finish reasons and logprobs.
     Identical,
     /// Same text; some token logprobs moved.
+    #[serde(rename = "logprobs")]
     LogprobsOnly {
         /// Per-token deltas, largest first.
         deltas: Vec<LogprobDelta>,
@@ -319,7 +329,8 @@ pub fn compare(old: &Answer, new: &Answer) -> Change {
         let diff = ChoiceDiff {
             index,
             text_diff: (a.text != b.text).then(|| word_diff(&a.text, &b.text)),
-            tool_calls: (a.tool_calls != b.tool_calls).then(|| (a.tool_calls.clone(), b.tool_calls.clone())),
+            tool_calls: (a.tool_calls != b.tool_calls)
+                .then(|| (a.tool_calls.clone(), b.tool_calls.clone())),
             finish_reason: (a.finish_reason != b.finish_reason)
                 .then(|| (a.finish_reason.clone(), b.finish_reason.clone())),
         };
@@ -488,14 +499,22 @@ pub fn summarize(recordings: &[&Entry], flips: &[Flip]) -> Vec<ModelSummary> {
     let mut sightings: BTreeMap<String, BTreeMap<String, Sighting>> = BTreeMap::new();
     for entry in recordings {
         let model = entry.meta.model.clone().unwrap_or_else(|| "-".into());
-        let fp = entry.meta.system_fingerprint.clone().unwrap_or_else(|| "-".into());
+        let fp = entry
+            .meta
+            .system_fingerprint
+            .clone()
+            .unwrap_or_else(|| "-".into());
         let at = &entry.meta.recorded_at;
-        let s = sightings.entry(model).or_default().entry(fp.clone()).or_insert(Sighting {
-            fingerprint: fp,
-            first_seen: at.clone(),
-            last_seen: at.clone(),
-            recordings: 0,
-        });
+        let s = sightings
+            .entry(model)
+            .or_default()
+            .entry(fp.clone())
+            .or_insert(Sighting {
+                fingerprint: fp,
+                first_seen: at.clone(),
+                last_seen: at.clone(),
+                recordings: 0,
+            });
         s.recordings += 1;
         if *at < s.first_seen {
             s.first_seen.clone_from(at);
@@ -572,7 +591,10 @@ mod tests {
                     namespace: String::new(),
                     body: RequestBody::Empty,
                 },
-                response: RecordedResponse { status: 200, headers: vec![] },
+                response: RecordedResponse {
+                    status: 200,
+                    headers: vec![],
+                },
                 system_fingerprint: Some(fp.into()),
                 model: Some("gpt-4o".into()),
                 recorded_at: at.into(),
@@ -585,11 +607,34 @@ mod tests {
 
     #[test]
     fn classifies_identical_logprob_only_and_text_changes() {
-        let a = chat("Paris is nice", "fp_a", "2026-01-01T00:00:00Z", &[-0.1, -0.2, -0.3]);
-        let same = chat("Paris is nice", "fp_b", "2026-01-02T00:00:00Z", &[-0.1, -0.2, -0.3]);
-        let jitter = chat("Paris is nice", "fp_b", "2026-01-02T00:00:00Z", &[-0.1, -0.25, -0.3]);
-        let other = chat("Paris is lovely", "fp_b", "2026-01-02T00:00:00Z", &[-0.1, -0.2, -0.3]);
-        assert_eq!(compare(&answer_of(&a), &answer_of(&same)), Change::Identical);
+        let a = chat(
+            "Paris is nice",
+            "fp_a",
+            "2026-01-01T00:00:00Z",
+            &[-0.1, -0.2, -0.3],
+        );
+        let same = chat(
+            "Paris is nice",
+            "fp_b",
+            "2026-01-02T00:00:00Z",
+            &[-0.1, -0.2, -0.3],
+        );
+        let jitter = chat(
+            "Paris is nice",
+            "fp_b",
+            "2026-01-02T00:00:00Z",
+            &[-0.1, -0.25, -0.3],
+        );
+        let other = chat(
+            "Paris is lovely",
+            "fp_b",
+            "2026-01-02T00:00:00Z",
+            &[-0.1, -0.2, -0.3],
+        );
+        assert_eq!(
+            compare(&answer_of(&a), &answer_of(&same)),
+            Change::Identical
+        );
         let Change::LogprobsOnly { deltas } = compare(&answer_of(&a), &answer_of(&jitter)) else {
             panic!("logprobs only expected");
         };
@@ -600,7 +645,10 @@ mod tests {
         let Change::Text { choices } = compare(&answer_of(&a), &answer_of(&other)) else {
             panic!("text expected");
         };
-        assert_eq!(choices[0].text_diff.as_deref(), Some("Paris is [-nice-]{+lovely+}"));
+        assert_eq!(
+            choices[0].text_diff.as_deref(),
+            Some("Paris is [-nice-]{+lovely+}")
+        );
     }
 
     #[test]
@@ -612,9 +660,18 @@ mod tests {
         let found = flips(&e4, &[e3.clone(), e1.clone(), e2.clone()]);
         let pairs: Vec<(&str, &str, &str)> = found
             .iter()
-            .map(|f| (f.old.fingerprint.as_deref().unwrap(), f.new.fingerprint.as_deref().unwrap(), f.change.as_str()))
+            .map(|f| {
+                (
+                    f.old.fingerprint.as_deref().unwrap(),
+                    f.new.fingerprint.as_deref().unwrap(),
+                    f.change.as_str(),
+                )
+            })
             .collect();
-        assert_eq!(pairs, vec![("fp_1", "fp_2", "text"), ("fp_2", "fp_3", "logprobs")]);
+        assert_eq!(
+            pairs,
+            vec![("fp_1", "fp_2", "text"), ("fp_2", "fp_3", "logprobs")]
+        );
         let summary = summarize(&[&e1, &e2, &e3, &e4], &found);
         assert_eq!(summary[0].fingerprints.len(), 3);
         assert_eq!(summary[0].fingerprints[0].recordings, 2);
@@ -633,22 +690,35 @@ data: [DONE]\n\n";
         entry.meta.stream = Some(
             events
                 .iter()
-                .map(|e| crate::entry::StreamEvent { offset_ms: 0, len: e.len() })
+                .map(|e| crate::entry::StreamEvent {
+                    offset_ms: 0,
+                    len: e.len(),
+                })
                 .collect(),
         );
         let answer = answer_of(&entry);
         assert_eq!(answer.choices[0].text, "Paris");
         assert_eq!(answer.choices[0].finish_reason.as_deref(), Some("stop"));
         assert_eq!(answer.choices[0].logprobs[0].logprob, -0.5);
-        assert!(answer.choices[0].tool_calls.contains(r#""arguments":"{\"a\":1}""#), "{}", answer.choices[0].tool_calls);
+        assert!(
+            answer.choices[0]
+                .tool_calls
+                .contains(r#""arguments":"{\"a\":1}""#),
+            "{}",
+            answer.choices[0].tool_calls
+        );
     }
 
     #[test]
     fn bodies_without_choices_compare_without_volatile_fields() {
         let mut a = chat("x", "fp", "t", &[]);
-        a.body = Bytes::from_static(br#"{"object":"list","data":[{"embedding":[0.1,0.2]}],"usage":{"prompt_tokens":1}}"#);
+        a.body = Bytes::from_static(
+            br#"{"object":"list","data":[{"embedding":[0.1,0.2]}],"usage":{"prompt_tokens":1}}"#,
+        );
         let mut b = a.clone();
-        b.body = Bytes::from_static(br#"{"object":"list","data":[{"embedding":[0.1,0.2]}],"usage":{"prompt_tokens":2}}"#);
+        b.body = Bytes::from_static(
+            br#"{"object":"list","data":[{"embedding":[0.1,0.2]}],"usage":{"prompt_tokens":2}}"#,
+        );
         assert_eq!(compare(&answer_of(&a), &answer_of(&b)), Change::Identical);
         b.body = Bytes::from_static(br#"{"object":"list","data":[{"embedding":[0.1,0.3]}]}"#);
         assert_eq!(compare(&answer_of(&a), &answer_of(&b)).as_str(), "text");

@@ -54,6 +54,78 @@ pub enum Command {
     /// Request keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Keys whose system_fingerprint changed, and what changed with it.
+    Audit(AuditArgs),
+    /// Re-send recorded requests upstream and report which answers drifted.
+    Verify(VerifyArgs),
+    /// Send one request N times and measure how non-deterministic the upstream is.
+    Probe(ProbeArgs),
+}
+
+/// `llmtape audit`
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Print JSON (schema in the README) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Only flips recorded at or after this time (RFC 3339 or YYYY-MM-DD).
+    #[arg(long, value_name = "DATE")]
+    pub since: Option<String>,
+    /// Only this model.
+    #[arg(long)]
+    pub model: Option<String>,
+}
+
+/// `llmtape verify`
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Re-send only N recordings, picked at random.
+    #[arg(long, value_name = "N")]
+    pub sample: Option<usize>,
+    /// Only recordings made with this x-llmtape-namespace.
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Only this route (name or path), as for export.
+    #[arg(long)]
+    pub route: Option<String>,
+    /// Only this model.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Logprob changes up to this size (absolute, natural log) do not count as drift.
+    #[arg(long, default_value_t = 0.0, value_name = "X")]
+    pub logprob_tolerance: f64,
+    /// Store the new answers as re-recordings (the old ones go to history).
+    #[arg(long)]
+    pub update: bool,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `llmtape probe`
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// How many times to send the request.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub n: u32,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+    /// First-token logprobs closer than this are one cluster.
+    #[arg(long, default_value_t = 1e-6, value_name = "X")]
+    pub tolerance: f64,
+    /// HTTP method.
+    #[arg(long, default_value = "POST")]
+    pub method: String,
+    /// Request path.
+    #[arg(long, default_value = "/v1/chat/completions")]
+    pub path: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `llmtape export`

@@ -8,6 +8,7 @@ use std::io::{IsTerminal, Write};
 use serde_json::{json, Value};
 
 use crate::app::CommandError;
+use crate::audit::Change;
 use crate::entry::{Entry, RequestBody};
 use crate::fixtures::FixtureDir;
 use crate::key::{canonical_json, Canonical, CanonicalBody, CANONICAL_VERSION};
@@ -356,4 +357,261 @@ fn indent(text: &str) -> String {
         .map(|l| format!("  {l}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Most logprob rows shown per flip in text output (JSON has them all).
+const DELTAS_SHOWN: usize = 10;
+
+/// Text width that diffs wrap at when the terminal's is unknown.
+const DEFAULT_WIDTH: usize = 100;
+
+/// ANSI colour when writing to a terminal (and `NO_COLOR` is unset).
+struct Paint(bool);
+
+impl Paint {
+    fn detect() -> Paint {
+        Paint(std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+    }
+
+    fn wrap(&self, code: &str, text: &str) -> String {
+        if self.0 {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+
+    /// Colours `[-removed-]` red and `{+added+}` green.
+    fn diff(&self, text: &str) -> String {
+        if !self.0 {
+            return text.to_string();
+        }
+        text.replace("[-", "\x1b[31m[-")
+            .replace("-]", "-]\x1b[0m")
+            .replace("{+", "\x1b[32m{+")
+            .replace("+}", "+}\x1b[0m")
+    }
+}
+
+/// `audit`: fingerprint flips, what changed, and a summary per model.
+pub fn audit(
+    listing: &Listing,
+    args: &crate::cli::AuditArgs,
+    out: &mut impl Write,
+) -> Result<(), CommandError> {
+    let since = match &args.since {
+        None => None,
+        Some(text) => Some(since_bound(text)?),
+    };
+    let model_matches = |model: &Option<String>| {
+        args.model
+            .as_ref()
+            .is_none_or(|m| model.as_ref() == Some(m))
+    };
+    let mut flips = Vec::new();
+    let mut recordings: Vec<&Entry> = Vec::new();
+    for (entry, history) in &listing.recordings {
+        for e in history.iter().chain(std::iter::once(entry)) {
+            if model_matches(&e.meta.model)
+                && since.as_ref().is_none_or(|s| e.meta.recorded_at >= *s)
+            {
+                recordings.push(e);
+            }
+        }
+        flips.extend(
+            crate::audit::flips(entry, history)
+                .into_iter()
+                .filter(|f| model_matches(&f.model))
+                .filter(|f| since.as_ref().is_none_or(|s| f.new.recorded_at >= *s)),
+        );
+    }
+    let models = crate::audit::summarize(&recordings, &flips);
+    if args.json {
+        let doc = json!({
+            "llmtape_audit": crate::audit::AUDIT_SCHEMA,
+            "source": listing.location,
+            "flips": flips,
+            "models": models,
+        });
+        serde_json::to_writer_pretty(&mut *out, &doc).map_err(std::io::Error::from)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let paint = Paint::detect();
+    let width = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(DEFAULT_WIDTH)
+        .max(40);
+    let keys: std::collections::BTreeSet<&str> = flips.iter().map(|f| f.key.as_str()).collect();
+    writeln!(
+        out,
+        "audit of {}: {} fingerprint flip(s) in {} key(s)",
+        listing.location,
+        flips.len(),
+        keys.len()
+    )?;
+    let mut last_key = "";
+    for flip in &flips {
+        if flip.key != last_key {
+            writeln!(out)?;
+            writeln!(
+                out,
+                "{}  {} {}  {}",
+                paint.wrap("1", &flip.key[..16.min(flip.key.len())]),
+                flip.method,
+                flip.path,
+                flip.model.as_deref().unwrap_or("-")
+            )?;
+            last_key = &flip.key;
+        }
+        let verdict = match &flip.change {
+            Change::Identical => "identical".to_string(),
+            Change::LogprobsOnly { deltas } => format!(
+                "logprobs only ({} token(s), largest \u{394} {:.4})",
+                deltas.len(),
+                flip.change.max_delta()
+            ),
+            Change::Text { .. } => paint.wrap("33", "text changed"),
+        };
+        writeln!(
+            out,
+            "  {} -> {}  ({} -> {})  {verdict}",
+            flip.old.fingerprint.as_deref().unwrap_or("-"),
+            flip.new.fingerprint.as_deref().unwrap_or("-"),
+            flip.old.recorded_at,
+            flip.new.recorded_at,
+        )?;
+        match &flip.change {
+            Change::Identical => {}
+            Change::Text { choices } => {
+                for c in choices {
+                    if let Some(diff) = &c.text_diff {
+                        let prefix = format!("    choice {}: ", c.index);
+                        for (i, line) in wrap(diff, width.saturating_sub(prefix.len()))
+                            .iter()
+                            .enumerate()
+                        {
+                            let lead = if i == 0 {
+                                prefix.clone()
+                            } else {
+                                " ".repeat(prefix.len())
+                            };
+                            writeln!(out, "{lead}{}", paint.diff(line))?;
+                        }
+                    }
+                    if let Some((old, new)) = &c.tool_calls {
+                        writeln!(out, "    choice {} tool calls: {old} -> {new}", c.index)?;
+                    }
+                    if let Some((old, new)) = &c.finish_reason {
+                        writeln!(
+                            out,
+                            "    choice {} finish_reason: {} -> {}",
+                            c.index,
+                            old.as_deref().unwrap_or("-"),
+                            new.as_deref().unwrap_or("-")
+                        )?;
+                    }
+                }
+            }
+            Change::LogprobsOnly { deltas } => {
+                writeln!(
+                    out,
+                    "    {:>6}  {:>4}  {:<16}  {:>8}  {:>8}  {:>10}",
+                    "choice", "pos", "token", "old", "new", "\u{394} logprob"
+                )?;
+                for d in deltas.iter().take(DELTAS_SHOWN) {
+                    writeln!(
+                        out,
+                        "    {:>6}  {:>4}  {:<16}  {:>7.3}%  {:>7.3}%  {:>+10.5}",
+                        d.choice,
+                        d.position,
+                        format!("{:?}", d.token),
+                        d.old_percent,
+                        d.new_percent,
+                        d.delta
+                    )?;
+                }
+                if deltas.len() > DELTAS_SHOWN {
+                    writeln!(
+                        out,
+                        "    ... {} more (see --json)",
+                        deltas.len() - DELTAS_SHOWN
+                    )?;
+                }
+            }
+        }
+    }
+    writeln!(out)?;
+    writeln!(out, "fingerprints by model:")?;
+    writeln!(
+        out,
+        "  {:<28}  {:<20}  {:<24}  {:<24}  {:>10}",
+        "MODEL", "FINGERPRINT", "FIRST SEEN", "LAST SEEN", "RECORDINGS"
+    )?;
+    for m in &models {
+        for s in &m.fingerprints {
+            writeln!(
+                out,
+                "  {:<28}  {:<20}  {:<24}  {:<24}  {:>10}",
+                m.model, s.fingerprint, s.first_seen, s.last_seen, s.recordings
+            )?;
+        }
+    }
+    if models.iter().any(|m| !m.transitions.is_empty()) {
+        writeln!(out)?;
+        writeln!(out, "flips by model:")?;
+        writeln!(
+            out,
+            "  {:<28}  {:<42}  {:>5}  {:>5}  {:>8}  {:>9}",
+            "MODEL", "FROM -> TO", "FLIPS", "TEXT", "LOGPROBS", "IDENTICAL"
+        )?;
+        for m in &models {
+            for t in &m.transitions {
+                writeln!(
+                    out,
+                    "  {:<28}  {:<42}  {:>5}  {:>5}  {:>8}  {:>9}",
+                    m.model,
+                    format!("{} -> {}", t.from, t.to),
+                    t.flips,
+                    t.text,
+                    t.logprobs,
+                    t.identical
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `--since`: RFC 3339, or a date meaning its midnight UTC; returned in the
+/// form recordings use, so string order is time order.
+fn since_bound(text: &str) -> Result<String, CommandError> {
+    let full = if text.len() == 10 {
+        format!("{text}T00:00:00Z")
+    } else {
+        text.to_string()
+    };
+    let time = humantime::parse_rfc3339_weak(&full).map_err(|e| {
+        CommandError::Usage(format!(
+            "--since {text:?} is not a date ({e}); write e.g. 2026-11-20 or 2026-11-20T08:00:00Z"
+        ))
+    })?;
+    Ok(crate::entry::rfc3339(time))
+}
+
+/// Wraps text at spaces to lines of at most `width` characters.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    for paragraph in text.split('\n') {
+        let mut line = String::new();
+        for word in paragraph.split_inclusive(' ') {
+            if !line.is_empty() && line.chars().count() + word.chars().count() > width {
+                lines.push(std::mem::take(&mut line).trim_end().to_string());
+            }
+            line.push_str(word);
+        }
+        lines.push(line);
+    }
+    lines
 }

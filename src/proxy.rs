@@ -29,7 +29,7 @@ use crate::body::{
 };
 use crate::config::{Config, Mode, Scope, Timing};
 use crate::diff;
-use crate::entry::RequestBody;
+use crate::entry::{Entry, RequestBody};
 use crate::error::{Fault, ProxyError};
 use crate::key::{Canonical, KeyRules, RequestKey, RequestParts};
 use crate::record::{self, StreamRecorder, StreamState};
@@ -52,6 +52,8 @@ pub const MODE_HEADER: &str = "x-llmtape-mode";
 pub const NAMESPACE_HEADER: &str = "x-llmtape-namespace";
 /// On a replay miss: the nearest recording's key and the paths that differ.
 pub const MISS_NEAREST_HEADER: &str = "x-llmtape-miss-nearest";
+/// On a re-recording whose fingerprint differs: `old -> new`.
+pub const FINGERPRINT_CHANGED_HEADER: &str = "x-llmtape-fingerprint-changed";
 /// Per-request override of `replay.timing`.
 pub const REPLAY_TIMING_HEADER: &str = "x-llmtape-replay-timing";
 
@@ -331,6 +333,11 @@ impl Proxy {
                 latency,
                 &s.redactor,
             );
+            if let Some(flip) = self.fingerprint_flip(key, &entry) {
+                if let Ok(value) = HeaderValue::from_str(&flip) {
+                    head.headers.insert(FINGERPRINT_CHANGED_HEADER, value);
+                }
+            }
             // The client gets its answer whether or not the write succeeds.
             if let Err(error) = s.recordings.put(key, &entry, s.history, replace) {
                 tracing::error!(key = %key, %error, "recording not stored");
@@ -412,6 +419,8 @@ impl Proxy {
                                 &s.redactor,
                             );
                             if let Some(entry) = entry {
+                                // Headers are long gone: a flip is only logged.
+                                proxy.fingerprint_flip(&key, &entry);
                                 match s.recordings.put(&key, &entry, s.history, replace) {
                                     Ok(_) => tracing::debug!(key = %key, "stream recorded"),
                                     Err(error) => {
@@ -441,6 +450,19 @@ impl Proxy {
         });
         let body = StreamBody::new(ReceiverStream(rx)).boxed_unsync();
         Response::from_parts(head, body)
+    }
+
+    /// `old -> new` when `entry` re-records `key` with another
+    /// `system_fingerprint` than the recording it replaces; logs a warning.
+    fn fingerprint_flip(&self, key: &RequestKey, entry: &Entry) -> Option<String> {
+        let previous = self.shared.recordings.get(key).ok().flatten()?;
+        let old = previous.meta.system_fingerprint?;
+        let new = entry.meta.system_fingerprint.as_deref()?;
+        if old == new {
+            return None;
+        }
+        tracing::warn!(key = %key, old = %old, new = %new, "system_fingerprint changed on re-recording");
+        Some(format!("{old} -> {new}"))
     }
 
     /// Forwards a request untouched and streams the answer back.

@@ -509,10 +509,18 @@ async fn the_recording_holds_fingerprint_model_request_and_latency() {
     assert_eq!(body["seed"], 42);
     assert!(body.get("user").is_none(), "ignored fields are not stored");
     assert!(entry.meta.recorded_at.ends_with('Z'));
-    let names: Vec<&str> = entry.meta.response.headers.iter().map(|(n, _)| n.as_str()).collect();
+    let names: Vec<&str> = entry
+        .meta
+        .response
+        .headers
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .collect();
     assert!(names.contains(&"x-request-id"), "{names:?}");
     assert!(
-        !names.iter().any(|n| n.starts_with("x-llmtape-") || *n == "set-cookie"),
+        !names
+            .iter()
+            .any(|n| n.starts_with("x-llmtape-") || *n == "set-cookie"),
         "llmtape's own headers and cookies are not part of the recording: {names:?}"
     );
 }

@@ -35,6 +35,18 @@ pub struct SeenRequest {
     pub path_and_query: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    pub at: std::time::Instant,
+}
+
+/// A scripted chat answer: call `n` (1-based) answers with element
+/// `(n - 1) % len` of each list. With `"logprobs": true` in the request,
+/// each word of the content is a token; the first token's logprob comes
+/// from `first_logprobs`, the others are -0.01.
+#[derive(Debug, Clone)]
+pub struct Script {
+    pub contents: Vec<String>,
+    pub fingerprints: Vec<String>,
+    pub first_logprobs: Vec<f64>,
 }
 
 /// Shared mock state.
@@ -47,6 +59,10 @@ pub struct MockState {
     pub gate: tokio::sync::Semaphore,
     /// (call number, event index) of every stream event sent, in order.
     pub sent_events: Mutex<Vec<(usize, usize)>>,
+    /// When set, non-stream chat completions follow this script.
+    pub script: Mutex<Option<Script>>,
+    /// The next this-many calls answer 429 with `retry-after: 1`.
+    pub rate_limited: AtomicUsize,
 }
 
 type MockBody =
@@ -73,6 +89,8 @@ impl MockUpstream {
             seen: Mutex::new(Vec::new()),
             gate: tokio::sync::Semaphore::new(0),
             sent_events: Mutex::new(Vec::new()),
+            script: Mutex::new(None),
+            rate_limited: AtomicUsize::new(0),
         });
         let shared = state.clone();
         tokio::spawn(async move {
@@ -99,6 +117,16 @@ impl MockUpstream {
     /// Upstream calls so far.
     pub fn calls(&self) -> usize {
         self.state.calls.load(Ordering::SeqCst)
+    }
+
+    /// Makes chat completions follow `script` from the next call on.
+    pub fn script(&self, script: Script) {
+        *self.state.script.lock().unwrap() = Some(script);
+    }
+
+    /// Answers the next `n` calls with 429 and `retry-after: 1`.
+    pub fn rate_limit_next(&self, n: usize) {
+        self.state.rate_limited.store(n, Ordering::SeqCst);
     }
 
     /// Lets gated streams send `n` more events.
@@ -142,7 +170,28 @@ async fn answer(
             .unwrap_or_default(),
         headers: parts.headers.clone(),
         body: body.clone(),
+        at: std::time::Instant::now(),
     });
+    if state
+        .rate_limited
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        let body = "{\"error\":{\"message\":\"Rate limit reached (mock)\",\"type\":\"requests\",\"param\":null,\"code\":\"rate_limit_exceeded\"}}";
+        let mut response = Response::new(
+            Full::new(Bytes::from_static(body.as_bytes()))
+                .map_err(|e| match e {})
+                .boxed_unsync(),
+        );
+        *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        response
+            .headers_mut()
+            .insert("retry-after", "1".parse().unwrap());
+        response
+            .headers_mut()
+            .insert("content-type", "application/json".parse().unwrap());
+        return Ok(response);
+    }
     if let Some(ms) = header_u64(&parts.headers, "x-mock-delay-ms") {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
@@ -165,6 +214,10 @@ async fn answer(
             &parts.headers,
             &request_json,
         ));
+    }
+    let scripted = state.script.lock().unwrap().clone();
+    if let (Some(script), true) = (scripted, path.ends_with("/chat/completions")) {
+        return Ok(scripted_answer(&script, n, &model, &request_json));
     }
     let status = header_u64(&parts.headers, "x-mock-status")
         .and_then(|s| StatusCode::from_u16(s as u16).ok())
@@ -208,6 +261,49 @@ async fn answer(
         "__cf_bm=mock-cookie-secret; path=/".parse().unwrap(),
     );
     Ok(response)
+}
+
+fn scripted_answer(
+    script: &Script,
+    n: usize,
+    model: &str,
+    request: &serde_json::Value,
+) -> Response<MockBody> {
+    let pick = |len: usize| (n - 1) % len;
+    let content = &script.contents[pick(script.contents.len())];
+    let fp = &script.fingerprints[pick(script.fingerprints.len())];
+    let logprobs = if request["logprobs"] == serde_json::Value::Bool(true) {
+        let first = script.first_logprobs[pick(script.first_logprobs.len())];
+        let tokens: Vec<serde_json::Value> = content
+            .split_inclusive(' ')
+            .enumerate()
+            .map(|(i, token)| {
+                let lp = if i == 0 { first } else { -0.01 };
+                serde_json::json!({"token": token, "logprob": lp, "bytes": token.as_bytes(), "top_logprobs": []})
+            })
+            .collect();
+        serde_json::json!({"content": tokens})
+    } else {
+        serde_json::Value::Null
+    };
+    let body = serde_json::json!({
+        "id": format!("chatcmpl-mock-{n}"),
+        "object": "chat.completion",
+        "created": 1_700_000_000 + n,
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "logprobs": logprobs, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12},
+        "system_fingerprint": fp,
+    });
+    let mut response = Response::new(
+        Full::new(Bytes::from(serde_json::to_vec_pretty(&body).unwrap()))
+            .map_err(|e| match e {})
+            .boxed_unsync(),
+    );
+    response
+        .headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    response
 }
 
 /// A server-sent-event answer, shaped like OpenAI's, steered by headers:
