@@ -509,3 +509,32 @@ async fn export_filters_and_reports_progress_on_large_stores() {
         .count();
     assert_eq!(chat_a_m1, expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serving_fixtures_beside_the_example_config_is_replay_mode() {
+    // Regression: the example proxy.toml once set mode = "auto", which beat
+    // the replay default of --fixtures and let misses reach the upstream.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/proxy.toml"),
+        dir.path().join("proxy.toml"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("fixtures")).unwrap();
+    let mut cmd = llmtape(dir.path());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--fixtures", "fixtures"])
+        .stdout(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let ready = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        ready.contains("(mode=replay,") && ready.ends_with("fixtures=fixtures)"),
+        "{ready}"
+    );
+    child.kill().await.unwrap();
+}
