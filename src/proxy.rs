@@ -590,31 +590,36 @@ impl tower::Service<Request<hyper::body::Incoming>> for Proxy {
 }
 
 fn request_mode(headers: &HeaderMap, default: Mode) -> Result<Mode, ProxyError> {
-    match headers.get(MODE_HEADER) {
-        None => Ok(default),
-        Some(value) => value
-            .to_str()
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| ProxyError::BadHeader {
-                header: MODE_HEADER,
-                value: String::from_utf8_lossy(value.as_bytes()).into_owned(),
-                expected: "auto, record, replay, passthrough",
-            }),
-    }
+    header_choice(
+        headers,
+        MODE_HEADER,
+        default,
+        "auto, record, replay, passthrough",
+    )
 }
 
 fn replay_timing(headers: &HeaderMap, default: Timing) -> Result<Timing, ProxyError> {
-    match headers.get(REPLAY_TIMING_HEADER) {
+    header_choice(headers, REPLAY_TIMING_HEADER, default, "instant, recorded")
+}
+
+/// A per-request override header: absent means `default`, anything that
+/// does not parse is the caller's mistake (400), never silently ignored.
+fn header_choice<T: std::str::FromStr>(
+    headers: &HeaderMap,
+    header: &'static str,
+    default: T,
+    expected: &'static str,
+) -> Result<T, ProxyError> {
+    match headers.get(header) {
         None => Ok(default),
         Some(value) => value
             .to_str()
             .ok()
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| ProxyError::BadHeader {
-                header: REPLAY_TIMING_HEADER,
+                header,
                 value: String::from_utf8_lossy(value.as_bytes()).into_owned(),
-                expected: "instant, recorded",
+                expected,
             }),
     }
 }
