@@ -29,6 +29,7 @@ pub mod entry;
 pub mod error;
 pub mod export;
 pub mod fixtures;
+pub mod flight;
 pub mod inspect;
 pub mod key;
 pub mod lint;

@@ -31,6 +31,7 @@ use crate::config::{Config, Mode, Scope, Timing};
 use crate::diff;
 use crate::entry::{Entry, RequestBody};
 use crate::error::{Fault, ProxyError};
+use crate::flight::{Ending, Flight, Flights, Lead, Role};
 use crate::key::{Canonical, KeyRules, RequestKey, RequestParts};
 use crate::record::{self, StreamRecorder, StreamState};
 use crate::recordings::Recordings;
@@ -98,6 +99,22 @@ impl Nearest {
     }
 }
 
+/// A streamed miss being forwarded and recorded.
+struct PendingStream {
+    canonical: Canonical,
+    key: RequestKey,
+    /// When the request went upstream (event offsets count from here).
+    sent: Instant,
+    /// Rewrite an existing fixture (record mode).
+    replace: bool,
+    /// Followers to share the stream with.
+    lead: Option<Lead>,
+}
+
+/// How often a request re-joins after the request it waited on went away
+/// (each such wait is bounded); past it, it simply asks the upstream.
+const MAX_FOLLOW_ATTEMPTS: usize = 3;
+
 /// Chunks buffered between the upstream reader and a slow client. Small:
 /// back-pressure should reach the upstream rather than memory.
 const STREAM_CHANNEL_FRAMES: usize = 16;
@@ -145,6 +162,7 @@ struct Shared {
     record_errors: bool,
     history: usize,
     timing: Timing,
+    flights: Arc<Flights>,
 }
 
 impl Proxy {
@@ -164,6 +182,7 @@ impl Proxy {
                 record_errors: config.store.record_errors,
                 history: config.store.history,
                 timing: config.replay.timing,
+                flights: Arc::new(Flights::default()),
             }),
         })
     }
@@ -276,10 +295,34 @@ impl Proxy {
             }
             return (response, Some(key));
         }
+        // Identical concurrent misses share one upstream call. Not when the
+        // caller asked for a fresh answer (record mode, no-cache).
+        let mut lead = None;
+        if !re_record {
+            for _ in 0..MAX_FOLLOW_ATTEMPTS {
+                match s.flights.join(key) {
+                    Role::Leader(l) => {
+                        // A flight that landed between our store lookup and
+                        // the join has just been recorded: use it.
+                        if let Ok(Some(entry)) = s.recordings.get(&key) {
+                            return (replay::response(entry, &key, timing), Some(key));
+                        }
+                        lead = Some(l);
+                        break;
+                    }
+                    Role::Follower(flight) => {
+                        if let Some(response) = self.follow(&flight, &key).await {
+                            return (response, Some(key));
+                        }
+                    }
+                }
+            }
+        }
         // A committed fixture is only rewritten by an explicit re-record.
         let replace = mode == Mode::Record;
         (
-            self.record(&parts, body, &canonical, &key, replace).await,
+            self.record(&parts, body, &canonical, &key, replace, lead)
+                .await,
             Some(key),
         )
     }
@@ -292,6 +335,7 @@ impl Proxy {
         canonical: &Canonical,
         key: &RequestKey,
         replace: bool,
+        lead: Option<Lead>,
     ) -> Response<ProxyBody> {
         let s = &self.shared;
         let sent = Instant::now();
@@ -306,21 +350,28 @@ impl Proxy {
             .await
         {
             Ok(response) => response,
-            Err(error) => return error_response(&error, Some(key)),
+            Err(error) => return shared_error(&error, key, lead),
         };
         let (mut head, incoming) = upstream.into_parts();
         strip_hop_by_hop(&mut head.headers);
         head.headers.remove(header::CONTENT_LENGTH);
         mark(&mut head.headers, Outcome::Miss, Some(key));
         if is_event_stream(&head.headers) {
-            return self.record_stream(head, incoming, canonical.clone(), *key, sent, replace);
+            let miss = PendingStream {
+                canonical: canonical.clone(),
+                key: *key,
+                sent,
+                replace,
+                lead,
+            };
+            return self.record_stream(head, incoming, miss);
         }
         let bytes = match IdleTimeout::new(incoming, s.upstream.idle_timeout())
             .collect()
             .await
         {
             Ok(collected) => collected.to_bytes(),
-            Err(e) => return error_response(&self.body_error(e), Some(key)),
+            Err(e) => return shared_error(&self.body_error(e), key, lead),
         };
         let latency = sent.elapsed();
         if record::should_record(head.status, s.record_errors) {
@@ -343,6 +394,9 @@ impl Proxy {
                 tracing::error!(key = %key, %error, "recording not stored");
             }
         }
+        if let Some(lead) = lead {
+            lead.answer(head.status, &head.headers, bytes.clone());
+        }
         Response::from_parts(head, full(bytes))
     }
 
@@ -359,18 +413,26 @@ impl Proxy {
         &self,
         head: http::response::Parts,
         incoming: hyper::body::Incoming,
-        canonical: Canonical,
-        key: RequestKey,
-        sent: Instant,
-        replace: bool,
+        miss: PendingStream,
     ) -> Response<ProxyBody> {
+        let PendingStream {
+            canonical,
+            key,
+            sent,
+            replace,
+            lead,
+        } = miss;
         let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(STREAM_CHANNEL_FRAMES);
         let proxy = self.clone();
         let recordable = record::should_record(head.status, proxy.shared.record_errors);
         let status = head.status;
         let headers = head.headers.clone();
+        if let Some(lead) = &lead {
+            lead.head(status, &headers);
+        }
         tokio::spawn(async move {
             let s = &proxy.shared;
+            let mut lead = lead;
             let mut upstream = IdleTimeout::new(incoming, s.upstream.idle_timeout());
             let mut recorder = StreamRecorder::new(record::MAX_RECORDED_STREAM_BYTES);
             let mut client_open = true;
@@ -393,11 +455,17 @@ impl Proxy {
                         if recordable && recorder.state() == StreamState::Open {
                             tracing::warn!(key = %key, "upstream stream ended without its final event; not recorded");
                         }
+                        if let Some(lead) = lead.take() {
+                            lead.end(Ending::Complete);
+                        }
                         break;
                     }
                     Some(Err(error)) => {
                         let error = proxy.body_error(error);
                         tracing::warn!(key = %key, %error, "upstream stream broke off; not recorded");
+                        if let Some(lead) = lead.take() {
+                            lead.end(Ending::Broken);
+                        }
                         if client_open {
                             let _ = tx.send(Err(Box::new(error))).await;
                         }
@@ -405,6 +473,9 @@ impl Proxy {
                     }
                     Some(Ok(frame)) => frame,
                 };
+                if let (Some(lead), Some(chunk)) = (&lead, frame.data_ref()) {
+                    lead.chunk(chunk.clone());
+                }
                 if let (Some(chunk), true) = (frame.data_ref(), recordable) {
                     let before = recorder.state();
                     let after = recorder.push(chunk, sent.elapsed());
@@ -443,13 +514,90 @@ impl Proxy {
                     tracing::info!(key = %key, "client left mid-stream; reading the upstream to the end to record it");
                     drain_deadline = Some(tokio::time::Instant::now() + DRAIN_AFTER_DISCONNECT);
                 }
-                if !client_open && recorder.state() != StreamState::Open {
+                if !client_open && recorder.state() != StreamState::Open && lead.is_none() {
                     break;
                 }
             }
         });
         let body = StreamBody::new(ReceiverStream(rx)).boxed_unsync();
         Response::from_parts(head, body)
+    }
+
+    /// Answers from another request's upstream call. `None` when that
+    /// request went away before its answer began: the caller tries again.
+    async fn follow(&self, flight: &Arc<Flight>, key: &RequestKey) -> Option<Response<ProxyBody>> {
+        let s = &self.shared;
+        let mut changes = flight.subscribe();
+        let deadline = tokio::time::Instant::now() + s.upstream.first_byte_timeout();
+        let (status, mut headers) = loop {
+            if let Some(head) = flight.head() {
+                break head;
+            }
+            if flight.ending().is_some() {
+                return None;
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return None,
+                Err(_) => {
+                    let error = ProxyError::UpstreamTimeout {
+                        upstream: s.upstream.display().to_string(),
+                        what: "send response headers",
+                        timeout: s.upstream.first_byte_timeout(),
+                    };
+                    return Some(error_response(&error, Some(key)));
+                }
+            }
+        };
+        // Served without calling the upstream: to this caller, a hit.
+        mark(&mut headers, Outcome::Hit, Some(key));
+        let idle = s.upstream.idle_timeout();
+        let state = (
+            flight.clone(),
+            changes,
+            0usize,
+            std::collections::VecDeque::<Bytes>::new(),
+            false,
+        );
+        let frames = futures_util::stream::unfold(
+            state,
+            move |(flight, mut changes, mut next, mut pending, done)| async move {
+                loop {
+                    if let Some(chunk) = pending.pop_front() {
+                        return Some((
+                            Ok(Frame::data(chunk)),
+                            (flight, changes, next, pending, done),
+                        ));
+                    }
+                    if done {
+                        return None;
+                    }
+                    let (chunks, ending) = flight.chunks_from(next);
+                    next += chunks.len();
+                    pending.extend(chunks);
+                    if !pending.is_empty() {
+                        continue;
+                    }
+                    match ending {
+                        Some(Ending::Complete) => return None,
+                        Some(Ending::Broken | Ending::Abandoned) => {
+                            let error: BoxError = "the shared upstream answer broke off".into();
+                            return Some((Err(error), (flight, changes, next, pending, true)));
+                        }
+                        None => {
+                            if tokio::time::timeout(idle, changes.changed()).await.is_err() {
+                                let error: BoxError = Box::new(IdleTimeoutError(idle));
+                                return Some((Err(error), (flight, changes, next, pending, true)));
+                            }
+                        }
+                    }
+                }
+            },
+        );
+        let mut response = Response::new(StreamBody::new(frames).boxed_unsync());
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        Some(response)
     }
 
     /// `old -> new` when `entry` re-records `key` with another
@@ -693,6 +841,19 @@ fn mark(headers: &mut HeaderMap, outcome: Outcome, key: Option<&RequestKey>) {
     if let Some(key) = key {
         headers.insert(KEY_HEADER, replay::hex_value(key));
     }
+}
+
+/// The error answer for a leader's request, shared with its followers.
+fn shared_error(error: &ProxyError, key: &RequestKey, lead: Option<Lead>) -> Response<ProxyBody> {
+    let response = error_response(error, Some(key));
+    if let Some(lead) = lead {
+        lead.answer(
+            response.status(),
+            response.headers(),
+            Bytes::from(error.body()),
+        );
+    }
+    response
 }
 
 fn error_response(error: &ProxyError, key: Option<&RequestKey>) -> Response<ProxyBody> {

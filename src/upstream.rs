@@ -103,6 +103,11 @@ impl Upstream {
         &self.display
     }
 
+    /// The longest wait for response headers.
+    pub fn first_byte_timeout(&self) -> Duration {
+        self.first_byte_timeout
+    }
+
     /// The longest gap allowed between body chunks.
     pub fn idle_timeout(&self) -> Duration {
         self.idle_timeout

@@ -1,0 +1,237 @@
+//! Single-flight: identical concurrent misses share one upstream call.
+//!
+//! The first miss for a key becomes the leader and holds a [`Lead`]; later
+//! identical misses join its [`Flight`] and receive the same answer: the
+//! head once it is known, then every body chunk as the leader forwards it
+//! (a late joiner first gets the chunks so far). Streams are shared the
+//! same way, chunk by chunk. If the leader goes away before answering (its
+//! client hung up), the flight is abandoned and followers try again.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use tokio::sync::watch;
+
+use crate::key::RequestKey;
+
+/// How a flight ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Every chunk was delivered.
+    Complete,
+    /// The upstream broke off; followers see the break too.
+    Broken,
+    /// The leader left before answering; followers must ask again.
+    Abandoned,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    head: Option<(StatusCode, HeaderMap)>,
+    chunks: Vec<Bytes>,
+    ending: Option<Ending>,
+}
+
+/// One upstream call that several identical requests wait on.
+#[derive(Debug)]
+pub struct Flight {
+    state: Mutex<Shared>,
+    /// Bumped on every change, so waiters never miss one.
+    version: watch::Sender<u64>,
+}
+
+impl Flight {
+    fn new() -> Flight {
+        Flight {
+            state: Mutex::new(Shared::default()),
+            version: watch::channel(0).0,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        // Each update is a single push or assignment, so a panic elsewhere
+        // cannot leave the state half-written.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn bump(&self) {
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    /// Waits for the next change (bounded by the caller).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    /// The head, once the leader has it.
+    pub fn head(&self) -> Option<(StatusCode, HeaderMap)> {
+        self.lock().head.clone()
+    }
+
+    /// Chunks from index `from` on, and how the flight ended (if it has).
+    pub fn chunks_from(&self, from: usize) -> (Vec<Bytes>, Option<Ending>) {
+        let state = self.lock();
+        (
+            state.chunks.get(from..).unwrap_or_default().to_vec(),
+            state.ending,
+        )
+    }
+
+    /// How the flight ended, if it has.
+    pub fn ending(&self) -> Option<Ending> {
+        self.lock().ending
+    }
+}
+
+/// The flights in the air, by key.
+#[derive(Debug, Default)]
+pub struct Flights {
+    by_key: Mutex<HashMap<RequestKey, Arc<Flight>>>,
+}
+
+/// What a miss should do.
+pub enum Role {
+    /// Ask the upstream and publish the answer through the lead.
+    Leader(Lead),
+    /// Wait for the leader's answer.
+    Follower(Arc<Flight>),
+}
+
+impl Flights {
+    /// Joins the flight for `key`, or starts one.
+    pub fn join(self: &Arc<Self>, key: RequestKey) -> Role {
+        let mut map = self.by_key.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(flight) = map.get(&key) {
+            return Role::Follower(flight.clone());
+        }
+        let flight = Arc::new(Flight::new());
+        map.insert(key, flight.clone());
+        Role::Leader(Lead {
+            flights: self.clone(),
+            key,
+            flight,
+        })
+    }
+
+    fn land(&self, key: &RequestKey, flight: &Arc<Flight>) {
+        let mut map = self.by_key.lock().unwrap_or_else(|p| p.into_inner());
+        if map.get(key).is_some_and(|f| Arc::ptr_eq(f, flight)) {
+            map.remove(key);
+        }
+    }
+
+    /// Flights currently in the air.
+    pub fn len(&self) -> usize {
+        self.by_key.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// True when no flight is in the air.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The leader's handle. Dropping it without [`Lead::end`] abandons the
+/// flight, so followers never wait on a leader that is gone.
+pub struct Lead {
+    flights: Arc<Flights>,
+    key: RequestKey,
+    flight: Arc<Flight>,
+}
+
+impl Lead {
+    /// Publishes the head of the answer.
+    pub fn head(&self, status: StatusCode, headers: &HeaderMap) {
+        self.flight.lock().head = Some((status, headers.clone()));
+        self.flight.bump();
+    }
+
+    /// Publishes one body chunk.
+    pub fn chunk(&self, chunk: Bytes) {
+        self.flight.lock().chunks.push(chunk);
+        self.flight.bump();
+    }
+
+    /// Ends the flight; new identical requests start their own afterwards
+    /// (and, once recorded, hit the store instead).
+    pub fn end(self, ending: Ending) {
+        self.finish(ending);
+    }
+
+    /// Publishes a whole answer at once and ends the flight.
+    pub fn answer(self, status: StatusCode, headers: &HeaderMap, body: Bytes) {
+        self.head(status, headers);
+        self.chunk(body);
+        self.end(Ending::Complete);
+    }
+
+    fn finish(&self, ending: Ending) {
+        {
+            let mut state = self.flight.lock();
+            if state.ending.is_some() {
+                return;
+            }
+            state.ending = Some(ending);
+        }
+        self.flights.land(&self.key, &self.flight);
+        self.flight.bump();
+    }
+}
+
+impl Drop for Lead {
+    fn drop(&mut self) {
+        self.finish(Ending::Abandoned);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_second_identical_miss_follows_and_a_dropped_lead_abandons() {
+        let flights = Arc::new(Flights::default());
+        let key = RequestKey::from_bytes([3; 32]);
+        let Role::Leader(lead) = flights.join(key) else {
+            panic!("first is leader")
+        };
+        let Role::Follower(flight) = flights.join(key) else {
+            panic!("second follows")
+        };
+        lead.head(StatusCode::OK, &HeaderMap::new());
+        lead.chunk(Bytes::from_static(b"a"));
+        assert_eq!(flight.chunks_from(0).0, vec![Bytes::from_static(b"a")]);
+        drop(lead);
+        assert_eq!(flight.ending(), Some(Ending::Abandoned));
+        assert!(flights.is_empty());
+        assert!(
+            matches!(flights.join(key), Role::Leader(_)),
+            "a new flight starts"
+        );
+    }
+
+    #[test]
+    fn an_answer_lands_the_flight() {
+        let flights = Arc::new(Flights::default());
+        let key = RequestKey::from_bytes([4; 32]);
+        let Role::Leader(lead) = flights.join(key) else {
+            panic!()
+        };
+        let Role::Follower(flight) = flights.join(key) else {
+            panic!()
+        };
+        lead.answer(
+            StatusCode::CREATED,
+            &HeaderMap::new(),
+            Bytes::from_static(b"x"),
+        );
+        assert_eq!(flight.head().unwrap().0, StatusCode::CREATED);
+        assert_eq!(
+            flight.chunks_from(0),
+            (vec![Bytes::from_static(b"x")], Some(Ending::Complete))
+        );
+        assert!(flights.is_empty());
+    }
+}
