@@ -27,7 +27,8 @@ pub struct Filter {
 }
 
 impl Filter {
-    fn keeps(&self, entry: &Entry) -> bool {
+    /// True when `entry` passes every filter that is set.
+    pub fn keeps(&self, entry: &Entry) -> bool {
         let r = &entry.meta.request;
         if self.namespace.as_ref().is_some_and(|ns| *ns != r.namespace) {
             return false;
