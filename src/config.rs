@@ -36,6 +36,15 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Earlier recordings kept per key.
 pub const DEFAULT_HISTORY: usize = 20;
+/// Requests handled at once before answering 503: far above what one
+/// machine's test suites send, low enough to bound memory under a flood.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+/// Largest request head (request line and headers); hyper's default is
+/// ~400 KiB, far more than any API client sends.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Largest response recorded (plain or stream); larger ones are forwarded
+/// but not recorded. A 128k-token completion is a few MiB.
+pub const DEFAULT_MAX_RECORDED_BYTES: usize = 64 * 1024 * 1024;
 /// The name of the config file picked up from the working directory.
 pub const LOCAL_CONFIG_FILE: &str = "proxy.toml";
 
@@ -153,6 +162,12 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_timeout: Duration,
+    /// Requests handled at once; more get 503 with `retry-after`.
+    pub max_in_flight: usize,
+    /// Largest request head accepted.
+    pub max_header_bytes: usize,
+    /// Token that opens the admin endpoints to non-loopback clients.
+    pub admin_token: Option<String>,
 }
 
 /// PEM files for the optional TLS listener.
@@ -190,6 +205,8 @@ pub struct StoreConfig {
     pub record_errors: bool,
     /// Earlier recordings kept per key.
     pub history: usize,
+    /// Largest response recorded.
+    pub max_recorded_bytes: usize,
 }
 
 /// `[key]`
@@ -301,6 +318,9 @@ pub struct RawServer {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub shutdown_timeout: Option<String>,
+    pub max_in_flight: Option<u64>,
+    pub max_header_bytes: Option<u64>,
+    pub admin_token_env: Option<String>,
 }
 
 /// `[upstream]` as written.
@@ -324,6 +344,7 @@ pub struct RawStore {
     pub fixtures: Option<PathBuf>,
     pub record_errors: Option<bool>,
     pub history: Option<u64>,
+    pub max_recorded_bytes: Option<u64>,
 }
 
 /// `[key]` as written.
@@ -367,6 +388,9 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "tls_cert",
             "tls_key",
             "shutdown_timeout",
+            "max_in_flight",
+            "max_header_bytes",
+            "admin_token_env",
         ],
     ),
     (
@@ -379,7 +403,16 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "idle_timeout",
         ],
     ),
-    ("store", &["path", "fixtures", "record_errors", "history"]),
+    (
+        "store",
+        &[
+            "path",
+            "fixtures",
+            "record_errors",
+            "history",
+            "max_recorded_bytes",
+        ],
+    ),
     ("key", &["ignore_fields", "scope"]),
     ("replay", &["timing"]),
     ("redact", &["headers"]),
@@ -570,6 +603,48 @@ impl Config {
             valid
         });
 
+        let mut positive = |name: &str, value: Option<u64>, default: usize| match value {
+            None => default,
+            Some(0) => {
+                problems.push(format!("{name}: must be greater than 0"));
+                default
+            }
+            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        };
+        let max_in_flight = positive(
+            "server.max_in_flight",
+            raw.server.max_in_flight,
+            DEFAULT_MAX_IN_FLIGHT,
+        );
+        let max_header_bytes = positive(
+            "server.max_header_bytes",
+            raw.server.max_header_bytes,
+            DEFAULT_MAX_HEADER_BYTES,
+        );
+        let max_recorded_bytes = positive(
+            "store.max_recorded_bytes",
+            raw.store.max_recorded_bytes,
+            DEFAULT_MAX_RECORDED_BYTES,
+        );
+        if max_header_bytes < 8192 {
+            problems.push(
+                "server.max_header_bytes: must be at least 8192 (HTTP/1 needs that much buffer)"
+                    .into(),
+            );
+        }
+        let admin_token = match raw.server.admin_token_env {
+            None => None,
+            Some(name) => match std::env::var(&name) {
+                Ok(token) if !token.trim().is_empty() => Some(token.trim().to_string()),
+                _ => {
+                    problems.push(format!(
+                        "server.admin_token_env names {name}, but {name} is not set; export it or remove the key"
+                    ));
+                    None
+                }
+            },
+        };
+
         let history = match raw.store.history {
             None => DEFAULT_HISTORY,
             Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
@@ -631,6 +706,9 @@ impl Config {
                 max_body_bytes,
                 tls,
                 shutdown_timeout,
+                max_in_flight,
+                max_header_bytes,
+                admin_token,
             },
             upstream: UpstreamConfig {
                 url,
@@ -648,6 +726,7 @@ impl Config {
                 fixtures,
                 record_errors: raw.store.record_errors.unwrap_or(false),
                 history,
+                max_recorded_bytes,
             },
             key: KeyConfig {
                 ignore_fields,

@@ -88,6 +88,12 @@ pub enum ProxyError {
         /// Why.
         reason: String,
     },
+    /// Too many requests in flight.
+    #[error("llmtape is already handling {limit} requests (server.max_in_flight); retry shortly")]
+    Overloaded {
+        /// The configured limit.
+        limit: usize,
+    },
     /// We could not build the upstream request.
     #[error("llmtape could not build the upstream request: {reason}")]
     Internal {
@@ -107,7 +113,7 @@ impl ProxyError {
             ProxyError::UpstreamUnreachable { .. }
             | ProxyError::UpstreamTimeout { .. }
             | ProxyError::UpstreamBody { .. } => Fault::Upstream,
-            ProxyError::Internal { .. } => Fault::Proxy,
+            ProxyError::Internal { .. } | ProxyError::Overloaded { .. } => Fault::Proxy,
         }
     }
 
@@ -122,6 +128,7 @@ impl ProxyError {
             }
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -140,6 +147,7 @@ impl ProxyError {
                 ("llmtape_upstream_error", "upstream_broken_response")
             }
             ProxyError::Internal { .. } => ("llmtape_internal_error", "internal"),
+            ProxyError::Overloaded { .. } => ("llmtape_overloaded", "too_many_in_flight"),
         }
     }
 

@@ -33,6 +33,7 @@ pub mod flight;
 pub mod inspect;
 pub mod key;
 pub mod lint;
+pub mod metrics;
 pub mod probe;
 pub mod proxy;
 pub mod record;

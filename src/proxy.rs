@@ -10,6 +10,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -33,8 +34,10 @@ use crate::entry::{Entry, RequestBody};
 use crate::error::{Fault, ProxyError};
 use crate::flight::{Ending, Flight, Flights, Lead, Role};
 use crate::key::{Canonical, KeyRules, RequestKey, RequestParts};
+use crate::metrics::Metrics;
 use crate::record::{self, StreamRecorder, StreamState};
 use crate::recordings::Recordings;
+use crate::redact::Sensitive;
 use crate::redact::{strip_hop_by_hop, Redactor};
 use crate::replay;
 use crate::route::Route;
@@ -55,6 +58,8 @@ pub const NAMESPACE_HEADER: &str = "x-llmtape-namespace";
 pub const MISS_NEAREST_HEADER: &str = "x-llmtape-miss-nearest";
 /// On a re-recording whose fingerprint differs: `old -> new`.
 pub const FINGERPRINT_CHANGED_HEADER: &str = "x-llmtape-fingerprint-changed";
+/// Set when an answer was forwarded but not recorded, with the reason.
+pub const NOT_RECORDED_HEADER: &str = "x-llmtape-not-recorded";
 /// Per-request override of `replay.timing`.
 pub const REPLAY_TIMING_HEADER: &str = "x-llmtape-replay-timing";
 
@@ -96,6 +101,26 @@ impl Nearest {
     /// For the `x-llmtape-miss-nearest` header: `KEY PATH,PATH`.
     fn header(&self) -> String {
         format!("{} {}", self.key, self.paths.join(","))
+    }
+}
+
+/// The client's address, put into request extensions by the server.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
+
+/// Counts a request as in flight while it lives.
+struct InFlight<'a>(&'a Metrics);
+
+impl<'a> InFlight<'a> {
+    fn enter(metrics: &'a Metrics) -> Self {
+        metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(metrics)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -163,6 +188,10 @@ struct Shared {
     history: usize,
     timing: Timing,
     flights: Arc<Flights>,
+    metrics: Metrics,
+    max_in_flight: usize,
+    max_recorded_bytes: usize,
+    admin_token: Option<Sensitive<String>>,
 }
 
 impl Proxy {
@@ -183,6 +212,10 @@ impl Proxy {
                 history: config.store.history,
                 timing: config.replay.timing,
                 flights: Arc::new(Flights::default()),
+                metrics: Metrics::default(),
+                max_in_flight: config.server.max_in_flight,
+                max_recorded_bytes: config.store.max_recorded_bytes,
+                admin_token: config.server.admin_token.clone().map(Sensitive),
             }),
         })
     }
@@ -199,14 +232,42 @@ impl Proxy {
         B::Error: Into<BoxError>,
     {
         let started = Instant::now();
+        let s = &self.shared;
         let method = request.method().clone();
         let path = request.uri().path().to_string();
-        let (response, key) = self.route(request).await;
+        let _in_flight = InFlight::enter(&s.metrics);
+        let (response, key) =
+            if s.metrics.in_flight.load(Ordering::Relaxed) > s.max_in_flight as i64 {
+                s.metrics.rejected.fetch_add(1, Ordering::Relaxed);
+                let error = ProxyError::Overloaded {
+                    limit: s.max_in_flight,
+                };
+                let mut response = error_response(&error, None);
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                (response, None)
+            } else {
+                self.route(request).await
+            };
         let outcome = response
             .headers()
             .get(CACHE_HEADER)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("error");
+        match outcome {
+            "hit" => {
+                s.metrics.hits.fetch_add(1, Ordering::Relaxed);
+                s.metrics.hit_latency.observe(started.elapsed());
+            }
+            "miss" => {
+                s.metrics.misses.fetch_add(1, Ordering::Relaxed);
+            }
+            "bypass" => {
+                s.metrics.bypasses.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
         tracing::info!(
             %method,
             %path,
@@ -227,7 +288,7 @@ impl Proxy {
         let s = &self.shared;
         let path = request.uri().path();
         if path.starts_with("/_llmtape/") {
-            return (self.admin(path), None);
+            return (self.admin(&request), None);
         }
         let mode = match request_mode(request.headers(), s.mode) {
             Ok(mode) => mode,
@@ -350,7 +411,10 @@ impl Proxy {
             .await
         {
             Ok(response) => response,
-            Err(error) => return shared_error(&error, key, lead),
+            Err(error) => {
+                s.metrics.upstream_answered(0);
+                return shared_error(&error, key, lead);
+            }
         };
         let (mut head, incoming) = upstream.into_parts();
         strip_hop_by_hop(&mut head.headers);
@@ -366,14 +430,46 @@ impl Proxy {
             };
             return self.record_stream(head, incoming, miss);
         }
-        let bytes = match IdleTimeout::new(incoming, s.upstream.idle_timeout())
-            .collect()
-            .await
-        {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) => return shared_error(&self.body_error(e), key, lead),
+        let mut upstream_body = IdleTimeout::new(incoming, s.upstream.idle_timeout());
+        let mut chunks = Vec::new();
+        let mut size = 0usize;
+        while let Some(frame) = upstream_body.frame().await {
+            let chunk = match frame {
+                Ok(frame) => match frame.into_data() {
+                    Ok(chunk) => chunk,
+                    Err(_) => continue,
+                },
+                Err(e) => {
+                    s.metrics.upstream_answered(0);
+                    return shared_error(&self.body_error(e), key, lead);
+                }
+            };
+            size += chunk.len();
+            chunks.push(chunk);
+            if size > s.max_recorded_bytes {
+                // Too large to keep: forward what we have and the rest as it
+                // comes, record nothing. Followers ask for themselves.
+                drop(lead);
+                tracing::warn!(key = %key, limit = s.max_recorded_bytes, "response larger than store.max_recorded_bytes; forwarded, not recorded");
+                head.headers.insert(
+                    NOT_RECORDED_HEADER,
+                    HeaderValue::from_static("response larger than store.max_recorded_bytes"),
+                );
+                let buffered =
+                    futures_util::stream::iter(chunks.into_iter().map(|c| Ok(Frame::data(c))));
+                let rest = http_body_util::BodyStream::new(upstream_body);
+                let body =
+                    StreamBody::new(futures_util::StreamExt::chain(buffered, rest)).boxed_unsync();
+                return Response::from_parts(head, body);
+            }
+        }
+        let bytes = match chunks.len() {
+            1 => chunks.pop().unwrap_or_default(),
+            _ => Bytes::from(chunks.concat()),
         };
         let latency = sent.elapsed();
+        s.metrics.upstream_answered(head.status.as_u16());
+        s.metrics.upstream_latency.observe(latency);
         if record::should_record(head.status, s.record_errors) {
             let entry = record::entry(
                 canonical,
@@ -390,8 +486,12 @@ impl Proxy {
                 }
             }
             // The client gets its answer whether or not the write succeeds.
-            if let Err(error) = s.recordings.put(key, &entry, s.history, replace) {
-                tracing::error!(key = %key, %error, "recording not stored");
+            match s.recordings.put(key, &entry, s.history, replace) {
+                Ok(true) => {
+                    s.metrics.recordings.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(false) => {}
+                Err(error) => tracing::error!(key = %key, %error, "recording not stored"),
             }
         }
         if let Some(lead) = lead {
@@ -434,7 +534,7 @@ impl Proxy {
             let s = &proxy.shared;
             let mut lead = lead;
             let mut upstream = IdleTimeout::new(incoming, s.upstream.idle_timeout());
-            let mut recorder = StreamRecorder::new(record::MAX_RECORDED_STREAM_BYTES);
+            let mut recorder = StreamRecorder::new(s.max_recorded_bytes);
             let mut client_open = true;
             let mut drain_deadline = None;
             loop {
@@ -492,8 +592,13 @@ impl Proxy {
                             if let Some(entry) = entry {
                                 // Headers are long gone: a flip is only logged.
                                 proxy.fingerprint_flip(&key, &entry);
+                                s.metrics.upstream_answered(status.as_u16());
+                                s.metrics.upstream_latency.observe(sent.elapsed());
                                 match s.recordings.put(&key, &entry, s.history, replace) {
-                                    Ok(_) => tracing::debug!(key = %key, "stream recorded"),
+                                    Ok(_) => {
+                                        s.metrics.recordings.fetch_add(1, Ordering::Relaxed);
+                                        tracing::debug!(key = %key, "stream recorded");
+                                    }
                                     Err(error) => {
                                         tracing::error!(key = %key, %error, "stream recording not stored")
                                     }
@@ -696,8 +801,41 @@ impl Proxy {
         }
     }
 
-    fn admin(&self, path: &str) -> Response<ProxyBody> {
+    fn admin<B>(&self, request: &Request<B>) -> Response<ProxyBody> {
         let s = &self.shared;
+        let path = request.uri().path();
+        let loopback = request
+            .extensions()
+            .get::<Peer>()
+            .is_none_or(|Peer(addr)| addr.ip().is_loopback());
+        let token_ok = s.admin_token.as_ref().is_some_and(|Sensitive(token)| {
+            request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .is_some_and(|given| given == token)
+        });
+        if !loopback && !token_ok {
+            return json_response(
+                StatusCode::FORBIDDEN,
+                json!({"error": {
+                    "message": "llmtape's admin endpoints answer loopback clients only; set server.admin_token_env and send Authorization: Bearer <token> to reach them from elsewhere",
+                    "type": "invalid_request_error",
+                    "param": null,
+                    "code": "admin_forbidden",
+                }})
+                .to_string(),
+            );
+        }
+        if path == "/_llmtape/metrics" {
+            let mut response = Response::new(full(s.metrics.render(s.recordings.len())));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            return response;
+        }
         let (status, body) = match path {
             "/_llmtape/health" => (
                 StatusCode::OK,
@@ -711,7 +849,7 @@ impl Proxy {
             _ => (
                 StatusCode::NOT_FOUND,
                 json!({"error": {
-                    "message": format!("no llmtape admin endpoint {path}; try /_llmtape/health"),
+                    "message": format!("no llmtape admin endpoint {path}; try /_llmtape/health or /_llmtape/metrics"),
                     "type": "invalid_request_error",
                     "param": null,
                     "code": "unknown_admin_endpoint",

@@ -19,10 +19,11 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::fixtures::{FixtureDir, FixtureError};
-use crate::proxy::Proxy;
+use crate::proxy::{Peer, Proxy};
 use crate::recordings::Recordings;
 use crate::store::{Store, StoreError};
 use crate::upstream::UpstreamSetupError;
+use tower::ServiceExt;
 
 /// After a failed `accept` (e.g. out of file descriptors), wait this long
 /// before trying again rather than spinning on the error.
@@ -125,14 +126,27 @@ impl Server {
     /// Serves until `shutdown` completes, then drains and flushes.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let graceful = GracefulShutdown::new();
-        let builder = auto::Builder::new(TokioExecutor::new());
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // Bound the request head: a larger one is refused by hyper (431).
+        builder
+            .http1()
+            .max_buf_size(self.config.server.max_header_bytes);
+        builder.http2().max_header_list_size(
+            u32::try_from(self.config.server.max_header_bytes).unwrap_or(u32::MAX),
+        );
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 accepted = self.listener.accept() => match accepted {
-                    Ok((stream, _peer)) => {
+                    Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
-                        let service = TowerToHyperService::new(self.proxy.clone());
+                        // The admin endpoints need to know who is asking.
+                        let service = TowerToHyperService::new(self.proxy.clone().map_request(
+                            move |mut request: http::Request<hyper::body::Incoming>| {
+                                request.extensions_mut().insert(Peer(peer));
+                                request
+                            },
+                        ));
                         let connection = builder
                             .serve_connection_with_upgrades(TokioIo::new(stream), service)
                             .into_owned();

@@ -106,7 +106,7 @@ async fn followers_share_the_leaders_error_and_nothing_is_recorded() {
         assert_eq!(task.await.unwrap().status, StatusCode::SERVICE_UNAVAILABLE);
     }
     let calls = mock.calls();
-    assert!(calls >= 1 && calls <= 5, "{calls}");
+    assert!((1..=5).contains(&calls), "{calls}");
     let replay = post_with(&url, CHAT, &[("x-llmtape-mode", "replay")]).await;
     assert_eq!(
         replay.status,
