@@ -34,6 +34,24 @@ pub struct GlobalArgs {
     /// Fixtures folder to serve from instead of the store.
     #[arg(long, global = true, env = "LLMTAPE_FIXTURES", value_name = "DIR")]
     pub fixtures: Option<PathBuf>,
+    /// Log format on stderr (the level comes from LLMTAPE_LOG, e.g. "llmtape=debug").
+    #[arg(
+        long,
+        global = true,
+        env = "LLMTAPE_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// `--log-format` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
 }
 
 /// The commands.

@@ -864,6 +864,9 @@ mod tests {
         assert_eq!(config.key.ignore_fields, vec!["/user".to_string()]);
         assert_eq!(config.key.scope, Scope::Global);
         assert_eq!(config.replay.timing, Timing::Instant);
+        assert_eq!(config.server.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
+        assert_eq!(config.server.max_header_bytes, DEFAULT_MAX_HEADER_BYTES);
+        assert_eq!(config.store.max_recorded_bytes, DEFAULT_MAX_RECORDED_BYTES);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The `llmtape` binary: parse, start tracing, run, map errors to exit codes.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -8,13 +9,16 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     // clap prints its own usage errors and exits with code 2.
     let cli = llmtape::cli::Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("LLMTAPE_LOG")
-                .unwrap_or_else(|_| EnvFilter::new("llmtape=info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter =
+        EnvFilter::try_from_env("LLMTAPE_LOG").unwrap_or_else(|_| EnvFilter::new("llmtape=info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match cli.global.log_format {
+        llmtape::cli::LogFormat::Text => logs.init(),
+        llmtape::cli::LogFormat::Json => logs.json().init(),
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -461,3 +461,33 @@ async fn secrets_never_reach_the_logs() {
         "a credential reached the logs:\n{logs}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_key_and_outcome_per_request() {
+    let mock = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let mut cmd = serve_cmd(dir.path(), &mock.url(), &store);
+    cmd.args(["--log-format", "json"]);
+    let mut serve = Serve::start(cmd).await;
+    let reply = post(&serve.url("/v1/chat/completions"), CHAT).await;
+    post(&serve.url("/v1/chat/completions"), CHAT).await;
+    let key = reply.header("x-llmtape-key").unwrap().to_string();
+    let stderr = serve.child.stderr.take().unwrap();
+    assert!(serve.terminate().await.success());
+    let mut logs = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut BufReader::new(stderr), &mut logs)
+        .await
+        .unwrap();
+    let requests: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{e}: {l}"))
+        })
+        .filter(|v| v["fields"]["message"] == "request")
+        .collect();
+    assert_eq!(requests.len(), 2, "{logs}");
+    assert_eq!(requests[0]["fields"]["outcome"], "miss");
+    assert_eq!(requests[1]["fields"]["outcome"], "hit");
+    assert_eq!(requests[1]["fields"]["key"], key.as_str());
+}
