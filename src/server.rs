@@ -17,13 +17,17 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
-use crate::config::Config;
+use crate::config::{Config, TlsFiles};
 use crate::fixtures::{FixtureDir, FixtureError};
 use crate::proxy::{Peer, Proxy};
 use crate::recordings::Recordings;
 use crate::store::{Store, StoreError};
 use crate::upstream::UpstreamSetupError;
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
+
+/// A client gets this long to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// After a failed `accept` (e.g. out of file descriptors), wait this long
 /// before trying again rather than spinning on the error.
@@ -52,9 +56,16 @@ pub enum StartError {
         /// What to do about it.
         hint: &'static str,
     },
-    /// A configured feature this build cannot serve yet.
-    #[error("{0}")]
-    Unsupported(String),
+    /// The TLS certificate or key cannot be used.
+    #[error(
+        "cannot use {path} for TLS: {reason}; check server.tls_cert and server.tls_key (PEM files)"
+    )]
+    Tls {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// A bound, ready server.
@@ -63,16 +74,16 @@ pub struct Server {
     proxy: Proxy,
     local_addr: SocketAddr,
     config: Config,
+    tls: Option<TlsAcceptor>,
 }
 
 impl Server {
     /// Opens the store, builds the proxy and binds the listener.
     pub async fn bind(config: Config) -> Result<Server, StartError> {
-        if config.server.tls.is_some() {
-            return Err(StartError::Unsupported(
-                "TLS on the listener (server.tls_cert, server.tls_key) is not available in this version; remove both keys and terminate TLS in front of llmtape".into(),
-            ));
-        }
+        let tls = match &config.server.tls {
+            Some(files) => Some(tls_acceptor(files)?),
+            None => None,
+        };
         let recordings = match &config.store.fixtures {
             Some(dir) => Recordings::Fixtures(FixtureDir::load(dir)?),
             None => Recordings::Store(Store::open(&config.store.path)?),
@@ -101,6 +112,7 @@ impl Server {
             proxy,
             local_addr,
             config,
+            tls,
         })
     }
 
@@ -111,12 +123,13 @@ impl Server {
 
     /// The line printed once the server is ready.
     pub fn ready_line(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         let source = match &self.config.store.fixtures {
             Some(dir) => format!("fixtures={}", dir.display()),
             None => format!("store={}", self.config.store.path.display()),
         };
         format!(
-            "llmtape listening on http://{} (mode={}, upstream={}, {source})",
+            "llmtape listening on {scheme}://{} (mode={}, upstream={}, {source})",
             self.local_addr,
             self.config.mode,
             self.config.upstream.url.to_string().trim_end_matches('/'),
@@ -147,15 +160,45 @@ impl Server {
                                 request
                             },
                         ));
-                        let connection = builder
-                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                            .into_owned();
-                        let connection = graceful.watch(connection);
-                        tokio::spawn(async move {
-                            if let Err(error) = connection.await {
-                                tracing::debug!(%error, "connection ended with an error");
+                        match &self.tls {
+                            None => {
+                                let connection = builder
+                                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                    .into_owned();
+                                let connection = graceful.watch(connection);
+                                tokio::spawn(async move {
+                                    if let Err(error) = connection.await {
+                                        tracing::debug!(%error, "connection ended with an error");
+                                    }
+                                });
                             }
-                        });
+                            Some(acceptor) => {
+                                // The handshake runs in the connection's task so
+                                // a slow client cannot stall the accept loop.
+                                let acceptor = acceptor.clone();
+                                let builder = builder.clone();
+                                let watcher = graceful.watcher();
+                                tokio::spawn(async move {
+                                    let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                                        Ok(Ok(stream)) => stream,
+                                        Ok(Err(error)) => {
+                                            tracing::debug!(%error, %peer, "TLS handshake failed");
+                                            return;
+                                        }
+                                        Err(_) => {
+                                            tracing::debug!(%peer, "TLS handshake timed out");
+                                            return;
+                                        }
+                                    };
+                                    let connection = builder
+                                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                        .into_owned();
+                                    if let Err(error) = watcher.watch(connection).await {
+                                        tracing::debug!(%error, "connection ended with an error");
+                                    }
+                                });
+                            }
+                        }
                     }
                     Err(error) => {
                         tracing::warn!(%error, "accept failed");
@@ -182,6 +225,35 @@ impl Server {
             Err(error) => tracing::error!(%error, "store flush failed"),
         }
     }
+}
+
+/// Builds the TLS acceptor from PEM files (HTTP/2 and HTTP/1.1 by ALPN).
+fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, StartError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let tls_error = |path: &std::path::Path, reason: String| StartError::Tls {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .map_err(|e| tls_error(&files.cert, e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| tls_error(&files.cert, e.to_string()))?;
+    if certs.is_empty() {
+        return Err(tls_error(&files.cert, "no certificate in the file".into()));
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| tls_error(&files.key, e.to_string()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| tls_error(&files.cert, e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| tls_error(&files.key, e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(std::sync::Arc::new(config)))
 }
 
 /// Installs SIGINT and SIGTERM handlers now and returns a future that
