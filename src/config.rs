@@ -216,6 +216,9 @@ pub struct KeyConfig {
     pub ignore_fields: Vec<String>,
     /// Whether the caller's API key partitions the cache.
     pub scope: Scope,
+    /// Namespaces whose identical concurrent misses each go upstream
+    /// instead of sharing one call (for suites that sample on purpose).
+    pub sampling_namespaces: Vec<String>,
 }
 
 /// `[replay]`
@@ -354,6 +357,7 @@ pub struct RawStore {
 pub struct RawKey {
     pub ignore_fields: Option<Vec<String>>,
     pub scope: Option<String>,
+    pub sampling_namespaces: Option<Vec<String>>,
 }
 
 /// `[replay]` as written.
@@ -413,7 +417,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "max_recorded_bytes",
         ],
     ),
-    ("key", &["ignore_fields", "scope"]),
+    ("key", &["ignore_fields", "scope", "sampling_namespaces"]),
     ("replay", &["timing"]),
     ("redact", &["headers"]),
 ];
@@ -731,6 +735,7 @@ impl Config {
             key: KeyConfig {
                 ignore_fields,
                 scope,
+                sampling_namespaces: raw.key.sampling_namespaces.unwrap_or_default(),
             },
             replay: ReplayConfig { timing },
             redact: RedactConfig {

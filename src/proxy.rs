@@ -192,6 +192,7 @@ struct Shared {
     max_in_flight: usize,
     max_recorded_bytes: usize,
     admin_token: Option<Sensitive<String>>,
+    sampling_namespaces: Vec<String>,
 }
 
 impl Proxy {
@@ -216,6 +217,7 @@ impl Proxy {
                 max_in_flight: config.server.max_in_flight,
                 max_recorded_bytes: config.store.max_recorded_bytes,
                 admin_token: config.server.admin_token.clone().map(Sensitive),
+                sampling_namespaces: config.key.sampling_namespaces.clone(),
             }),
         })
     }
@@ -357,9 +359,10 @@ impl Proxy {
             return (response, Some(key));
         }
         // Identical concurrent misses share one upstream call. Not when the
-        // caller asked for a fresh answer (record mode, no-cache).
+        // caller asked for a fresh answer (record mode, no-cache), nor in a
+        // namespace that samples the upstream on purpose.
         let mut lead = None;
-        if !re_record {
+        if !re_record && !s.sampling_namespaces.contains(&canonical.namespace) {
             for _ in 0..MAX_FOLLOW_ATTEMPTS {
                 match s.flights.join(key) {
                     Role::Leader(l) => {

@@ -138,3 +138,29 @@ async fn record_mode_and_no_cache_requests_are_not_shared() {
     }
     assert_eq!(mock.calls(), 6, "each asked for a fresh answer");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sampling_namespaces_are_not_coalesced() {
+    let mock = MockUpstream::start().await;
+    let proxy = TestProxy::start(&mock.url(), "[key]\nsampling_namespaces = [\"probe\"]\n").await;
+    let url = proxy.url("/v1/chat/completions");
+    let headers = [
+        ("x-mock-stream-gate", "1"),
+        ("x-llmtape-namespace", "probe"),
+    ];
+    // The first stream is held after its first event, so it is neither
+    // recorded nor finished: a coalescing proxy would make the second a
+    // follower. In a sampling namespace it must go upstream itself.
+    let first = open_stream(&url, STREAM_CHAT, &headers).await;
+    let second = open_stream(&url, STREAM_CHAT, &headers).await;
+    assert_eq!(second.headers()["x-llmtape-cache"], "miss");
+    assert_eq!(mock.calls(), 2);
+    mock.open_gate(6);
+    for response in [first, second] {
+        let mut body = response.into_body();
+        assert!(read_all(&mut body)
+            .await
+            .unwrap()
+            .ends_with(b"data: [DONE]\n\n"));
+    }
+}
