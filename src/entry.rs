@@ -166,7 +166,11 @@ impl Entry {
             serde_json::from_slice(&raw[HEADER_LEN..meta_end]).map_err(DecodeError::Meta)?;
         let body_len = content_end - meta_end;
         if let Some(events) = &meta.stream {
-            if events.iter().map(|e| e.len).sum::<usize>() != body_len {
+            // Checked: lengths from a damaged value must not overflow.
+            let covered = events
+                .iter()
+                .try_fold(0usize, |sum, e| sum.checked_add(e.len));
+            if covered != Some(body_len) {
                 return Err(DecodeError::StreamLength);
             }
         }
@@ -187,7 +191,7 @@ impl Entry {
         let mut out = Vec::new();
         let mut start = 0usize;
         for event in self.meta.stream.iter().flatten() {
-            let end = (start + event.len).min(self.body.len());
+            let end = start.saturating_add(event.len).min(self.body.len());
             out.push((event.offset_ms, self.body.slice(start..end)));
             start = end;
         }

@@ -672,12 +672,10 @@ proptest! {
 /// (blake3 is not forged by accident), but "a corrupt entry is a miss,
 /// never a crash" holds for every value in the store.
 ///
-/// Ignored until `Entry::decode` sums the lengths with `checked_add` (a
-/// debug build panics there today) and `Entry::events` uses
-/// `saturating_add` (a release build wraps the sum, decodes, then panics
-/// slicing the body): see the report on issue 6.
+/// Regression: `Entry::decode` once summed the lengths unchecked (a debug
+/// build panicked, a release build wrapped, decoded, then panicked slicing
+/// the body in `Entry::events`).
 #[test]
-#[ignore = "needs src/entry.rs: checked sum of stream event lengths"]
 fn stream_lengths_that_overflow_are_an_error() {
     let mut meta = serde_json::to_value(
         Entry {
