@@ -39,7 +39,7 @@ use crate::record::{self, StreamRecorder, StreamState};
 use crate::recordings::Recordings;
 use crate::redact::Sensitive;
 use crate::redact::{strip_hop_by_hop, Redactor};
-use crate::replay;
+use crate::replay::{self, HotCache, Rendered};
 use crate::route::Route;
 use crate::store::StoreError;
 use crate::upstream::{error_chain, Upstream, UpstreamSetupError};
@@ -136,6 +136,11 @@ struct PendingStream {
     lead: Option<Lead>,
 }
 
+/// Bytes of rendered recordings kept in memory for the fastest hits: a
+/// test suite's working set (thousands of ~1 KB answers) fits; memory
+/// stays bounded however large the store.
+const HOT_CACHE_BYTES: usize = 16 * 1024 * 1024;
+
 /// How often a request re-joins after the request it waited on went away
 /// (each such wait is bounded); past it, it simply asks the upstream.
 const MAX_FOLLOW_ATTEMPTS: usize = 3;
@@ -193,6 +198,7 @@ struct Shared {
     max_recorded_bytes: usize,
     admin_token: Option<Sensitive<String>>,
     sampling_namespaces: Vec<String>,
+    hot: HotCache,
 }
 
 impl Proxy {
@@ -218,6 +224,7 @@ impl Proxy {
                 max_recorded_bytes: config.store.max_recorded_bytes,
                 admin_token: config.server.admin_token.clone().map(Sensitive),
                 sampling_namespaces: config.key.sampling_namespaces.clone(),
+                hot: HotCache::new(HOT_CACHE_BYTES),
             }),
         })
     }
@@ -333,8 +340,15 @@ impl Proxy {
             Mode::Auto | Mode::Passthrough => wants_no_cache(&parts.headers),
         };
         if !re_record {
+            if let Some(rendered) = s.hot.get(&key) {
+                return (rendered.respond(timing), Some(key));
+            }
             match s.recordings.get(&key) {
-                Ok(Some(entry)) => return (replay::response(entry, &key, timing), Some(key)),
+                Ok(Some(entry)) => {
+                    let rendered = Arc::new(Rendered::new(&entry, &key));
+                    s.hot.insert(key, rendered.clone());
+                    return (rendered.respond(timing), Some(key));
+                }
                 Ok(None) => {}
                 Err(error @ StoreError::Corrupt { .. }) => {
                     tracing::warn!(key = %key, %error, "corrupt recording treated as a miss; it will be replaced if re-recorded");
@@ -491,6 +505,7 @@ impl Proxy {
             // The client gets its answer whether or not the write succeeds.
             match s.recordings.put(key, &entry, s.history, replace) {
                 Ok(true) => {
+                    s.hot.remove(key);
                     s.metrics.recordings.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(false) => {}
@@ -599,6 +614,7 @@ impl Proxy {
                                 s.metrics.upstream_latency.observe(sent.elapsed());
                                 match s.recordings.put(&key, &entry, s.history, replace) {
                                     Ok(_) => {
+                                        s.hot.remove(&key);
                                         s.metrics.recordings.fetch_add(1, Ordering::Relaxed);
                                         tracing::debug!(key = %key, "stream recorded");
                                     }
