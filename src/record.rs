@@ -142,7 +142,6 @@ impl StreamRecorder {
         if self.state != StreamState::Complete {
             return None;
         }
-        let (model, system_fingerprint) = stream_identity(self.events.iter().map(|(_, e)| &e[..]));
         let mut body = BytesMut::with_capacity(self.bytes);
         let mut events = Vec::with_capacity(self.events.len());
         for (offset_ms, event) in &self.events {
@@ -152,22 +151,20 @@ impl StreamRecorder {
                 len: event.len(),
             });
         }
-        Some(Entry {
-            meta: EntryMeta {
-                key: key.to_hex(),
-                request: recorded_request(canonical),
-                response: RecordedResponse {
-                    status: status.as_u16(),
-                    headers: redactor.recordable(headers),
-                },
-                system_fingerprint,
-                model,
-                recorded_at: rfc3339(SystemTime::now()),
-                latency_ms: millis(latency),
-                stream: Some(events),
-            },
-            body: body.freeze(),
-        })
+        let mut recording = entry(
+            canonical,
+            key,
+            status,
+            headers,
+            body.freeze(),
+            latency,
+            redactor,
+        );
+        // A stream's identity is in its chunks, not in the body as a whole.
+        (recording.meta.model, recording.meta.system_fingerprint) =
+            stream_identity(self.events.iter().map(|(_, e)| &e[..]));
+        recording.meta.stream = Some(events);
+        Some(recording)
     }
 }
 
