@@ -567,7 +567,6 @@ pub fn summarize(recordings: &[&Entry], flips: &[Flip]) -> Vec<ModelSummary> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entry::{EntryMeta, RecordedRequest, RecordedResponse, RequestBody};
     use bytes::Bytes;
 
     fn chat(content: &str, fp: &str, at: &str, logprobs: &[f64]) -> Entry {
@@ -581,28 +580,7 @@ mod tests {
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
                          "logprobs": {"content": tokens}, "finish_reason": "stop"}]
         });
-        Entry {
-            meta: EntryMeta {
-                key: "ab".repeat(32),
-                request: RecordedRequest {
-                    method: "POST".into(),
-                    path: "/v1/chat/completions".into(),
-                    query: String::new(),
-                    namespace: String::new(),
-                    body: RequestBody::Empty,
-                },
-                response: RecordedResponse {
-                    status: 200,
-                    headers: vec![],
-                },
-                system_fingerprint: Some(fp.into()),
-                model: Some("gpt-4o".into()),
-                recorded_at: at.into(),
-                latency_ms: 1,
-                stream: None,
-            },
-            body: Bytes::from(body.to_string()),
-        }
+        crate::entry::test_entry(&"ab".repeat(32), body.to_string(), fp, Some("gpt-4o"), at)
     }
 
     #[test]

@@ -232,6 +232,40 @@ pub fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// A plain `POST /v1/chat/completions` recording, for other modules' unit
+/// tests.
+#[cfg(test)]
+pub(crate) fn test_entry(
+    key: &str,
+    body: impl Into<Bytes>,
+    fingerprint: &str,
+    model: Option<&str>,
+    recorded_at: &str,
+) -> Entry {
+    Entry {
+        meta: EntryMeta {
+            key: key.to_string(),
+            request: RecordedRequest {
+                method: "POST".into(),
+                path: "/v1/chat/completions".into(),
+                query: String::new(),
+                namespace: String::new(),
+                body: RequestBody::Json(serde_json::json!({"model": model})),
+            },
+            response: RecordedResponse {
+                status: 200,
+                headers: vec![],
+            },
+            system_fingerprint: Some(fingerprint.into()),
+            model: model.map(String::from),
+            recorded_at: recorded_at.into(),
+            latency_ms: 1,
+            stream: None,
+        },
+        body: body.into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

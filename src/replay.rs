@@ -50,7 +50,10 @@ impl Rendered {
                 headers.append(name, value);
             }
         }
-        headers.insert(CACHE_HEADER, HeaderValue::from_static(Outcome::Hit.as_str()));
+        headers.insert(
+            CACHE_HEADER,
+            HeaderValue::from_static(Outcome::Hit.as_str()),
+        );
         headers.insert(KEY_HEADER, hex_value(key));
         if let Ok(at) = HeaderValue::from_str(&entry.meta.recorded_at) {
             headers.insert(RECORDED_AT_HEADER, at);
@@ -65,7 +68,12 @@ impl Rendered {
 
     /// Bytes this rendering holds (for the hot cache's budget).
     pub fn size(&self) -> usize {
-        self.body.len() + self.headers.iter().map(|(n, v)| n.as_str().len() + v.len()).sum::<usize>()
+        self.body.len()
+            + self
+                .headers
+                .iter()
+                .map(|(n, v)| n.as_str().len() + v.len())
+                .sum::<usize>()
     }
 
     /// The response for a hit.
@@ -104,7 +112,9 @@ impl HotCache {
     /// An empty cache holding at most `budget` bytes of renderings.
     pub fn new(budget: usize) -> HotCache {
         HotCache {
-            shards: (0..HOT_SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            shards: (0..HOT_SHARDS)
+                .map(|_| RwLock::new(HashMap::new()))
+                .collect(),
             bytes: AtomicUsize::new(0),
             budget,
         }

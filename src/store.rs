@@ -311,31 +311,9 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entry::{EntryMeta, RecordedRequest, RecordedResponse, RequestBody};
 
     fn entry(key: &RequestKey, body: &'static str, fp: &str) -> Entry {
-        Entry {
-            meta: EntryMeta {
-                key: key.to_hex(),
-                request: RecordedRequest {
-                    method: "POST".into(),
-                    path: "/v1/chat/completions".into(),
-                    query: String::new(),
-                    namespace: String::new(),
-                    body: RequestBody::Empty,
-                },
-                response: RecordedResponse {
-                    status: 200,
-                    headers: vec![],
-                },
-                system_fingerprint: Some(fp.into()),
-                model: None,
-                recorded_at: "2026-11-22T00:00:00.000Z".into(),
-                latency_ms: 1,
-                stream: None,
-            },
-            body: Bytes::from_static(body.as_bytes()),
-        }
+        crate::entry::test_entry(&key.to_hex(), body, fp, None, "2026-11-22T00:00:00.000Z")
     }
 
     #[test]

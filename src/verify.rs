@@ -552,8 +552,6 @@ fn print_text(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entry::{EntryMeta, RecordedRequest, RecordedResponse, RequestBody};
-    use bytes::Bytes;
     use serde_json::Value;
 
     fn chat(content: &str, fp: &str, first_logprob: f64) -> Entry {
@@ -567,28 +565,13 @@ mod tests {
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
                          "logprobs": {"content": tokens}, "finish_reason": "stop"}]
         });
-        Entry {
-            meta: EntryMeta {
-                key: "ab".repeat(32),
-                request: RecordedRequest {
-                    method: "POST".into(),
-                    path: "/v1/chat/completions".into(),
-                    query: String::new(),
-                    namespace: String::new(),
-                    body: RequestBody::Json(serde_json::json!({"model": "gpt-4o"})),
-                },
-                response: RecordedResponse {
-                    status: 200,
-                    headers: vec![],
-                },
-                system_fingerprint: Some(fp.into()),
-                model: Some("gpt-4o".into()),
-                recorded_at: "2026-01-01T00:00:00.000Z".into(),
-                latency_ms: 1,
-                stream: None,
-            },
-            body: Bytes::from(body.to_string()),
-        }
+        crate::entry::test_entry(
+            &"ab".repeat(32),
+            body.to_string(),
+            fp,
+            Some("gpt-4o"),
+            "2026-01-01T00:00:00.000Z",
+        )
     }
 
     fn judged(old: &Entry, new: &Entry, tolerance: f64) -> KeyReport {
