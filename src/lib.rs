@@ -2,23 +2,29 @@
 //! APIs.
 //!
 //! How a request flows:
-//! 1. [`server`] accepts a connection and hands each request to the
-//!    [`proxy`] service.
+//! 1. [`server`] accepts a connection (plain or TLS) and hands each request
+//!    to the [`proxy`] service; `/_llmtape/*` goes to [`admin`].
 //! 2. [`proxy`] picks the mode and the [`route`]; uncached routes are
 //!    forwarded untouched by [`upstream`].
 //! 3. On a cached route the body is collected ([`body`]) and reduced to a
 //!    canonical form whose blake3 hash is the [`key`].
-//! 4. A hit is read from the [`store`] as an [`entry`] and answered by
-//!    [`replay`], byte for byte.
-//! 5. A miss goes to [`upstream`]; a successful answer becomes an [`entry`]
-//!    via [`record`] (with [`redact`] dropping credentials) and is stored.
+//! 4. A hit comes from [`replay`]'s hot cache, or from [`recordings`] (the
+//!    sled [`store`] or a [`fixtures`] folder) as an [`entry`], byte for byte.
+//! 5. A miss joins or leads a [`flight`] (identical concurrent misses share
+//!    one upstream call), goes to [`upstream`], and a successful answer
+//!    becomes an [`entry`] via [`record`] ([`sse`] splits streams into
+//!    events; [`redact`] drops credentials first). A replay-mode miss is
+//!    explained by [`miss`].
 //!
-//! [`config`] and [`cli`] describe the knobs; [`app`] runs commands, and
-//! [`inspect`] prints recordings for `ls` and `show`.
+//! Around it: [`config`] and [`cli`] describe the knobs, [`app`] runs
+//! commands, [`inspect`] prints recordings, [`export`] and [`lint`] move and
+//! check fixture files, [`audit`] compares answers (used by [`verify`] and
+//! [`probe`]), [`diff`] finds differing JSON paths, [`metrics`] counts.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod app;
 pub mod audit;
 pub mod body;
@@ -34,6 +40,7 @@ pub mod inspect;
 pub mod key;
 pub mod lint;
 pub mod metrics;
+pub mod miss;
 pub mod probe;
 pub mod proxy;
 pub mod record;

@@ -18,23 +18,24 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use http_body::Body;
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
-use serde_json::json;
 use tokio::sync::mpsc;
 
+use crate::admin::{self, AdminView};
 use crate::body::{
-    collect_limited, full, BoxError, CollectError, IdleTimeout, IdleTimeoutError, ProxyBody,
+    collect_limited, full, json_response, BoxError, CollectError, IdleTimeout, IdleTimeoutError,
+    ProxyBody,
 };
 use crate::config::{Config, Mode, Scope, Timing};
-use crate::diff;
-use crate::entry::{Entry, RequestBody};
+use crate::entry::Entry;
 use crate::error::{Fault, ProxyError};
 use crate::flight::{Ending, Flight, Flights, Lead, Role};
 use crate::key::{Canonical, KeyRules, RequestKey, RequestParts};
 use crate::metrics::Metrics;
+use crate::miss::{self, Nearest};
 use crate::record::{self, StreamRecorder, StreamState};
 use crate::recordings::Recordings;
 use crate::redact::Sensitive;
@@ -62,51 +63,6 @@ pub const FINGERPRINT_CHANGED_HEADER: &str = "x-llmtape-fingerprint-changed";
 pub const NOT_RECORDED_HEADER: &str = "x-llmtape-not-recorded";
 /// Per-request override of `replay.timing`.
 pub const REPLAY_TIMING_HEADER: &str = "x-llmtape-replay-timing";
-
-/// A replay miss compares the request with at most this many recordings
-/// to find the nearest; misses are rare and this bounds their cost.
-const NEAREST_SCAN_LIMIT: usize = 10_000;
-
-/// How many differing paths a miss message lists.
-const NEAREST_PATHS_SHOWN: usize = 8;
-
-/// The recording closest to a missed request.
-struct Nearest {
-    key: String,
-    recorded_at: String,
-    paths: Vec<String>,
-}
-
-impl Nearest {
-    fn shown_paths(&self) -> String {
-        let mut shown = self.paths[..self.paths.len().min(NEAREST_PATHS_SHOWN)].join(", ");
-        if self.paths.len() > NEAREST_PATHS_SHOWN {
-            shown.push_str(", ...");
-        }
-        shown
-    }
-
-    /// For the error message.
-    fn describe(&self) -> String {
-        if self.paths.is_empty() {
-            format!(
-                "{} (same request; recorded under another key: scope or ignore_fields differ)",
-                self.key
-            )
-        } else {
-            format!("{}, which differs at {}", self.key, self.shown_paths())
-        }
-    }
-
-    /// For the `x-llmtape-miss-nearest` header: `KEY PATH,PATH`.
-    fn header(&self) -> String {
-        format!("{} {}", self.key, self.paths.join(","))
-    }
-}
-
-/// The client's address, put into request extensions by the server.
-#[derive(Debug, Clone, Copy)]
-pub struct Peer(pub std::net::SocketAddr);
 
 /// Counts a request as in flight while it lives.
 struct InFlight<'a>(&'a Metrics);
@@ -359,7 +315,7 @@ impl Proxy {
             }
         }
         if mode == Mode::Replay {
-            let nearest = self.nearest(&canonical);
+            let nearest = miss::nearest(&s.recordings, &canonical);
             let error = ProxyError::ReplayMiss {
                 key: key.to_hex(),
                 method: parts.method.to_string(),
@@ -767,44 +723,6 @@ impl Proxy {
         }
     }
 
-    /// The recording for the same method, path and namespace whose request
-    /// differs from `canonical` in the fewest JSON paths.
-    fn nearest(&self, canonical: &Canonical) -> Option<Nearest> {
-        let wanted = record::recorded_request(canonical);
-        self.shared
-            .recordings
-            .sample(NEAREST_SCAN_LIMIT)
-            .into_iter()
-            .filter(|e| {
-                let r = &e.meta.request;
-                r.method == wanted.method
-                    && r.path == wanted.path
-                    && r.namespace == wanted.namespace
-            })
-            .map(|e| {
-                let r = &e.meta.request;
-                let mut paths = match (&wanted.body, &r.body) {
-                    (RequestBody::Json(a), RequestBody::Json(b)) => diff::differing_paths(b, a),
-                    (a, b) if a == b => Vec::new(),
-                    _ => vec!["(body)".to_string()],
-                };
-                if r.query != wanted.query {
-                    paths.insert(0, "(query)".to_string());
-                }
-                Nearest {
-                    key: e.meta.key.clone(),
-                    recorded_at: e.meta.recorded_at.clone(),
-                    paths,
-                }
-            })
-            .min_by(|a, b| {
-                a.paths
-                    .len()
-                    .cmp(&b.paths.len())
-                    .then_with(|| b.recorded_at.cmp(&a.recorded_at))
-            })
-    }
-
     fn body_error(&self, error: BoxError) -> ProxyError {
         let upstream = self.shared.upstream.display().to_string();
         match error.downcast_ref::<IdleTimeoutError>() {
@@ -822,60 +740,16 @@ impl Proxy {
 
     fn admin<B>(&self, request: &Request<B>) -> Response<ProxyBody> {
         let s = &self.shared;
-        let path = request.uri().path();
-        let loopback = request
-            .extensions()
-            .get::<Peer>()
-            .is_none_or(|Peer(addr)| addr.ip().is_loopback());
-        let token_ok = s.admin_token.as_ref().is_some_and(|Sensitive(token)| {
-            request
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .is_some_and(|given| given == token)
-        });
-        if !loopback && !token_ok {
-            return json_response(
-                StatusCode::FORBIDDEN,
-                json!({"error": {
-                    "message": "llmtape's admin endpoints answer loopback clients only; set server.admin_token_env and send Authorization: Bearer <token> to reach them from elsewhere",
-                    "type": "invalid_request_error",
-                    "param": null,
-                    "code": "admin_forbidden",
-                }})
-                .to_string(),
-            );
-        }
-        if path == "/_llmtape/metrics" {
-            let mut response = Response::new(full(s.metrics.render(s.recordings.len())));
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
-            return response;
-        }
-        let (status, body) = match path {
-            "/_llmtape/health" => (
-                StatusCode::OK,
-                json!({
-                    "status": "ok",
-                    "mode": s.mode.as_str(),
-                    "upstream": s.upstream.display(),
-                    "recordings": s.recordings.len(),
-                }),
-            ),
-            _ => (
-                StatusCode::NOT_FOUND,
-                json!({"error": {
-                    "message": format!("no llmtape admin endpoint {path}; try /_llmtape/health or /_llmtape/metrics"),
-                    "type": "invalid_request_error",
-                    "param": null,
-                    "code": "unknown_admin_endpoint",
-                }}),
-            ),
-        };
-        json_response(status, body.to_string())
+        admin::respond(
+            request,
+            &AdminView {
+                mode: s.mode,
+                upstream: s.upstream.display(),
+                recordings: s.recordings.len(),
+                metrics: &s.metrics,
+                token: s.admin_token.as_ref().map(|Sensitive(t)| t.as_str()),
+            },
+        )
     }
 }
 
@@ -1031,16 +905,6 @@ fn error_response(error: &ProxyError, key: Option<&RequestKey>) -> Response<Prox
             HeaderValue::from_static(Outcome::Miss.as_str()),
         );
     }
-    response
-}
-
-fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {
-    let mut response = Response::new(full(body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
     response
 }
 

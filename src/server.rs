@@ -17,9 +17,10 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
+use crate::admin::Peer;
 use crate::config::{Config, TlsFiles};
 use crate::fixtures::{FixtureDir, FixtureError};
-use crate::proxy::{Peer, Proxy};
+use crate::proxy::Proxy;
 use crate::recordings::Recordings;
 use crate::store::{Store, StoreError};
 use crate::upstream::UpstreamSetupError;

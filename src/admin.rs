@@ -1,0 +1,87 @@
+//! The admin endpoints under `/_llmtape/`: health and Prometheus metrics,
+//! answered to loopback clients, or to others that bring the configured
+//! token.
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use serde_json::json;
+
+use crate::body::{full, json_response, ProxyBody};
+use crate::config::Mode;
+use crate::metrics::Metrics;
+
+/// The client's address, put into request extensions by the server.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
+
+/// What the admin endpoints report and check.
+pub struct AdminView<'a> {
+    /// The default mode.
+    pub mode: Mode,
+    /// The upstream base URL.
+    pub upstream: &'a str,
+    /// Recordings in the store or fixtures folder.
+    pub recordings: usize,
+    /// The counters.
+    pub metrics: &'a Metrics,
+    /// The token that admits non-loopback clients, if configured.
+    pub token: Option<&'a str>,
+}
+
+/// Answers a request for `/_llmtape/...`.
+pub fn respond<B>(request: &Request<B>, view: &AdminView<'_>) -> Response<ProxyBody> {
+    let path = request.uri().path();
+    let loopback = request
+        .extensions()
+        .get::<Peer>()
+        .is_none_or(|Peer(addr)| addr.ip().is_loopback());
+    let token_ok = view.token.is_some_and(|token| {
+        request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| given == token)
+    });
+    if !loopback && !token_ok {
+        return json_response(
+            StatusCode::FORBIDDEN,
+            json!({"error": {
+                "message": "llmtape's admin endpoints answer loopback clients only; set server.admin_token_env and send Authorization: Bearer <token> to reach them from elsewhere",
+                "type": "invalid_request_error",
+                "param": null,
+                "code": "admin_forbidden",
+            }})
+            .to_string(),
+        );
+    }
+    if path == "/_llmtape/metrics" {
+        let mut response = Response::new(full(view.metrics.render(view.recordings)));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        );
+        return response;
+    }
+    let (status, body) = match path {
+        "/_llmtape/health" => (
+            StatusCode::OK,
+            json!({
+                "status": "ok",
+                "mode": view.mode.as_str(),
+                "upstream": view.upstream,
+                "recordings": view.recordings,
+            }),
+        ),
+        _ => (
+            StatusCode::NOT_FOUND,
+            json!({"error": {
+                "message": format!("no llmtape admin endpoint {path}; try /_llmtape/health or /_llmtape/metrics"),
+                "type": "invalid_request_error",
+                "param": null,
+                "code": "unknown_admin_endpoint",
+            }}),
+        ),
+    };
+    json_response(status, body.to_string())
+}

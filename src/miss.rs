@@ -1,0 +1,87 @@
+//! Explaining a replay miss: the nearest recording for the same route and
+//! namespace, and the JSON paths where the request differs from it.
+
+use crate::diff;
+use crate::entry::RequestBody;
+use crate::key::Canonical;
+use crate::record;
+use crate::recordings::Recordings;
+
+/// A replay miss compares the request with at most this many recordings
+/// to find the nearest; misses are rare and this bounds their cost.
+const NEAREST_SCAN_LIMIT: usize = 10_000;
+
+/// How many differing paths a miss message lists.
+const NEAREST_PATHS_SHOWN: usize = 8;
+
+/// The recording closest to a missed request.
+pub struct Nearest {
+    /// Its key (hex).
+    pub key: String,
+    /// When it was recorded.
+    pub recorded_at: String,
+    /// JSON pointers where the missed request differs from it.
+    pub paths: Vec<String>,
+}
+
+impl Nearest {
+    fn shown_paths(&self) -> String {
+        let mut shown = self.paths[..self.paths.len().min(NEAREST_PATHS_SHOWN)].join(", ");
+        if self.paths.len() > NEAREST_PATHS_SHOWN {
+            shown.push_str(", ...");
+        }
+        shown
+    }
+
+    /// For the error message.
+    pub fn describe(&self) -> String {
+        if self.paths.is_empty() {
+            format!(
+                "{} (same request; recorded under another key: scope or ignore_fields differ)",
+                self.key
+            )
+        } else {
+            format!("{}, which differs at {}", self.key, self.shown_paths())
+        }
+    }
+
+    /// For the `x-llmtape-miss-nearest` header: `KEY PATH,PATH`.
+    pub fn header(&self) -> String {
+        format!("{} {}", self.key, self.paths.join(","))
+    }
+}
+
+/// The recording for the same method, path and namespace whose request
+/// differs from `canonical` in the fewest JSON paths.
+pub fn nearest(recordings: &Recordings, canonical: &Canonical) -> Option<Nearest> {
+    let wanted = record::recorded_request(canonical);
+    recordings
+        .sample(NEAREST_SCAN_LIMIT)
+        .into_iter()
+        .filter(|e| {
+            let r = &e.meta.request;
+            r.method == wanted.method && r.path == wanted.path && r.namespace == wanted.namespace
+        })
+        .map(|e| {
+            let r = &e.meta.request;
+            let mut paths = match (&wanted.body, &r.body) {
+                (RequestBody::Json(a), RequestBody::Json(b)) => diff::differing_paths(b, a),
+                (a, b) if a == b => Vec::new(),
+                _ => vec!["(body)".to_string()],
+            };
+            if r.query != wanted.query {
+                paths.insert(0, "(query)".to_string());
+            }
+            Nearest {
+                key: e.meta.key.clone(),
+                recorded_at: e.meta.recorded_at.clone(),
+                paths,
+            }
+        })
+        .min_by(|a, b| {
+            a.paths
+                .len()
+                .cmp(&b.paths.len())
+                .then_with(|| b.recorded_at.cmp(&a.recorded_at))
+        })
+}
