@@ -111,11 +111,7 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
         Command::Export(args) => {
             let config = Config::load(&overrides)?;
             let store = Store::open_existing(&config.store.path)?;
-            let filter = Filter {
-                namespace: args.namespace,
-                route: args.route,
-                model: args.model,
-            };
+            let filter = Filter::from(&args.filter);
             let summary = export::export(&store, &args.out, &filter)?;
             report(&summary, "exported", &args.out)
         }

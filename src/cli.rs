@@ -100,15 +100,9 @@ pub struct VerifyArgs {
     /// Re-send only N recordings, picked at random.
     #[arg(long, value_name = "N")]
     pub sample: Option<usize>,
-    /// Only recordings made with this x-llmtape-namespace.
-    #[arg(long)]
-    pub namespace: Option<String>,
-    /// Only this route (name or path), as for export.
-    #[arg(long)]
-    pub route: Option<String>,
-    /// Only this model.
-    #[arg(long)]
-    pub model: Option<String>,
+    /// Which recordings.
+    #[command(flatten)]
+    pub filter: FilterArgs,
     /// Logprob changes up to this size (absolute, natural log) do not count as drift.
     #[arg(long, default_value_t = 0.0, value_name = "X")]
     pub logprob_tolerance: f64,
@@ -152,6 +146,14 @@ pub struct ExportArgs {
     /// Folder to write into; files go to <route>/<model>/<first 16 hex of key>.json.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    /// Which recordings.
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+/// Which recordings a command works on (`export`, `verify`).
+#[derive(Debug, Args)]
+pub struct FilterArgs {
     /// Only recordings made with this x-llmtape-namespace.
     #[arg(long)]
     pub namespace: Option<String>,

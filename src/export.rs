@@ -26,6 +26,16 @@ pub struct Filter {
     pub model: Option<String>,
 }
 
+impl From<&crate::cli::FilterArgs> for Filter {
+    fn from(args: &crate::cli::FilterArgs) -> Filter {
+        Filter {
+            namespace: args.namespace.clone(),
+            route: args.route.clone(),
+            model: args.model.clone(),
+        }
+    }
+}
+
 impl Filter {
     /// True when `entry` passes every filter that is set.
     pub fn keeps(&self, entry: &Entry) -> bool {

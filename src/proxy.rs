@@ -393,7 +393,7 @@ impl Proxy {
         strip_hop_by_hop(&mut head.headers);
         head.headers.remove(header::CONTENT_LENGTH);
         mark(&mut head.headers, Outcome::Miss, Some(key));
-        if is_event_stream(&head.headers) {
+        if crate::sse::is_event_stream(&head.headers) {
             let miss = PendingStream {
                 canonical: canonical.clone(),
                 key: *key,
@@ -801,17 +801,6 @@ fn header_choice<T: std::str::FromStr>(
                 expected,
             }),
     }
-}
-
-fn is_event_stream(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("text/event-stream")
-        })
 }
 
 /// An mpsc receiver as a stream of body frames.

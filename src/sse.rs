@@ -76,6 +76,18 @@ fn event_end(buf: &[u8], from: usize) -> Option<usize> {
     None
 }
 
+/// True when a response is a server-sent-event stream.
+pub fn is_event_stream(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/event-stream")
+        })
+}
+
 /// What an event means for the recording.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {

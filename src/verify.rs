@@ -289,11 +289,7 @@ pub async fn run(
             args.logprob_tolerance
         )));
     }
-    let filter = Filter {
-        namespace: args.namespace.clone(),
-        route: args.route.clone(),
-        model: args.model.clone(),
-    };
+    let filter = Filter::from(&args.filter);
     let keys = select(recordings, &filter, args.sample)?;
     if keys.is_empty() {
         return Err(CommandError::NotFound(format!(

@@ -357,7 +357,7 @@ impl Asker {
             }
             strip_hop_by_hop(&mut head.headers);
             head.headers.remove(header::CONTENT_LENGTH);
-            let answer = if is_event_stream(&head.headers) {
+            let answer = if crate::sse::is_event_stream(&head.headers) {
                 self.read_stream(request, &head, incoming, sent).await
             } else {
                 match collect_limited(IdleTimeout::new(incoming, idle), MAX_ANSWER_BYTES).await {
@@ -460,17 +460,6 @@ pub fn shorten(text: &str, max: usize) -> String {
     }
     let cut: String = text.chars().take(max.saturating_sub(3)).collect();
     format!("{cut}...")
-}
-
-fn is_event_stream(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("text/event-stream")
-        })
 }
 
 /// `verifying 12/100` on stderr, rewritten in place; only when stderr is a
