@@ -7,7 +7,8 @@
 //! 2. [`proxy`] picks the mode and the [`route`]; uncached routes are
 //!    forwarded untouched by [`upstream`].
 //! 3. On a cached route the body is collected ([`body`]) and reduced to a
-//!    canonical form whose blake3 hash is the [`key`].
+//!    canonical form whose blake3 hash is the [`key`] (a repeat of the same
+//!    bytes takes its key from the [`memo`]).
 //! 4. A hit comes from [`replay`]'s hot cache, or from [`recordings`] (the
 //!    sled [`store`] or a [`fixtures`] folder) as an [`entry`], byte for byte.
 //! 5. A miss joins or leads a [`flight`] (identical concurrent misses share
@@ -39,6 +40,7 @@ pub mod flight;
 pub mod inspect;
 pub mod key;
 pub mod lint;
+pub mod memo;
 pub mod metrics;
 pub mod miss;
 pub mod probe;

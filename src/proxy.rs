@@ -34,6 +34,7 @@ use crate::entry::Entry;
 use crate::error::{Fault, ProxyError};
 use crate::flight::{Ending, Flight, Flights, Lead, Role};
 use crate::key::{Canonical, KeyRules, RequestKey, RequestParts};
+use crate::memo::{self, KeyMemo, Keyed};
 use crate::metrics::Metrics;
 use crate::miss::{self, Nearest};
 use crate::record::{self, StreamRecorder, StreamState};
@@ -155,6 +156,7 @@ struct Shared {
     admin_token: Option<Sensitive<String>>,
     sampling_namespaces: Vec<String>,
     hot: HotCache,
+    memo: KeyMemo,
 }
 
 impl Proxy {
@@ -181,6 +183,7 @@ impl Proxy {
                 admin_token: config.server.admin_token.clone().map(Sensitive),
                 sampling_namespaces: config.key.sampling_namespaces.clone(),
                 hot: HotCache::new(HOT_CACHE_BYTES),
+                memo: KeyMemo::new(memo::DEFAULT_CAPACITY),
             }),
         })
     }
@@ -236,7 +239,7 @@ impl Proxy {
         tracing::info!(
             %method,
             %path,
-            key = key.map(|k| k.to_hex()).unwrap_or_default(),
+            key = key.as_ref().map(tracing::field::display),
             outcome,
             status = response.status().as_u16(),
             ms = started.elapsed().as_secs_f64() * 1000.0,
@@ -281,8 +284,9 @@ impl Proxy {
                 return (error_response(&error, None), None);
             }
         };
-        let canonical = canonicalize(&parts, &body, &s.rules);
-        let key = canonical.key();
+        // A repeat of exact bytes takes its key from the memo; the
+        // canonical form is only built when this request needs it.
+        let Keyed { key, canonical } = s.memo.key(&request_parts(&parts, &body), &s.rules);
 
         let timing = match replay_timing(&parts.headers, s.timing) {
             Ok(timing) => timing,
@@ -314,6 +318,8 @@ impl Proxy {
                 }
             }
         }
+        let canonical =
+            canonical.unwrap_or_else(|| Canonical::new(&request_parts(&parts, &body), &s.rules));
         if mode == Mode::Replay {
             let nearest = miss::nearest(&s.recordings, &canonical);
             let error = ProxyError::ReplayMiss {
@@ -827,25 +833,23 @@ fn wants_no_cache(headers: &HeaderMap) -> bool {
         })
 }
 
-fn canonicalize(parts: &Parts, body: &[u8], rules: &KeyRules) -> Canonical {
+/// What the key is computed from.
+fn request_parts<'a>(parts: &'a Parts, body: &'a [u8]) -> RequestParts<'a> {
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let credential = parts
         .headers
         .get(header::AUTHORIZATION)
         .or_else(|| parts.headers.get("api-key"))
         .map(HeaderValue::as_bytes);
-    Canonical::new(
-        &RequestParts {
-            method: parts.method.as_str(),
-            path: parts.uri.path(),
-            query: parts.uri.query(),
-            content_type: header("content-type"),
-            body,
-            namespace: header(NAMESPACE_HEADER),
-            credential,
-        },
-        rules,
-    )
+    RequestParts {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        content_type: header("content-type"),
+        body,
+        namespace: header(NAMESPACE_HEADER),
+        credential,
+    }
 }
 
 fn path_and_query(parts: &Parts) -> &str {
