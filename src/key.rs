@@ -80,6 +80,40 @@ impl fmt::Debug for RequestKey {
     }
 }
 
+/// A [`std::hash::BuildHasher`] for maps keyed by [`RequestKey`] (or any
+/// 32-byte blake3 output): the key is already a uniform hash, so its first
+/// eight bytes serve as the map hash, with no SipHash round on every hit.
+/// Not for attacker-chosen keys that are not hash outputs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeyHashBuilder;
+
+/// The hasher of [`KeyHashBuilder`].
+#[derive(Debug, Default)]
+pub struct KeyHasher(u64);
+
+impl std::hash::BuildHasher for KeyHashBuilder {
+    type Hasher = KeyHasher;
+
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(0)
+    }
+}
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Slices also feed their length (`write_usize`), which lands here
+        // as 8 bytes too; rotating keeps it from cancelling key bytes.
+        let mut word = [0u8; 8];
+        let n = bytes.len().min(8);
+        word[..n].copy_from_slice(&bytes[..n]);
+        self.0 = self.0.rotate_left(29) ^ u64::from_le_bytes(word);
+    }
+}
+
 /// What a request is reduced to before hashing.
 #[derive(Debug, Clone)]
 pub struct RequestParts<'a> {

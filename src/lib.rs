@@ -53,5 +53,6 @@ pub mod route;
 pub mod server;
 pub mod sse;
 pub mod store;
+pub mod tape;
 pub mod upstream;
 pub mod verify;

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::key::{Canonical, KeyRules, RequestKey, RequestParts};
+use crate::key::{Canonical, KeyHashBuilder, KeyRules, RequestKey, RequestParts};
 
 /// blake3 `derive_key` context of the raw-request hash (memory only, never
 /// stored, so it can change freely).
@@ -34,7 +34,7 @@ pub const DEFAULT_CAPACITY: usize = 32 * 1024;
 /// Remembers the key of recently seen raw requests.
 #[derive(Debug)]
 pub struct KeyMemo {
-    shards: Vec<Mutex<HashMap<[u8; 32], RequestKey>>>,
+    shards: Vec<Mutex<HashMap<[u8; 32], RequestKey, KeyHashBuilder>>>,
     per_shard: usize,
 }
 
@@ -52,7 +52,9 @@ impl KeyMemo {
     /// A memo holding at most about `capacity` keys (0 disables it).
     pub fn new(capacity: usize) -> KeyMemo {
         KeyMemo {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::with_hasher(KeyHashBuilder)))
+                .collect(),
             per_shard: capacity.div_ceil(SHARDS),
         }
     }

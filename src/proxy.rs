@@ -94,9 +94,10 @@ struct PendingStream {
 }
 
 /// Bytes of rendered recordings kept in memory for the fastest hits: a
-/// test suite's working set (thousands of ~1 KB answers) fits; memory
-/// stays bounded however large the store.
-const HOT_CACHE_BYTES: usize = 16 * 1024 * 1024;
+/// test suite's working set (thousands of ~1 KB answers) fits, and memory
+/// stays bounded however large the store (the budget for a 100,000
+/// recording store is 64 MB of RSS in all; see the README's Performance).
+const HOT_CACHE_BYTES: usize = 8 * 1024 * 1024;
 
 /// How often a request re-joins after the request it waited on went away
 /// (each such wait is bounded); past it, it simply asks the upstream.
@@ -303,9 +304,9 @@ impl Proxy {
             if let Some(rendered) = s.hot.get(&key) {
                 return (rendered.respond(timing), Some(key));
             }
-            match s.recordings.get(&key) {
-                Ok(Some(entry)) => {
-                    let rendered = Arc::new(Rendered::new(&entry, &key));
+            match s.recordings.replayable(&key) {
+                Ok(Some(recording)) => {
+                    let rendered = Arc::new(Rendered::from_replayable(recording, &key));
                     s.hot.insert(key, rendered.clone());
                     return (rendered.respond(timing), Some(key));
                 }

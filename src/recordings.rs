@@ -12,6 +12,7 @@ use crate::entry::Entry;
 use crate::fixtures::{FixtureDir, FixtureError};
 use crate::key::RequestKey;
 use crate::store::{Store, StoreError};
+use crate::tape::Replayable;
 
 /// A source (and sink) of recordings.
 pub enum Recordings {
@@ -39,6 +40,15 @@ impl Recordings {
         match self {
             Recordings::Store(store) => store.get(key),
             Recordings::Fixtures(dir) => Ok(dir.get(key)),
+        }
+    }
+
+    /// The recording for `key` as replay needs it (from the store's replay
+    /// tape, without decoding the entry); errors as for [`Recordings::get`].
+    pub fn replayable(&self, key: &RequestKey) -> Result<Option<Replayable>, StoreError> {
+        match self {
+            Recordings::Store(store) => store.replayable(key),
+            Recordings::Fixtures(dir) => Ok(dir.get(key).as_ref().map(Replayable::from_entry)),
         }
     }
 

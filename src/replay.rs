@@ -7,8 +7,7 @@
 //! store or decide whether to replay.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,8 +21,9 @@ use tokio::time::Instant;
 use crate::body::{full, BoxError, ProxyBody};
 use crate::config::Timing;
 use crate::entry::Entry;
-use crate::key::RequestKey;
+use crate::key::{KeyHashBuilder, RequestKey};
 use crate::proxy::{Outcome, CACHE_HEADER, KEY_HEADER, RECORDED_AT_HEADER};
+use crate::tape::Replayable;
 
 /// A recording turned into response parts once, so that repeat hits only
 /// clone a header map and a refcounted body.
@@ -66,6 +66,35 @@ impl Rendered {
         }
     }
 
+    /// Renders the replayable parts of a recording; header names and values
+    /// share the record's buffer (no copies).
+    pub fn from_replayable(recording: Replayable, key: &RequestKey) -> Rendered {
+        let mut headers = HeaderMap::with_capacity(recording.headers.len() + 3);
+        for (name, value) in &recording.headers {
+            // As in `new`: these were valid when recorded.
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name),
+                HeaderValue::from_maybe_shared(value.clone()),
+            ) {
+                headers.append(name, value);
+            }
+        }
+        headers.insert(
+            CACHE_HEADER,
+            HeaderValue::from_static(Outcome::Hit.as_str()),
+        );
+        headers.insert(KEY_HEADER, hex_value(key));
+        if let Ok(at) = HeaderValue::from_maybe_shared(recording.recorded_at.clone()) {
+            headers.insert(RECORDED_AT_HEADER, at);
+        }
+        Rendered {
+            status: StatusCode::from_u16(recording.status).unwrap_or(StatusCode::OK),
+            headers,
+            events: recording.event_slices(),
+            body: recording.body,
+        }
+    }
+
     /// Bytes this rendering holds (for the hot cache's budget).
     pub fn size(&self) -> usize {
         self.body.len()
@@ -97,12 +126,19 @@ pub fn response(entry: Entry, key: &RequestKey, timing: Timing) -> Response<Prox
 /// Recently replayed recordings, rendered, by key: a hit served from here
 /// reads no store and parses nothing. Sharded so concurrent hits do not
 /// contend on one lock, and bounded in bytes so memory stays flat however
-/// large the store.
+/// large the store: each shard holds at most its share of the budget and
+/// makes room by evicting arbitrary renderings (a miss here only costs a
+/// read of the replay tape, so a cleverer policy would buy little).
 #[derive(Debug)]
 pub struct HotCache {
-    shards: Vec<RwLock<HashMap<RequestKey, Arc<Rendered>>>>,
-    bytes: AtomicUsize,
-    budget: usize,
+    shards: Vec<Mutex<Shard>>,
+    shard_budget: usize,
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    map: HashMap<RequestKey, Arc<Rendered>, KeyHashBuilder>,
+    bytes: usize,
 }
 
 /// Shards of the hot cache; a power of two above the core counts we run on.
@@ -112,60 +148,59 @@ impl HotCache {
     /// An empty cache holding at most `budget` bytes of renderings.
     pub fn new(budget: usize) -> HotCache {
         HotCache {
-            shards: (0..HOT_SHARDS)
-                .map(|_| RwLock::new(HashMap::new()))
-                .collect(),
-            bytes: AtomicUsize::new(0),
-            budget,
+            shards: (0..HOT_SHARDS).map(|_| Mutex::default()).collect(),
+            shard_budget: budget / HOT_SHARDS,
         }
     }
 
-    fn shard(&self, key: &RequestKey) -> &RwLock<HashMap<RequestKey, Arc<Rendered>>> {
-        &self.shards[key.as_bytes()[0] as usize % HOT_SHARDS]
+    fn shard(&self, key: &RequestKey) -> std::sync::MutexGuard<'_, Shard> {
+        self.shards[key.as_bytes()[0] as usize % HOT_SHARDS]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// The rendering for `key`, if cached.
     pub fn get(&self, key: &RequestKey) -> Option<Arc<Rendered>> {
-        self.shard(key)
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-            .cloned()
+        self.shard(key).map.get(key).cloned()
     }
 
-    /// Caches a rendering while the budget allows (no eviction: past the
-    /// budget, hits simply take the store path).
+    /// Caches a rendering, evicting others from its shard to make room; a
+    /// rendering larger than a shard's share is not cached.
     pub fn insert(&self, key: RequestKey, rendered: Arc<Rendered>) {
         let size = rendered.size();
-        let reserved = self
-            .bytes
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
-                (used + size <= self.budget).then_some(used + size)
-            })
-            .is_ok();
-        if !reserved {
+        if size > self.shard_budget {
             return;
         }
-        let old = self
-            .shard(&key)
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, rendered);
-        if let Some(old) = old {
-            self.bytes.fetch_sub(old.size(), Ordering::Relaxed);
+        let mut shard = self.shard(&key);
+        if let Some(old) = shard.map.remove(&key) {
+            shard.bytes -= old.size();
         }
+        while shard.bytes + size > self.shard_budget {
+            let Some(victim) = shard.map.keys().next().copied() else {
+                break;
+            };
+            if let Some(old) = shard.map.remove(&victim) {
+                shard.bytes -= old.size();
+            }
+        }
+        shard.bytes += size;
+        shard.map.insert(key, rendered);
     }
 
     /// Forgets `key` (its recording changed).
     pub fn remove(&self, key: &RequestKey) {
-        let old = self
-            .shard(key)
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
-        if let Some(old) = old {
-            self.bytes.fetch_sub(old.size(), Ordering::Relaxed);
+        let mut shard = self.shard(key);
+        if let Some(old) = shard.map.remove(key) {
+            shard.bytes -= old.size();
         }
+    }
+
+    /// Bytes of renderings held now.
+    pub fn bytes(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).bytes)
+            .sum()
     }
 }
 
@@ -182,4 +217,54 @@ fn paced(events: Vec<(u64, Bytes)>) -> ProxyBody {
 /// A key as a header value.
 pub fn hex_value(key: &RequestKey) -> HeaderValue {
     HeaderValue::from_str(&key.to_hex()).expect("hex is a valid header value")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rendering(body_len: usize) -> Arc<Rendered> {
+        Arc::new(Rendered {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: Bytes::from(vec![b'x'; body_len]),
+            events: None,
+        })
+    }
+
+    fn key(n: u32) -> RequestKey {
+        let mut bytes = [0u8; 32];
+        bytes[..4].copy_from_slice(&n.to_le_bytes());
+        RequestKey::from_bytes(bytes)
+    }
+
+    #[test]
+    fn the_hot_cache_stays_within_its_budget_and_keeps_serving_new_keys() {
+        let budget = HOT_SHARDS * 10_000;
+        let cache = HotCache::new(budget);
+        for n in 0..5_000 {
+            cache.insert(key(n), rendering(1_000));
+            assert!(cache.bytes() <= budget, "{} bytes after {n}", cache.bytes());
+        }
+        // The latest insert is always there: eviction makes room for it.
+        assert!(cache.get(&key(4_999)).is_some());
+        // About the budget's worth is kept, not everything.
+        let kept = (0..5_000).filter(|n| cache.get(&key(*n)).is_some()).count();
+        assert!((200..=320).contains(&kept), "{kept} kept");
+    }
+
+    #[test]
+    fn replacing_and_removing_keep_the_byte_count_exact() {
+        let cache = HotCache::new(HOT_SHARDS * 10_000);
+        cache.insert(key(1), rendering(100));
+        cache.insert(key(1), rendering(300));
+        assert_eq!(cache.bytes(), 300);
+        cache.remove(&key(1));
+        assert_eq!(cache.bytes(), 0);
+        assert!(cache.get(&key(1)).is_none());
+        // Too big for a shard: not cached at all.
+        cache.insert(key(2), rendering(20_000));
+        assert!(cache.get(&key(2)).is_none());
+        assert_eq!(cache.bytes(), 0);
+    }
 }

@@ -8,19 +8,41 @@
 //!
 //! Values are [`Entry`] encodings with a checksum; one that fails to decode
 //! is reported as [`StoreError::Corrupt`] and callers treat it as a miss.
+//!
+//! A third tree, `replay`, maps a key to a [`Pointer`] into the replay
+//! [`Tape`] (the replayable parts of its current entry, outside sled), set
+//! in the same transaction as the entry. The tree is mirrored in memory
+//! (about 50 bytes a recording, loaded at open), so [`Store::replayable`]
+//! serves a hit with one map lookup and one positional read, without
+//! touching sled. A key without a usable pointer falls back to the entry
+//! and gets a pointer then, so stores written before the tape existed, and
+//! a lost or damaged tape, heal as they are read.
 
+use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
 use crate::entry::{DecodeError, Entry};
-use crate::key::RequestKey;
+use crate::key::{KeyHashBuilder, RequestKey};
+use crate::tape::{Pointer, Replayable, Tape};
 
 const ENTRIES_TREE: &str = "entries";
 const HISTORY_TREE: &str = "history";
+const REPLAY_TREE: &str = "replay";
+
+/// sled's page cache. Hits do not read entries from sled (they come from
+/// the tape), so this mostly holds the small `replay` tree and the leaves
+/// `ls`, `show` and recording touch. sled's real memory use is a multiple of
+/// this figure, so it is kept small.
+const SLED_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Bytes at the end of an encoded entry that identify it (its checksum).
+const ENTRY_ID_LEN: usize = 32;
 
 /// sled's own text for a store locked by another process; matched to turn
 /// its generic I/O error into [`StoreError::Locked`].
@@ -32,7 +54,42 @@ pub struct Store {
     db: sled::Db,
     entries: sled::Tree,
     history: sled::Tree,
+    replay: sled::Tree,
+    tape: Arc<Tape>,
+    pointers: Arc<Pointers>,
     path: PathBuf,
+}
+
+/// The `replay` tree in memory. Writers hold `writing` across their sled
+/// transaction and the map update, so the map always ends in the state of
+/// the last committed transaction (two writers to one key cannot leave the
+/// map with the loser's pointer).
+#[derive(Debug, Default)]
+struct Pointers {
+    map: RwLock<HashMap<RequestKey, Pointer, KeyHashBuilder>>,
+    writing: Mutex<()>,
+}
+
+impl Pointers {
+    fn get(&self, key: &RequestKey) -> Option<Pointer> {
+        self.map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .copied()
+    }
+
+    fn set(&self, key: &RequestKey, pointer: Option<Pointer>) {
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        match pointer {
+            Some(pointer) => map.insert(*key, pointer),
+            None => map.remove(key),
+        };
+    }
+
+    fn writing(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.writing.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// What went wrong with the store.
@@ -70,6 +127,15 @@ pub enum StoreError {
         #[source]
         source: sled::Error,
     },
+    /// The replay tape file cannot be opened.
+    #[error("cannot open the replay tape in store {path}: {source}")]
+    Tape {
+        /// The store directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
     /// A value is not a valid entry.
     #[error("corrupt entry {key} in store: {source}")]
     Corrupt {
@@ -86,9 +152,8 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let db = sled::Config::new()
             .path(path)
-            // Entries are small and mostly read; sled's default 1 GiB page
-            // cache is far more than we need.
-            .cache_capacity(64 * 1024 * 1024)
+            // sled's default 1 GiB page cache is far more than we need.
+            .cache_capacity(SLED_CACHE_BYTES)
             .open()
             .map_err(|source| open_error(path, source))?;
         let tree = |name: &str| {
@@ -97,9 +162,34 @@ impl Store {
                 source,
             })
         };
+        // sled has created the directory and holds its lock by now.
+        let tape = Tape::open(path).map_err(|source| StoreError::Tape {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let replay = tree(REPLAY_TREE)?;
+        let mut map = HashMap::with_hasher(KeyHashBuilder);
+        for item in replay.iter() {
+            let (key, value) = item.map_err(|source| StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            // A malformed pair only costs its key the fast path.
+            if let (Ok(key), Some(pointer)) =
+                (<[u8; 32]>::try_from(&key[..]), Pointer::from_bytes(&value))
+            {
+                map.insert(RequestKey::from_bytes(key), pointer);
+            }
+        }
         Ok(Store {
             entries: tree(ENTRIES_TREE)?,
             history: tree(HISTORY_TREE)?,
+            replay,
+            tape: Arc::new(tape),
+            pointers: Arc::new(Pointers {
+                map: RwLock::new(map),
+                writing: Mutex::new(()),
+            }),
             db,
             path: path.to_path_buf(),
         })
@@ -137,23 +227,28 @@ impl Store {
     /// moves to the key's history, which keeps at most `history` recordings.
     pub fn put(&self, key: &RequestKey, entry: &Entry, history: usize) -> Result<(), StoreError> {
         let value = entry.encode();
+        let pointer = self.append_to_tape(key, entry);
         let sequence = self.db.generate_id().map_err(|e| self.io(e))?;
         let mut history_key = Vec::with_capacity(40);
         history_key.extend_from_slice(key.as_bytes());
         history_key.extend_from_slice(&sequence.to_be_bytes());
 
-        let result: Result<(), TransactionError<()>> =
-            (&self.entries, &self.history).transaction(|(entries, past)| {
+        let writing = self.pointers.writing();
+        let result: Result<(), TransactionError<()>> = (&self.entries, &self.history, &self.replay)
+            .transaction(|(entries, past, replay)| {
                 let previous = entries.insert(key.as_bytes().as_slice(), value.as_slice())?;
                 if let (Some(previous), true) = (previous, history > 0) {
                     past.insert(history_key.as_slice(), previous)?;
                 }
+                set_pointer(replay, key, pointer)?;
                 Ok::<(), ConflictableTransactionError<()>>(())
             });
         result.map_err(|e| match e {
             TransactionError::Storage(source) => self.io(source),
             TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
         })?;
+        self.pointers.set(key, pointer);
+        drop(writing);
         self.trim_history(key, history)
     }
 
@@ -176,18 +271,23 @@ impl Store {
             past.push((id, old.encode()));
         }
         let value = entry.encode();
-        let result: Result<(), TransactionError<()>> =
-            (&self.entries, &self.history).transaction(|(entries, history)| {
+        let pointer = self.append_to_tape(key, entry);
+        let _writing = self.pointers.writing();
+        let result: Result<(), TransactionError<()>> = (&self.entries, &self.history, &self.replay)
+            .transaction(|(entries, history, replay)| {
                 for (id, old) in &past {
                     history.insert(id.as_slice(), old.as_slice())?;
                 }
                 entries.insert(key.as_bytes().as_slice(), value.as_slice())?;
+                set_pointer(replay, key, pointer)?;
                 Ok::<(), ConflictableTransactionError<()>>(())
             });
         result.map_err(|e| match e {
             TransactionError::Storage(source) => self.io(source),
             TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
-        })
+        })?;
+        self.pointers.set(key, pointer);
+        Ok(())
     }
 
     /// Earlier recordings of `key`, oldest first. Corrupt ones are skipped.
@@ -274,10 +374,77 @@ impl Store {
     /// plant corrupt entries.
     #[doc(hidden)]
     pub fn put_raw(&self, key: &RequestKey, value: &[u8]) -> Result<(), StoreError> {
+        let _writing = self.pointers.writing();
+        self.replay.remove(key.as_bytes()).map_err(|e| self.io(e))?;
+        self.pointers.set(key, None);
         self.entries
             .insert(key.as_bytes(), value)
             .map(|_| ())
             .map_err(|e| self.io(e))
+    }
+
+    /// The current recording for `key` as replay needs it: from the tape
+    /// (one small sled lookup and one positional read, no parsing), or,
+    /// when the key has no usable tape record, from the entry, which then
+    /// gets one.
+    pub fn replayable(&self, key: &RequestKey) -> Result<Option<Replayable>, StoreError> {
+        if let Some(pointer) = self.pointers.get(key) {
+            match self.tape.read(key, pointer) {
+                Ok(replayable) => return Ok(Some(replayable)),
+                Err(error) => {
+                    tracing::warn!(key = %key, %error, "replay tape record unusable; reading the entry instead")
+                }
+            }
+        }
+        let Some(raw) = self.entries.get(key.as_bytes()).map_err(|e| self.io(e))? else {
+            return Ok(None);
+        };
+        let entry = Entry::decode(Bytes::from_owner(raw.clone())).map_err(|source| {
+            StoreError::Corrupt {
+                key: key.to_hex(),
+                source,
+            }
+        })?;
+        self.heal(key, &entry, &raw);
+        Ok(Some(Replayable::from_entry(&entry)))
+    }
+
+    /// Gives `key` a tape record for `entry`, read as `raw`, unless the
+    /// entry changed meanwhile (a concurrent re-recording sets its own).
+    fn heal(&self, key: &RequestKey, entry: &Entry, raw: &[u8]) {
+        let Some(pointer) = self.append_to_tape(key, entry) else {
+            return;
+        };
+        let id = &raw[raw.len().saturating_sub(ENTRY_ID_LEN)..];
+        let _writing = self.pointers.writing();
+        let result: Result<bool, TransactionError<()>> =
+            (&self.entries, &self.replay).transaction(|(entries, replay)| {
+                let current = entries.get(key.as_bytes())?;
+                let unchanged = current.is_some_and(|c| c.ends_with(id));
+                if unchanged {
+                    set_pointer(replay, key, Some(pointer))?;
+                }
+                Ok::<bool, ConflictableTransactionError<()>>(unchanged)
+            });
+        match result {
+            Ok(true) => self.pointers.set(key, Some(pointer)),
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(key = %key, ?error, "could not record the replay tape pointer")
+            }
+        }
+    }
+
+    /// Appends `entry` to the tape. A failure is logged, not returned: the
+    /// tape is a shortcut, and the entry is still stored without it.
+    fn append_to_tape(&self, key: &RequestKey, entry: &Entry) -> Option<Pointer> {
+        match self.tape.append(key, entry) {
+            Ok(pointer) => Some(pointer),
+            Err(error) => {
+                tracing::warn!(key = %key, %error, tape = %self.tape.path().display(), "cannot append to the replay tape; hits on this key read the entry");
+                None
+            }
+        }
     }
 
     fn io(&self, source: sled::Error) -> StoreError {
@@ -302,6 +469,19 @@ fn open_error(path: &Path, source: sled::Error) -> StoreError {
             source,
         },
     }
+}
+
+/// Sets or clears `key`'s tape pointer inside a transaction.
+fn set_pointer(
+    replay: &sled::transaction::TransactionalTree,
+    key: &RequestKey,
+    pointer: Option<Pointer>,
+) -> Result<(), sled::transaction::UnabortableTransactionError> {
+    match pointer {
+        Some(pointer) => replay.insert(key.as_bytes().as_slice(), &pointer.to_bytes()[..])?,
+        None => replay.remove(key.as_bytes().as_slice())?,
+    };
+    Ok(())
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -334,6 +514,92 @@ mod tests {
             .map(|e| e.body)
             .collect();
         assert_eq!(past, vec![&b"{\"n\":1}"[..], b"{\"n\":2}", b"{\"n\":3}"]);
+    }
+
+    #[test]
+    fn hits_come_from_the_tape_and_follow_re_recording() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let key = RequestKey::from_bytes([5; 32]);
+        assert!(store.replayable(&key).unwrap().is_none());
+        let first = entry(&key, "{\"n\":1}", "fp_a");
+        store.put(&key, &first, 3).unwrap();
+        assert!(store.pointers.get(&key).is_some());
+        assert_eq!(
+            store.replayable(&key).unwrap().unwrap(),
+            Replayable::from_entry(&first)
+        );
+        let second = entry(&key, "{\"n\":2}", "fp_b");
+        store.put(&key, &second, 3).unwrap();
+        assert_eq!(
+            &store.replayable(&key).unwrap().unwrap().body[..],
+            b"{\"n\":2}"
+        );
+
+        // Reopened, the pointers are loaded from the replay tree.
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.pointers.get(&key).is_some());
+        assert_eq!(
+            &store.replayable(&key).unwrap().unwrap().body[..],
+            b"{\"n\":2}"
+        );
+    }
+
+    #[test]
+    fn a_damaged_or_missing_tape_falls_back_to_the_entry_and_heals() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = RequestKey::from_bytes([6; 32]);
+        let recorded = entry(&key, "{\"answer\":42}", "fp");
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.put(&key, &recorded, 3).unwrap();
+        }
+        // Every byte of the tape overwritten: no record checks out.
+        let tape = dir.path().join(crate::tape::TAPE_FILE);
+        let len = std::fs::metadata(&tape).unwrap().len() as usize;
+        std::fs::write(&tape, vec![0xee; len]).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let before = store.pointers.get(&key).unwrap();
+        assert_eq!(
+            store.replayable(&key).unwrap().unwrap(),
+            Replayable::from_entry(&recorded)
+        );
+        // Healed: a new record, appended after the damaged one, now serves.
+        let after = store.pointers.get(&key).unwrap();
+        assert!(after.offset > before.offset);
+        assert!(store.tape.read(&key, after).is_ok());
+        drop(store);
+
+        // The tape deleted outright: the same.
+        std::fs::remove_file(&tape).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            store.replayable(&key).unwrap().unwrap(),
+            Replayable::from_entry(&recorded)
+        );
+    }
+
+    #[test]
+    fn an_entry_without_a_pointer_replays_and_gets_one() {
+        // As in a store written before the tape existed.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let key = RequestKey::from_bytes([8; 32]);
+        let recorded = entry(&key, "{\"old\":true}", "fp");
+        store.put_raw(&key, &recorded.encode()).unwrap();
+        assert!(store.pointers.get(&key).is_none());
+        assert_eq!(
+            store.replayable(&key).unwrap().unwrap(),
+            Replayable::from_entry(&recorded)
+        );
+        assert!(store.pointers.get(&key).is_some());
+        // A corrupt entry planted over it loses the pointer and is an error.
+        store.put_raw(&key, b"LLMTAPE1garbage").unwrap();
+        assert!(matches!(
+            store.replayable(&key),
+            Err(StoreError::Corrupt { .. })
+        ));
     }
 
     #[test]
