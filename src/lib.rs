@@ -20,7 +20,8 @@
 //! Around it: [`config`] and [`cli`] describe the knobs, [`app`] runs
 //! commands, [`inspect`] prints recordings, [`export`] and [`lint`] move and
 //! check fixture files, [`audit`] compares answers (used by [`verify`] and
-//! [`probe`]), [`diff`] finds differing JSON paths, [`metrics`] counts.
+//! [`probe`]), [`diff`] finds differing JSON paths, [`metrics`] counts, [`logs`]
+//! formats log lines.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -40,6 +41,7 @@ pub mod flight;
 pub mod inspect;
 pub mod key;
 pub mod lint;
+pub mod logs;
 pub mod memo;
 pub mod metrics;
 pub mod miss;

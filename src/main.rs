@@ -11,12 +11,15 @@ fn main() -> ExitCode {
     let cli = llmtape::cli::Cli::parse();
     let filter =
         EnvFilter::try_from_env("LLMTAPE_LOG").unwrap_or_else(|_| EnvFilter::new("llmtape=info"));
+    let ansi = std::io::stderr().is_terminal();
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match cli.global.log_format {
-        llmtape::cli::LogFormat::Text => logs.init(),
+        llmtape::cli::LogFormat::Text => logs
+            .event_format(llmtape::logs::PlainFormat { ansi })
+            .init(),
         llmtape::cli::LogFormat::Json => logs.json().init(),
     }
     let runtime = match tokio::runtime::Runtime::new() {

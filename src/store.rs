@@ -39,7 +39,7 @@ const REPLAY_TREE: &str = "replay";
 /// the tape), so this mostly holds the small `replay` tree and the leaves
 /// `ls`, `show` and recording touch. sled's real memory use is a multiple of
 /// this figure, so it is kept small.
-const SLED_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+const SLED_CACHE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Bytes at the end of an encoded entry that identify it (its checksum).
 const ENTRY_ID_LEN: usize = 32;

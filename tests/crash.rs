@@ -39,6 +39,7 @@ use tokio::sync::watch;
 use llmtape::entry::{Entry, RequestBody};
 use llmtape::key::RequestKey;
 use llmtape::store::Store;
+use llmtape::tape::Replayable;
 
 /// Rounds that end in `kill -9` (one more ends in SIGTERM);
 /// `LLMTAPE_CRASH_ROUNDS=N` runs more locally.
@@ -294,7 +295,8 @@ async fn finish(load: &Load, workers: Vec<tokio::task::JoinHandle<()>>) {
 }
 
 /// Opens the store and checks every entry: it decodes, is stored under
-/// the key it names, reads back the same by key, is a stream exactly when
+/// the key it names, reads back the same by key, replays (from the replay
+/// tape, or healed from the entry) exactly as itself, is a stream exactly when
 /// its request asked for one, and, when a client received it, holds the
 /// bytes that client received. Returns the keys present.
 fn check_store(store_dir: &Path, answers: &HashMap<String, Bytes>, when: &str) -> HashSet<String> {
@@ -310,6 +312,16 @@ fn check_store(store_dir: &Path, answers: &HashMap<String, Bytes>, when: &str) -
             .unwrap_or_else(|e| panic!("{when}: {key} reads back: {e}"))
             .unwrap_or_else(|| panic!("{when}: {key} is stored under the key it names"));
         assert_eq!(again, entry, "{when}: {key} reads back the same");
+        // What a hit replays (from the replay tape) is this entry, exactly.
+        let replayed = store
+            .replayable(&key)
+            .unwrap_or_else(|e| panic!("{when}: {key} replays: {e}"))
+            .unwrap_or_else(|| panic!("{when}: {key} has something to replay"));
+        assert_eq!(
+            replayed,
+            Replayable::from_entry(&entry),
+            "{when}: {key} replays its current entry"
+        );
         let RequestBody::Json(request) = &entry.meta.request.body else {
             panic!("{when}: {key} has a JSON request");
         };
