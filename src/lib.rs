@@ -10,7 +10,8 @@
 //!    canonical form whose blake3 hash is the [`key`] (a repeat of the same
 //!    bytes takes its key from the [`memo`]).
 //! 4. A hit comes from [`replay`]'s hot cache, or from [`recordings`] (the
-//!    sled [`store`] or a [`fixtures`] folder) as an [`entry`], byte for byte.
+//!    sled [`store`], whose replay [`tape`] serves hits without sled, or a
+//!    [`fixtures`] folder), byte for byte.
 //! 5. A miss joins or leads a [`flight`] (identical concurrent misses share
 //!    one upstream call), goes to [`upstream`], and a successful answer
 //!    becomes an [`entry`] via [`record`] ([`sse`] splits streams into

@@ -5,7 +5,7 @@
 //! request, and the default formatter (styled field names, padded levels,
 //! a visitor per field) cost a quarter of a cache hit's CPU in the profile
 //! (see the README's Performance section). This one writes the same
-//! information in about a third of the instructions. Colour only when
+//! information in about half the instructions. Colour only when
 //! stderr is a terminal, and then only on the level. `--log-format json`
 //! keeps tracing-subscriber's JSON formatter.
 

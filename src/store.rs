@@ -60,19 +60,42 @@ pub struct Store {
     path: PathBuf,
 }
 
-/// The `replay` tree in memory. Writers hold `writing` across their sled
+/// The `replay` tree in memory, sharded by key so that hits never share a
+/// lock with each other. Writers hold `writing` across their sled
 /// transaction and the map update, so the map always ends in the state of
 /// the last committed transaction (two writers to one key cannot leave the
 /// map with the loser's pointer).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Pointers {
-    map: RwLock<HashMap<RequestKey, Pointer, KeyHashBuilder>>,
+    shards: Vec<RwLock<PointerMap>>,
     writing: Mutex<()>,
 }
 
+type PointerMap = HashMap<RequestKey, Pointer, KeyHashBuilder>;
+
+/// Shards of the pointer map; a power of two above the core counts we run on.
+const POINTER_SHARDS: usize = 32;
+
 impl Pointers {
+    fn new(all: impl IntoIterator<Item = (RequestKey, Pointer)>) -> Pointers {
+        let mut maps: Vec<PointerMap> = (0..POINTER_SHARDS)
+            .map(|_| HashMap::with_hasher(KeyHashBuilder))
+            .collect();
+        for (key, pointer) in all {
+            maps[Self::shard_of(&key)].insert(key, pointer);
+        }
+        Pointers {
+            shards: maps.into_iter().map(RwLock::new).collect(),
+            writing: Mutex::new(()),
+        }
+    }
+
+    fn shard_of(key: &RequestKey) -> usize {
+        key.as_bytes()[0] as usize % POINTER_SHARDS
+    }
+
     fn get(&self, key: &RequestKey) -> Option<Pointer> {
-        self.map
+        self.shards[Self::shard_of(key)]
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(key)
@@ -80,7 +103,9 @@ impl Pointers {
     }
 
     fn set(&self, key: &RequestKey, pointer: Option<Pointer>) {
-        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.shards[Self::shard_of(key)]
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
         match pointer {
             Some(pointer) => map.insert(*key, pointer),
             None => map.remove(key),
@@ -168,7 +193,7 @@ impl Store {
             source,
         })?;
         let replay = tree(REPLAY_TREE)?;
-        let mut map = HashMap::with_hasher(KeyHashBuilder);
+        let mut all = Vec::new();
         for item in replay.iter() {
             let (key, value) = item.map_err(|source| StoreError::Open {
                 path: path.to_path_buf(),
@@ -178,7 +203,7 @@ impl Store {
             if let (Ok(key), Some(pointer)) =
                 (<[u8; 32]>::try_from(&key[..]), Pointer::from_bytes(&value))
             {
-                map.insert(RequestKey::from_bytes(key), pointer);
+                all.push((RequestKey::from_bytes(key), pointer));
             }
         }
         Ok(Store {
@@ -186,10 +211,7 @@ impl Store {
             history: tree(HISTORY_TREE)?,
             replay,
             tape: Arc::new(tape),
-            pointers: Arc::new(Pointers {
-                map: RwLock::new(map),
-                writing: Mutex::new(()),
-            }),
+            pointers: Arc::new(Pointers::new(all)),
             db,
             path: path.to_path_buf(),
         })
