@@ -14,6 +14,11 @@ use crate::metrics::Metrics;
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub std::net::SocketAddr);
 
+/// Where the admin endpoints live. The server attaches [`Peer`] only to
+/// requests under it and the proxy routes exactly those here, so the two
+/// must use this one constant.
+pub const ADMIN_PREFIX: &str = "/_llmtape/";
+
 /// What the admin endpoints report and check.
 pub struct AdminView<'a> {
     /// The default mode.

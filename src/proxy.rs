@@ -203,7 +203,8 @@ impl Proxy {
         let started = Instant::now();
         let s = &self.shared;
         let method = request.method().clone();
-        let path = request.uri().path().to_string();
+        // A refcounted handle for the log line, not a copy of the path.
+        let uri = request.uri().clone();
         let _in_flight = InFlight::enter(&s.metrics);
         let (response, key) =
             if s.metrics.in_flight.load(Ordering::Relaxed) > s.max_in_flight as i64 {
@@ -239,7 +240,7 @@ impl Proxy {
         }
         tracing::info!(
             %method,
-            %path,
+            path = uri.path(),
             key = key.as_ref().map(tracing::field::display),
             outcome,
             status = response.status().as_u16(),
@@ -256,7 +257,7 @@ impl Proxy {
     {
         let s = &self.shared;
         let path = request.uri().path();
-        if path.starts_with("/_llmtape/") {
+        if path.starts_with(admin::ADMIN_PREFIX) {
             return (self.admin(&request), None);
         }
         let mode = match request_mode(request.headers(), s.mode) {

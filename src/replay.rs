@@ -141,8 +141,10 @@ struct Shard {
     bytes: usize,
 }
 
-/// Shards of the hot cache; a power of two above the core counts we run on.
-const HOT_SHARDS: usize = 32;
+/// Shards of the hot cache: enough that concurrent hits rarely meet on a
+/// lock, few enough that each shard's share of the budget (1 MiB of the
+/// default 8 MiB) still holds a long streamed answer.
+const HOT_SHARDS: usize = 8;
 
 impl HotCache {
     /// An empty cache holding at most `budget` bytes of renderings.
@@ -248,9 +250,10 @@ mod tests {
         }
         // The latest insert is always there: eviction makes room for it.
         assert!(cache.get(&key(4_999)).is_some());
-        // About the budget's worth is kept, not everything.
+        // About the budget's worth is kept (ten a shard), not everything.
         let kept = (0..5_000).filter(|n| cache.get(&key(*n)).is_some()).count();
-        assert!((200..=320).contains(&kept), "{kept} kept");
+        let most = HOT_SHARDS * 10;
+        assert!(kept <= most && kept >= most * 3 / 4, "{kept} kept");
     }
 
     #[test]

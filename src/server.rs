@@ -154,10 +154,13 @@ impl Server {
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
-                        // The admin endpoints need to know who is asking.
+                        // The admin endpoints need to know who is asking; other
+                        // requests skip the extension map's allocation.
                         let service = TowerToHyperService::new(self.proxy.clone().map_request(
                             move |mut request: http::Request<hyper::body::Incoming>| {
-                                request.extensions_mut().insert(Peer(peer));
+                                if request.uri().path().starts_with(crate::admin::ADMIN_PREFIX) {
+                                    request.extensions_mut().insert(Peer(peer));
+                                }
                                 request
                             },
                         ));

@@ -24,6 +24,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use bytes::{Bytes, BytesMut};
@@ -87,9 +88,9 @@ pub struct Replayable {
 }
 
 impl Replayable {
-    /// The replayable parts of an entry. The body is copied when it is a
-    /// small part of a larger buffer (a decoded store value), so that
-    /// caching it does not keep the whole value alive.
+    /// The replayable parts of an entry, copied: an entry's body is a slice
+    /// of its whole decoded store value, and a cached rendering should not
+    /// keep the rest of that value alive.
     pub fn from_entry(entry: &Entry) -> Replayable {
         Replayable {
             status: entry.meta.response.status,
@@ -156,8 +157,12 @@ pub enum TapeError {
 #[derive(Debug)]
 pub struct Tape {
     file: File,
-    /// Where the next record goes; appends take this lock, reads do not.
-    end: Mutex<u64>,
+    /// Appends take this lock; reads take none.
+    appending: Mutex<()>,
+    /// Where the next record goes: the end of what has been written. Reads
+    /// check pointers against it, so a damaged pointer cannot make a read
+    /// allocate more than the tape holds.
+    end: AtomicU64,
     path: PathBuf,
 }
 
@@ -174,7 +179,8 @@ impl Tape {
         let end = file.metadata()?.len();
         Ok(Tape {
             file,
-            end: Mutex::new(end),
+            appending: Mutex::new(()),
+            end: AtomicU64::new(end),
             path,
         })
     }
@@ -189,10 +195,10 @@ impl Tape {
         let record = encode(key, entry)?;
         let len = u32::try_from(record.len())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "record over 4 GiB"))?;
-        let mut end = self.end.lock().unwrap_or_else(|p| p.into_inner());
-        let offset = *end;
+        let _appending = self.appending.lock().unwrap_or_else(|p| p.into_inner());
+        let offset = self.end.load(Ordering::Acquire);
         self.file.write_all_at(&record, offset)?;
-        *end = offset + u64::from(len);
+        self.end.store(offset + u64::from(len), Ordering::Release);
         Ok(Pointer { offset, len })
     }
 
@@ -206,6 +212,13 @@ impl Tape {
         let len = pointer.len as usize;
         if len < RECORD_HEAD + CHECKSUM_LEN {
             return Err(damaged("shorter than a record"));
+        }
+        let within = pointer
+            .offset
+            .checked_add(u64::from(pointer.len))
+            .is_some_and(|end| end <= self.end.load(Ordering::Acquire));
+        if !within {
+            return Err(damaged("past the end of the tape"));
         }
         let mut buf = BytesMut::zeroed(len);
         self.file
@@ -435,6 +448,14 @@ mod tests {
         let other = RequestKey::from_bytes([9; 32]);
         assert!(matches!(
             tape.read(&other, pointer),
+            Err(TapeError::Damaged { .. })
+        ));
+        let huge = Pointer {
+            offset: 0,
+            len: u32::MAX,
+        };
+        assert!(matches!(
+            tape.read(&a, huge),
             Err(TapeError::Damaged { .. })
         ));
         let past_end = Pointer {

@@ -468,6 +468,56 @@ async fn a_corrupt_entry_is_a_miss_and_is_replaced() {
 }
 
 #[tokio::test]
+async fn a_lost_or_damaged_replay_tape_loses_no_recording() {
+    const CHAT_STREAM: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Count"}],"seed":7,"stream":true}"#;
+    let mock = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let tape = store_dir.join(llmtape::tape::TAPE_FILE);
+    let mut proxy = TestProxy::start_with_store(&mock.url(), "", &store_dir).await;
+    let chat = post(&proxy.url("/v1/chat/completions"), CHAT).await;
+    let stream = post(&proxy.url("/v1/chat/completions"), CHAT_STREAM).await;
+    proxy.stop().await;
+    assert!(
+        std::fs::metadata(&tape).unwrap().len() > 0,
+        "hits are on the tape"
+    );
+
+    // Damaged: every byte flipped. Then lost: deleted. Each time the
+    // recordings replay byte for byte (from the entries) and the tape heals.
+    for damage in ["flip", "delete"] {
+        match damage {
+            "flip" => {
+                let bytes: Vec<u8> = std::fs::read(&tape).unwrap().iter().map(|b| !b).collect();
+                std::fs::write(&tape, bytes).unwrap();
+            }
+            _ => std::fs::remove_file(&tape).unwrap(),
+        }
+        let mut proxy =
+            TestProxy::start_with_store(&mock.url(), "mode = \"replay\"\n", &store_dir).await;
+        let url = proxy.url("/v1/chat/completions");
+        for (request, recorded) in [(CHAT, &chat), (CHAT_STREAM, &stream)] {
+            let hit = post(&url, request).await;
+            assert_eq!(
+                (hit.status, hit.cache()),
+                (StatusCode::OK, "hit"),
+                "{damage}"
+            );
+            assert_eq!(hit.body, recorded.body, "{damage}: byte for byte");
+        }
+        proxy.stop().await;
+    }
+    assert_eq!(mock.calls(), 2, "nothing was asked of the upstream again");
+    let store = Store::open(&store_dir).unwrap();
+    let key = RequestKey::from_hex(chat.header("x-llmtape-key").unwrap()).unwrap();
+    assert_eq!(
+        &store.replayable(&key).unwrap().unwrap().body[..],
+        &chat.body[..],
+        "the healed tape serves the recording"
+    );
+}
+
+#[tokio::test]
 async fn recordings_survive_a_restart() {
     let mock = MockUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
