@@ -1,7 +1,8 @@
 //! The replay tape: every recording's replayable parts (status, headers,
 //! recorded-at, stream event lengths, body), appended to one file beside the
-//! sled store, so that a hit the hot cache does not hold costs one small
-//! sled lookup and one positional read, whatever the store's size.
+//! sled store, so that a hit the hot cache does not hold costs one lookup
+//! in memory (the store mirrors the pointers) and one positional read,
+//! whatever the store's size.
 //!
 //! Why: sled keeps values inside its B-tree leaves (up to 16 entries a
 //! leaf), so reading one recording that is not in sled's cache pulls and
@@ -18,11 +19,11 @@
 //! Record: `MAGIC (4) | key (32) | payload_len u32 LE | payload |
 //! crc32(key, payload) u32 LE`, payload:
 //! `status u16 | recorded_at (u16 len) | header count u16 | (name u16 len,
-//! value u16 len)* | event count u32 | (offset_ms u64, len u32)* | body`.
+//! value u16 len)* | event count u32 (u32::MAX: not a stream) |
+//! (offset_ms u64, len u32)* | body`.
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -197,7 +198,7 @@ impl Tape {
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "record over 4 GiB"))?;
         let _appending = self.appending.lock().unwrap_or_else(|p| p.into_inner());
         let offset = self.end.load(Ordering::Acquire);
-        self.file.write_all_at(&record, offset)?;
+        write_all_at(&self.file, &record, offset)?;
         self.end.store(offset + u64::from(len), Ordering::Release);
         Ok(Pointer { offset, len })
     }
@@ -221,15 +222,15 @@ impl Tape {
             return Err(damaged("past the end of the tape"));
         }
         let mut buf = BytesMut::zeroed(len);
-        self.file
-            .read_exact_at(&mut buf, pointer.offset)
-            .map_err(|source| match source.kind() {
+        read_exact_at(&self.file, &mut buf, pointer.offset).map_err(|source| {
+            match source.kind() {
                 io::ErrorKind::UnexpectedEof => damaged("past the end of the tape"),
                 _ => TapeError::Io {
                     path: self.path.clone(),
                     source,
                 },
-            })?;
+            }
+        })?;
         let buf = buf.freeze();
         if &buf[..MAGIC.len()] != MAGIC {
             return Err(damaged("no record marker"));
@@ -251,6 +252,47 @@ impl Tape {
         }
         decode_payload(payload).ok_or_else(|| damaged("payload does not parse"))
     }
+}
+
+// Positional I/O: reads share the file without a lock or a seek position.
+#[cfg(unix)]
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
+#[cfg(unix)]
+fn write_all_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(file, buf, offset)
+}
+
+#[cfg(windows)]
+fn read_exact_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        match file.seek_read(buf, offset)? {
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n => {
+                buf = &mut buf[n..];
+                offset += n as u64;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(windows)]
+fn write_all_at(file: &File, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        match file.seek_write(buf, offset)? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => {
+                buf = &buf[n..];
+                offset += n as u64;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn checksum(key: &RequestKey, payload: &[u8]) -> [u8; CHECKSUM_LEN] {
