@@ -753,7 +753,7 @@ impl Proxy {
             &AdminView {
                 mode: s.mode,
                 upstream: s.upstream.display(),
-                recordings: s.recordings.len(),
+                recordings: s.recordings.indexed_len(),
                 metrics: &s.metrics,
                 token: s.admin_token.as_ref().map(|Sensitive(t)| t.as_str()),
             },

@@ -101,7 +101,16 @@ impl Recordings {
         }
     }
 
-    /// True when there is none.
+    /// Number of recordings without scanning a store (see
+    /// [`Store::indexed_len`]); for the admin endpoints.
+    pub fn indexed_len(&self) -> usize {
+        match self {
+            Recordings::Store(store) => store.indexed_len(),
+            Recordings::Fixtures(dir) => dir.len(),
+        }
+    }
+
+    /// True when nothing is recorded.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

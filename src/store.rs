@@ -115,6 +115,13 @@ impl Pointers {
     fn writing(&self) -> std::sync::MutexGuard<'_, ()> {
         self.writing.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|m| m.read().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
+    }
 }
 
 /// What went wrong with the store.
@@ -206,7 +213,7 @@ impl Store {
                 all.push((RequestKey::from_bytes(key), pointer));
             }
         }
-        Ok(Store {
+        let store = Store {
             entries: tree(ENTRIES_TREE)?,
             history: tree(HISTORY_TREE)?,
             replay,
@@ -214,7 +221,42 @@ impl Store {
             pointers: Arc::new(Pointers::new(all)),
             db,
             path: path.to_path_buf(),
-        })
+        };
+        store.build_tape_if_missing();
+        Ok(store)
+    }
+
+    /// A store written before the replay tape existed has entries and no
+    /// pointers: give every entry its tape record now, once, so that hits
+    /// are fast from the start and [`Store::indexed_len`] counts them all.
+    fn build_tape_if_missing(&self) {
+        let legacy = self.replay.is_empty() && !self.entries.is_empty();
+        if !legacy {
+            return;
+        }
+        tracing::info!(store = %self.path.display(), "building the replay tape for a store written before it existed");
+        let mut built = 0usize;
+        for item in self.entries.iter() {
+            let Ok((key, raw)) = item else { continue };
+            let (Ok(key), Ok(entry)) = (
+                <[u8; 32]>::try_from(&key[..]).map(RequestKey::from_bytes),
+                Entry::decode(Bytes::from_owner(raw.clone())),
+            ) else {
+                // Corrupt entries stay misses, as before.
+                continue;
+            };
+            self.heal(&key, &entry, &raw);
+            built += 1;
+        }
+        tracing::info!(recordings = built, "replay tape built");
+    }
+
+    /// Recordings in the replay index: every recording, except any whose
+    /// tape record could not be written (each such failure is logged) or
+    /// whose entry is corrupt. Unlike [`Store::len`] this costs no scan,
+    /// so `/_llmtape/health` and `/_llmtape/metrics` use it.
+    pub fn indexed_len(&self) -> usize {
+        self.pointers.len()
     }
 
     /// Opens an existing store; refuses to create one (for `ls`, `show`).
@@ -622,6 +664,31 @@ mod tests {
             store.replayable(&key),
             Err(StoreError::Corrupt { .. })
         ));
+    }
+
+    #[test]
+    fn a_store_from_before_the_tape_gets_one_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys: Vec<RequestKey> = (0..5u8).map(|i| RequestKey::from_bytes([i; 32])).collect();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            for key in &keys {
+                store
+                    .put_raw(key, &entry(key, "{\"n\":1}", "fp").encode())
+                    .unwrap();
+            }
+            let corrupt = RequestKey::from_bytes([99; 32]);
+            store.put_raw(&corrupt, b"LLMTAPE1garbage").unwrap();
+            assert_eq!(store.indexed_len(), 0);
+            assert_eq!(store.len(), 6);
+        }
+        std::fs::remove_file(dir.path().join(crate::tape::TAPE_FILE)).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.indexed_len(), 5, "every whole entry is indexed");
+        for key in &keys {
+            let pointer = store.pointers.get(key).expect("a pointer");
+            assert!(store.tape.read(key, pointer).is_ok());
+        }
     }
 
     #[test]
