@@ -14,10 +14,17 @@ use crate::metrics::Metrics;
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub std::net::SocketAddr);
 
-/// Where the admin endpoints live. The server attaches [`Peer`] only to
-/// requests under it and the proxy routes exactly those here, so the two
-/// must use this one constant.
+/// Where the admin endpoints live; the proxy routes requests under it here.
 pub const ADMIN_PREFIX: &str = "/_llmtape/";
+
+/// Tells the admin endpoints who is asking: attaches [`Peer`] to requests
+/// under [`ADMIN_PREFIX`] (only those, to spare every other request the
+/// extension map's allocation). The server calls it on every request.
+pub fn tag_peer<B>(request: &mut Request<B>, peer: std::net::SocketAddr) {
+    if request.uri().path().starts_with(ADMIN_PREFIX) {
+        request.extensions_mut().insert(Peer(peer));
+    }
+}
 
 /// What the admin endpoints report and check.
 pub struct AdminView<'a> {
@@ -89,4 +96,31 @@ pub fn respond<B>(request: &Request<B>, view: &AdminView<'_>) -> Response<ProxyB
         ),
     };
     json_response(status, body.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tagged(path: &str) -> Option<std::net::SocketAddr> {
+        let mut request = Request::get(path).body(()).unwrap();
+        tag_peer(&mut request, "192.0.2.7:5000".parse().unwrap());
+        request.extensions().get::<Peer>().map(|Peer(addr)| *addr)
+    }
+
+    #[test]
+    fn admin_requests_carry_their_peer_and_others_do_not() {
+        // Without a Peer a request counts as loopback, so every admin path
+        // must get one.
+        for path in ["/_llmtape/health", "/_llmtape/metrics", "/_llmtape/x"] {
+            assert_eq!(
+                tagged(path),
+                Some("192.0.2.7:5000".parse().unwrap()),
+                "{path}"
+            );
+        }
+        for path in ["/v1/chat/completions", "/_llmtapex", "/"] {
+            assert_eq!(tagged(path), None, "{path}");
+        }
+    }
 }

@@ -188,14 +188,20 @@ impl Entry {
     /// A stream's events as slices of the body, with their offsets. A
     /// plain body yields nothing.
     pub fn events(&self) -> Vec<(u64, Bytes)> {
-        let mut out = Vec::new();
-        let mut start = 0usize;
-        for event in self.meta.stream.iter().flatten() {
-            let end = start.saturating_add(event.len).min(self.body.len());
-            out.push((event.offset_ms, self.body.slice(start..end)));
-            start = end;
-        }
-        out
+        split_events(
+            &self.body,
+            self.meta
+                .stream
+                .iter()
+                .flatten()
+                .map(|e| (e.offset_ms, e.len)),
+        )
+    }
+
+    /// What identifies an encoded entry among the values a key has had:
+    /// its checksum, the last bytes of the encoding.
+    pub fn stored_id(raw: &[u8]) -> &[u8] {
+        &raw[raw.len().saturating_sub(CHECKSUM_LEN)..]
     }
 
     /// The recorded `content-type`, if any.
@@ -220,6 +226,19 @@ pub fn body_identity(body: &[u8]) -> (Option<String>, Option<String>) {
         Ok(id) => (id.model, id.system_fingerprint),
         Err(_) => (None, None),
     }
+}
+
+/// Splits a stream's body into its events, given (offset ms, length) in
+/// order; lengths that overrun the body are cut at its end.
+pub fn split_events(body: &Bytes, events: impl Iterator<Item = (u64, usize)>) -> Vec<(u64, Bytes)> {
+    let mut out = Vec::new();
+    let mut start = 0usize;
+    for (offset_ms, len) in events {
+        let end = start.saturating_add(len).min(body.len());
+        out.push((offset_ms, body.slice(start..end)));
+        start = end;
+    }
+    out
 }
 
 /// RFC 3339 UTC with millisecond precision.

@@ -39,31 +39,7 @@ pub struct Rendered {
 impl Rendered {
     /// Renders a recording: recorded status and headers plus llmtape's own.
     pub fn new(entry: &Entry, key: &RequestKey) -> Rendered {
-        let mut headers = HeaderMap::with_capacity(entry.meta.response.headers.len() + 3);
-        for (name, value) in &entry.meta.response.headers {
-            // Recorded headers were valid when recorded and the entry's
-            // checksum held, so these parse; skipping only guards old data.
-            if let (Ok(name), Ok(value)) = (
-                HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_str(value),
-            ) {
-                headers.append(name, value);
-            }
-        }
-        headers.insert(
-            CACHE_HEADER,
-            HeaderValue::from_static(Outcome::Hit.as_str()),
-        );
-        headers.insert(KEY_HEADER, hex_value(key));
-        if let Ok(at) = HeaderValue::from_str(&entry.meta.recorded_at) {
-            headers.insert(RECORDED_AT_HEADER, at);
-        }
-        Rendered {
-            status: StatusCode::from_u16(entry.meta.response.status).unwrap_or(StatusCode::OK),
-            headers,
-            body: entry.body.clone(),
-            events: entry.meta.stream.as_ref().map(|_| entry.events()),
-        }
+        Rendered::from_replayable(Replayable::from_entry(entry), key)
     }
 
     /// Renders the replayable parts of a recording; header names and values
@@ -71,7 +47,8 @@ impl Rendered {
     pub fn from_replayable(recording: Replayable, key: &RequestKey) -> Rendered {
         let mut headers = HeaderMap::with_capacity(recording.headers.len() + 3);
         for (name, value) in &recording.headers {
-            // As in `new`: these were valid when recorded.
+            // Recorded headers were valid when recorded and the record's
+            // checksum held, so these parse; skipping only guards old data.
             if let (Ok(name), Ok(value)) = (
                 HeaderName::from_bytes(name),
                 HeaderValue::from_maybe_shared(value.clone()),

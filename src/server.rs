@@ -17,7 +17,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
-use crate::admin::Peer;
+use crate::admin;
 use crate::config::{Config, TlsFiles};
 use crate::fixtures::{FixtureDir, FixtureError};
 use crate::proxy::Proxy;
@@ -154,13 +154,10 @@ impl Server {
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
-                        // The admin endpoints need to know who is asking; other
-                        // requests skip the extension map's allocation.
+                        // The admin endpoints need to know who is asking.
                         let service = TowerToHyperService::new(self.proxy.clone().map_request(
                             move |mut request: http::Request<hyper::body::Incoming>| {
-                                if request.uri().path().starts_with(crate::admin::ADMIN_PREFIX) {
-                                    request.extensions_mut().insert(Peer(peer));
-                                }
+                                admin::tag_peer(&mut request, peer);
                                 request
                             },
                         ));

@@ -41,9 +41,6 @@ const REPLAY_TREE: &str = "replay";
 /// this figure, so it is kept small.
 const SLED_CACHE_BYTES: u64 = 8 * 1024 * 1024;
 
-/// Bytes at the end of an encoded entry that identify it (its checksum).
-const ENTRY_ID_LEN: usize = 32;
-
 /// sled's own text for a store locked by another process; matched to turn
 /// its generic I/O error into [`StoreError::Locked`].
 const SLED_LOCK_MESSAGE: &str = "could not acquire lock";
@@ -448,7 +445,7 @@ impl Store {
     }
 
     /// The current recording for `key` as replay needs it: from the tape
-    /// (one small sled lookup and one positional read, no parsing), or,
+    /// (one in-memory lookup and one positional read, no parsing), or,
     /// when the key has no usable tape record, from the entry, which then
     /// gets one.
     pub fn replayable(&self, key: &RequestKey) -> Result<Option<Replayable>, StoreError> {
@@ -470,7 +467,7 @@ impl Store {
             }
         })?;
         self.heal(key, &entry, &raw);
-        Ok(Some(Replayable::from_entry(&entry)))
+        Ok(Some(Replayable::from_entry(&entry).compact()))
     }
 
     /// Gives `key` a tape record for `entry`, read as `raw`, unless the
@@ -479,7 +476,7 @@ impl Store {
         let Some(pointer) = self.append_to_tape(key, entry) else {
             return;
         };
-        let id = &raw[raw.len().saturating_sub(ENTRY_ID_LEN)..];
+        let id = Entry::stored_id(raw);
         let _writing = self.pointers.writing();
         let result: Result<bool, TransactionError<()>> =
             (&self.entries, &self.replay).transaction(|(entries, replay)| {

@@ -30,7 +30,7 @@ use std::sync::Mutex;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::entry::Entry;
+use crate::entry::{split_events, Entry};
 use crate::key::RequestKey;
 
 /// The tape's file name inside the store directory.
@@ -89,9 +89,8 @@ pub struct Replayable {
 }
 
 impl Replayable {
-    /// The replayable parts of an entry, copied: an entry's body is a slice
-    /// of its whole decoded store value, and a cached rendering should not
-    /// keep the rest of that value alive.
+    /// The replayable parts of an entry; the body is shared, not copied
+    /// (see [`Replayable::compact`]).
     pub fn from_entry(entry: &Entry) -> Replayable {
         Replayable {
             status: entry.meta.response.status,
@@ -114,21 +113,25 @@ impl Replayable {
                     .map(|e| (e.offset_ms, u32::try_from(e.len).unwrap_or(u32::MAX)))
                     .collect()
             }),
-            body: Bytes::copy_from_slice(&entry.body),
+            body: entry.body.clone(),
         }
+    }
+
+    /// The same with a body of its own: an entry decoded from the store
+    /// slices its body out of the whole stored value, which a cached
+    /// rendering should not keep alive.
+    pub fn compact(mut self) -> Replayable {
+        self.body = Bytes::copy_from_slice(&self.body);
+        self
     }
 
     /// A stream's events as slices of the body, with their offsets.
     pub fn event_slices(&self) -> Option<Vec<(u64, Bytes)>> {
         let events = self.events.as_ref()?;
-        let mut out = Vec::with_capacity(events.len());
-        let mut start = 0usize;
-        for &(offset, len) in events {
-            let end = start.saturating_add(len as usize).min(self.body.len());
-            out.push((offset, self.body.slice(start..end)));
-            start = end;
-        }
-        Some(out)
+        Some(split_events(
+            &self.body,
+            events.iter().map(|&(offset, len)| (offset, len as usize)),
+        ))
     }
 }
 

@@ -6,7 +6,6 @@ mod support;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use llmtape::admin::Peer;
 use llmtape::config::Config;
 use llmtape::proxy::Proxy;
 use llmtape::recordings::Recordings;
@@ -152,7 +151,8 @@ async fn admin_status(proxy: &Proxy, peer: &str, token: Option<&str>) -> StatusC
         request = request.header("authorization", format!("Bearer {token}"));
     }
     let mut request = request.body(Full::new(Bytes::new())).unwrap();
-    request.extensions_mut().insert(Peer(peer.parse().unwrap()));
+    // Tagged as the server tags it.
+    llmtape::admin::tag_peer(&mut request, peer.parse().unwrap());
     let response = proxy.handle(request).await;
     let status = response.status();
     let _ = response.into_body().collect().await;
