@@ -21,7 +21,8 @@
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -45,6 +46,41 @@ const SLED_CACHE_BYTES: u64 = 8 * 1024 * 1024;
 /// its generic I/O error into [`StoreError::Locked`].
 const SLED_LOCK_MESSAGE: &str = "could not acquire lock";
 
+/// How long [`Store::open`] waits for a store this process has just closed.
+/// sled 0.34 releases its file lock from background threads a moment after
+/// the last handle drops (spacejam/sled#1234, #1289), so a reopen in the
+/// same process can find the lock still held by nobody that is left.
+const RELEASE_WAIT: Duration = Duration::from_secs(3);
+const RELEASE_POLL: Duration = Duration::from_millis(5);
+
+/// Stores this process has opened, by canonical path. A live mark means a
+/// handle is still open here (a second open is truly locked); a dead one
+/// means it was closed and sled may still be letting go of the lock.
+static OPENED_HERE: Mutex<Vec<(PathBuf, Weak<OpenMark>)>> = Mutex::new(Vec::new());
+
+/// Held by every clone of a [`Store`]; dropped with the last one.
+#[derive(Debug)]
+struct OpenMark;
+
+/// Whether this process had the store at `path` open and has closed it.
+fn closed_here(path: &Path) -> bool {
+    let Ok(path) = path.canonicalize() else {
+        return false;
+    };
+    let opened = OPENED_HERE.lock().unwrap_or_else(|e| e.into_inner());
+    opened
+        .iter()
+        .any(|(p, mark)| *p == path && mark.strong_count() == 0)
+}
+
+/// Records that this process holds the store at `path` until `mark` drops.
+fn mark_open(path: &Path, mark: &Arc<OpenMark>) {
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    let mut opened = OPENED_HERE.lock().unwrap_or_else(|e| e.into_inner());
+    opened.retain(|(p, _)| *p != path);
+    opened.push((path, Arc::downgrade(mark)));
+}
+
 /// An open store.
 #[derive(Clone)]
 pub struct Store {
@@ -55,6 +91,7 @@ pub struct Store {
     tape: Arc<Tape>,
     pointers: Arc<Pointers>,
     path: PathBuf,
+    _open: Arc<OpenMark>,
 }
 
 /// The `replay` tree in memory, sharded by key so that hits never share a
@@ -178,13 +215,32 @@ pub enum StoreError {
 
 impl Store {
     /// Opens (or creates) the store at `path`.
+    ///
+    /// A store held by another process is [`StoreError::Locked`] at once. A
+    /// store this process has just closed is waited for (at most
+    /// [`RELEASE_WAIT`]) while sled's threads release it.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = sled::Config::new()
-            .path(path)
-            // sled's default 1 GiB page cache is far more than we need.
-            .cache_capacity(SLED_CACHE_BYTES)
-            .open()
-            .map_err(|source| open_error(path, source))?;
+        let open_db = || {
+            sled::Config::new()
+                .path(path)
+                // sled's default 1 GiB page cache is far more than we need.
+                .cache_capacity(SLED_CACHE_BYTES)
+                .open()
+                .map_err(|source| open_error(path, source))
+        };
+        let deadline = Instant::now() + RELEASE_WAIT;
+        let db = loop {
+            match open_db() {
+                Err(StoreError::Locked { .. })
+                    if Instant::now() < deadline && closed_here(path) =>
+                {
+                    std::thread::sleep(RELEASE_POLL);
+                }
+                result => break result?,
+            }
+        };
+        let mark = Arc::new(OpenMark);
+        mark_open(path, &mark);
         let tree = |name: &str| {
             db.open_tree(name).map_err(|source| StoreError::Open {
                 path: path.to_path_buf(),
@@ -218,6 +274,7 @@ impl Store {
             pointers: Arc::new(Pointers::new(all)),
             db,
             path: path.to_path_buf(),
+            _open: mark,
         };
         store.build_tape_if_missing();
         Ok(store)
@@ -708,6 +765,27 @@ mod tests {
             "{:?}",
             second.err()
         );
+    }
+
+    #[test]
+    fn a_store_closed_in_this_process_reopens_at_once() {
+        // sled releases its lock from background threads after the last
+        // handle drops; open must wait for that instead of failing.
+        let dir = tempfile::tempdir().unwrap();
+        let key = RequestKey::from_bytes([7; 32]);
+        const ROUNDS: usize = 100;
+        for round in 0..ROUNDS {
+            let store =
+                Store::open(dir.path()).unwrap_or_else(|e| panic!("reopen {round} failed: {e}"));
+            store
+                .put(&key, &entry(&key, "{}", &format!("fp_{round}")), 1)
+                .unwrap();
+            // No flush: dropping with writes in flight is when sled's
+            // threads hold the lock longest.
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let fp = store.get(&key).unwrap().unwrap().meta.system_fingerprint;
+        assert_eq!(fp, Some(format!("fp_{}", ROUNDS - 1)));
     }
 
     #[test]
