@@ -6,17 +6,17 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::cli::{Cli, Command, KeyCommand};
+use crate::cmd::export::{self, Filter, Summary, TransferError};
+use crate::cmd::inspect::{self, Listing};
+use crate::cmd::lint;
+use crate::cmd::probe;
+use crate::cmd::verify;
 use crate::config::{Config, ConfigError, Overrides, Scope};
-use crate::export::{self, Filter, Summary, TransferError};
-use crate::fixtures::{self, FixtureDir, FixtureError};
-use crate::inspect::{self, Listing};
 use crate::key::{Canonical, KeyRules, RequestParts};
-use crate::lint;
-use crate::probe;
-use crate::recordings::Recordings;
-use crate::server::{shutdown_signal, Server, StartError};
+use crate::serve::server::{shutdown_signal, Server, StartError};
+use crate::store::fixtures::{self, FixtureDir, FixtureError};
+use crate::store::Recordings;
 use crate::store::{Store, StoreError};
-use crate::verify;
 
 /// A command that could not do its job.
 #[derive(Debug, thiserror::Error)]

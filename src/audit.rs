@@ -15,8 +15,8 @@ use serde::Serialize;
 use serde_json::Value;
 use similar::{ChangeTag, TextDiff};
 
-use crate::entry::Entry;
-use crate::sse;
+use crate::record::recording::Entry;
+use crate::record::sse;
 
 /// Version of the `audit --json` / `verify --json` schema.
 pub const AUDIT_SCHEMA: u32 = 1;
@@ -580,7 +580,13 @@ mod tests {
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
                          "logprobs": {"content": tokens}, "finish_reason": "stop"}]
         });
-        crate::entry::test_entry(&"ab".repeat(32), body.to_string(), fp, Some("gpt-4o"), at)
+        crate::record::recording::test_entry(
+            &"ab".repeat(32),
+            body.to_string(),
+            fp,
+            Some("gpt-4o"),
+            at,
+        )
     }
 
     #[test]
@@ -662,13 +668,13 @@ mod tests {
 data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"c\",\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"a\\\"\"}}]}}]}\n\n\
 data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"ris\",\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\":1}\"}}]},\"finish_reason\":\"stop\"}]}\n\n\
 data: [DONE]\n\n";
-        let events = crate::sse::EventSplitter::new().push(&Bytes::from(body));
+        let events = crate::record::sse::EventSplitter::new().push(&Bytes::from(body));
         let mut entry = chat("", "fp", "t", &[]);
         entry.body = Bytes::from(body);
         entry.meta.stream = Some(
             events
                 .iter()
-                .map(|e| crate::entry::StreamEvent {
+                .map(|e| crate::record::recording::StreamEvent {
                     offset_ms: 0,
                     len: e.len(),
                 })

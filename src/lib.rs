@@ -27,35 +27,16 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod admin;
 pub mod app;
 pub mod audit;
 pub mod body;
 pub mod cli;
+pub mod cmd;
 pub mod config;
 pub mod diff;
-pub mod entry;
-pub mod error;
-pub mod export;
-pub mod fixtures;
-pub mod flight;
-pub mod inspect;
 pub mod key;
-pub mod lint;
 pub mod logs;
-pub mod memo;
-pub mod metrics;
-pub mod miss;
-pub mod probe;
-pub mod proxy;
 pub mod record;
-pub mod recordings;
-pub mod redact;
-pub mod replay;
 pub mod route;
-pub mod server;
-pub mod sse;
+pub mod serve;
 pub mod store;
-pub mod tape;
-pub mod upstream;
-pub mod verify;

@@ -173,7 +173,7 @@ async fn audit_finds_exactly_the_planted_flips() {
 
     // The same audit over exported fixtures (history travels with them).
     let out = dir.path().join("fixtures");
-    llmtape::export::export(&Store::open(&store).unwrap(), &out, &Default::default()).unwrap();
+    llmtape::cmd::export::export(&Store::open(&store).unwrap(), &out, &Default::default()).unwrap();
     let mut audit = llmtape(dir.path());
     audit.args(["audit", "--json", "--fixtures"]).arg(&out);
     let (code, stdout, _) = run(audit).await;

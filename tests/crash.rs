@@ -36,10 +36,10 @@ use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout};
 use tokio::sync::watch;
 
-use llmtape::entry::{Entry, RequestBody};
 use llmtape::key::RequestKey;
+use llmtape::record::recording::{Entry, RequestBody};
+use llmtape::store::response_log::Replayable;
 use llmtape::store::Store;
-use llmtape::tape::Replayable;
 
 /// Rounds that end in `kill -9` (one more ends in SIGTERM);
 /// `LLMTAPE_CRASH_ROUNDS=N` runs more locally.

@@ -7,8 +7,8 @@ mod support;
 use std::path::Path;
 
 use http::{Method, StatusCode};
-use llmtape::fixtures::FixtureDir;
 use llmtape::key::RequestKey;
+use llmtape::store::fixtures::FixtureDir;
 use llmtape::store::Store;
 use support::*;
 
@@ -159,7 +159,7 @@ async fn serving_fixtures_needs_no_store_and_no_upstream() {
     let out = dir.path().join("fixtures");
     let exported = {
         let store = Store::open(&store).unwrap();
-        llmtape::export::export(&store, &out, &Default::default()).unwrap()
+        llmtape::cmd::export::export(&store, &out, &Default::default()).unwrap()
     };
     assert_eq!(exported.written, 10);
 
@@ -394,7 +394,7 @@ async fn ls_and_show_read_a_fixtures_folder() {
     let dir = tempfile::tempdir().unwrap();
     let (store, answers) = recorded_store(&mock, dir.path()).await;
     let out = dir.path().join("fixtures");
-    llmtape::export::export(&Store::open(&store).unwrap(), &out, &Default::default()).unwrap();
+    llmtape::cmd::export::export(&Store::open(&store).unwrap(), &out, &Default::default()).unwrap();
     let mut ls = llmtape(dir.path());
     ls.args(["ls", "--fixtures"]).arg(&out);
     let (code, stdout, stderr) = run(ls).await;
@@ -412,7 +412,9 @@ async fn ls_and_show_read_a_fixtures_folder() {
 /// A store of `n` synthetic recordings: chat for models m0..m2 in
 /// namespaces a/b, and every fifth one an embedding.
 fn synthetic_store(path: &Path, n: usize) {
-    use llmtape::entry::{Entry, EntryMeta, RecordedRequest, RecordedResponse, RequestBody};
+    use llmtape::record::recording::{
+        Entry, EntryMeta, RecordedRequest, RecordedResponse, RequestBody,
+    };
     let store = Store::open(path).unwrap();
     for i in 0..n {
         let embedding = i % 5 == 0;

@@ -13,11 +13,11 @@ use proptest::prelude::*;
 use serde_json::{json, Map, Number, Value};
 
 use llmtape::config::Timing;
-use llmtape::entry::{
+use llmtape::key::{Canonical, CanonicalBody, KeyRules, RequestKey, RequestParts};
+use llmtape::record::recording::{
     Entry, EntryMeta, RecordedRequest, RecordedResponse, RequestBody, StreamEvent,
 };
-use llmtape::fixtures::{from_fixture, parse, render, to_fixture};
-use llmtape::key::{Canonical, CanonicalBody, KeyRules, RequestKey, RequestParts};
+use llmtape::store::fixtures::{from_fixture, parse, render, to_fixture};
 
 /// Cases per property unless `PROPTEST_CASES` says otherwise: enough to
 /// shake out shallow bugs in a few seconds of CI.
@@ -401,8 +401,8 @@ fn use_entry(entry: &Entry, history: &[Entry]) -> Result<(), TestCaseError> {
         prop_assert_eq!(covered, entry.body.len());
     }
     let key = RequestKey::from_bytes([9; 32]);
-    let _ = llmtape::replay::response(entry.clone(), &key, Timing::Instant);
-    let _ = llmtape::replay::response(entry.clone(), &key, Timing::Recorded);
+    let _ = llmtape::serve::replay::response(entry.clone(), &key, Timing::Instant);
+    let _ = llmtape::serve::replay::response(entry.clone(), &key, Timing::Recorded);
     let _ = render(&to_fixture(entry, history));
     Ok(())
 }

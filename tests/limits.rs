@@ -7,8 +7,8 @@ use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use llmtape::config::Config;
-use llmtape::proxy::Proxy;
-use llmtape::recordings::Recordings;
+use llmtape::serve::proxy::Proxy;
+use llmtape::store::Recordings;
 use llmtape::store::Store;
 use support::*;
 
@@ -152,7 +152,7 @@ async fn admin_status(proxy: &Proxy, peer: &str, token: Option<&str>) -> StatusC
     }
     let mut request = request.body(Full::new(Bytes::new())).unwrap();
     // Tagged as the server tags it.
-    llmtape::admin::tag_peer(&mut request, peer.parse().unwrap());
+    llmtape::serve::admin::tag_peer(&mut request, peer.parse().unwrap());
     let response = proxy.handle(request).await;
     let status = response.status();
     let _ = response.into_body().collect().await;

@@ -473,7 +473,7 @@ async fn a_lost_or_damaged_replay_tape_loses_no_recording() {
     let mock = MockUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let store_dir = dir.path().join("store");
-    let tape = store_dir.join(llmtape::tape::TAPE_FILE);
+    let tape = store_dir.join(llmtape::store::response_log::TAPE_FILE);
     let mut proxy = TestProxy::start_with_store(&mock.url(), "", &store_dir).await;
     let chat = post(&proxy.url("/v1/chat/completions"), CHAT).await;
     let stream = post(&proxy.url("/v1/chat/completions"), CHAT_STREAM).await;
@@ -553,7 +553,7 @@ async fn the_recording_holds_fingerprint_model_request_and_latency() {
     assert_eq!(entry.meta.model.as_deref(), Some("gpt-4o-mini"));
     assert_eq!(entry.meta.request.path, "/v1/chat/completions");
     assert_eq!(entry.body, reply.body);
-    let llmtape::entry::RequestBody::Json(body) = &entry.meta.request.body else {
+    let llmtape::record::recording::RequestBody::Json(body) = &entry.meta.request.body else {
         panic!("request body should be JSON");
     };
     assert_eq!(body["seed"], 42);

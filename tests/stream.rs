@@ -23,7 +23,7 @@ async fn is_recorded(proxy: &TestProxy, path: &str, body: &str) -> bool {
 }
 
 /// The stored entry for `key`, after stopping the proxy.
-async fn stored(proxy: &mut TestProxy, key: &str) -> Option<llmtape::entry::Entry> {
+async fn stored(proxy: &mut TestProxy, key: &str) -> Option<llmtape::record::recording::Entry> {
     proxy.stop().await;
     let store = Store::open(&proxy.store_dir).unwrap();
     store.get(&RequestKey::from_hex(key).unwrap()).unwrap()

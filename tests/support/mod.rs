@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use llmtape::config::Config;
-use llmtape::server::Server;
+use llmtape::serve::server::Server;
 
 /// Upper bound for any single wait in a test.
 pub const WAIT: Duration = Duration::from_secs(20);

@@ -20,12 +20,12 @@ use serde_json::Value;
 use crate::app::CommandError;
 use crate::body::{collect_limited, empty, full, CollectError, IdleTimeout};
 use crate::config::{Config, ConfigError};
-use crate::entry::{Entry, RecordedRequest, RequestBody};
-use crate::error::ProxyError;
 use crate::key::{Canonical, KeyRules, RequestKey, RequestParts};
+use crate::record::recording::{Entry, RecordedRequest, RequestBody};
+use crate::record::redact::{strip_hop_by_hop, Redactor};
 use crate::record::{self, StreamRecorder, StreamState};
-use crate::redact::{strip_hop_by_hop, Redactor};
-use crate::upstream::Upstream;
+use crate::serve::error::ProxyError;
+use crate::serve::upstream::Upstream;
 
 /// Retries of one request after 429 answers. Five waits of at most
 /// [`MAX_RETRY_WAIT`] bound a rate-limited request to about five minutes
@@ -357,7 +357,7 @@ impl Asker {
             }
             strip_hop_by_hop(&mut head.headers);
             head.headers.remove(header::CONTENT_LENGTH);
-            let answer = if crate::sse::is_event_stream(&head.headers) {
+            let answer = if crate::record::sse::is_event_stream(&head.headers) {
                 self.read_stream(request, &head, incoming, sent).await
             } else {
                 match collect_limited(IdleTimeout::new(incoming, idle), MAX_ANSWER_BYTES).await {

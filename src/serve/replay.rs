@@ -20,10 +20,10 @@ use tokio::time::Instant;
 
 use crate::body::{full, BoxError, ProxyBody};
 use crate::config::Timing;
-use crate::entry::Entry;
 use crate::key::{KeyHashBuilder, RequestKey};
-use crate::proxy::{Outcome, CACHE_HEADER, KEY_HEADER, RECORDED_AT_HEADER};
-use crate::tape::Replayable;
+use crate::record::recording::Entry;
+use crate::serve::proxy::{Outcome, CACHE_HEADER, KEY_HEADER, RECORDED_AT_HEADER};
+use crate::store::response_log::Replayable;
 
 /// A recording turned into response parts once, so that repeat hits only
 /// clone a header map and a refcounted body.

@@ -5,18 +5,22 @@
 //! are dropped here, before anything can be persisted. Deciding whether to
 //! record at all is [`should_record`]'s job; writing is the store's.
 
+pub mod recording;
+pub mod redact;
+pub mod sse;
+
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, StatusCode};
 
-use crate::entry::{
+use crate::key::{Canonical, CanonicalBody, RequestKey};
+use crate::record::recording::{
     body_identity, millis, rfc3339, Entry, EntryMeta, RecordedRequest, RecordedResponse,
     RequestBody, StreamEvent,
 };
-use crate::key::{Canonical, CanonicalBody, RequestKey};
-use crate::redact::Redactor;
-use crate::sse::{classify, stream_identity, EventKind, EventSplitter};
+use crate::record::redact::Redactor;
+use crate::record::sse::{classify, stream_identity, EventKind, EventSplitter};
 
 /// Whether an upstream answer with `status` is stored.
 /// Success always is; 4xx/5xx only with `store.record_errors = true`;

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::body::{full, json_response, ProxyBody};
 use crate::config::Mode;
-use crate::metrics::Metrics;
+use crate::serve::metrics::Metrics;
 
 /// The client's address, put into request extensions by the server.
 #[derive(Debug, Clone, Copy)]

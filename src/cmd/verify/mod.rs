@@ -72,11 +72,11 @@ use serde::Serialize;
 use crate::app::CommandError;
 use crate::audit::{self, Change, AUDIT_SCHEMA};
 use crate::cli::VerifyArgs;
+use crate::cmd::export::Filter;
 use crate::config::Config;
-use crate::entry::Entry;
-use crate::export::Filter;
 use crate::key::RequestKey;
-use crate::recordings::Recordings;
+use crate::record::recording::Entry;
+use crate::store::Recordings;
 use crate::store::StoreError;
 
 use ask::{Asker, Outgoing, Progress};
@@ -561,7 +561,7 @@ mod tests {
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
                          "logprobs": {"content": tokens}, "finish_reason": "stop"}]
         });
-        crate::entry::test_entry(
+        crate::record::recording::test_entry(
             &"ab".repeat(32),
             body.to_string(),
             fp,

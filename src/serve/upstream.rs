@@ -18,8 +18,8 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::body::ProxyBody;
 use crate::config::UpstreamConfig;
-use crate::error::ProxyError;
-use crate::redact::{strip_hop_by_hop, Sensitive};
+use crate::record::redact::{strip_hop_by_hop, Sensitive};
+use crate::serve::error::ProxyError;
 
 /// Idle pooled connections are closed after this; OpenAI's edge closes
 /// idle keep-alive connections after a few minutes anyway.
@@ -164,7 +164,10 @@ impl Upstream {
         headers.remove(header::CONTENT_LENGTH);
         let ours: Vec<HeaderName> = headers
             .keys()
-            .filter(|name| name.as_str().starts_with(crate::redact::OWN_HEADER_PREFIX))
+            .filter(|name| {
+                name.as_str()
+                    .starts_with(crate::record::redact::OWN_HEADER_PREFIX)
+            })
             .cloned()
             .collect();
         for name in ours {

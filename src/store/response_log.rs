@@ -30,8 +30,8 @@ use std::sync::Mutex;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::entry::{split_events, Entry};
 use crate::key::RequestKey;
+use crate::record::recording::{split_events, Entry};
 
 /// The tape's file name inside the store directory.
 pub const TAPE_FILE: &str = "llmtape-replay.tape";
@@ -419,7 +419,7 @@ fn decode_payload(payload: Bytes) -> Option<Replayable> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entry::{test_entry, StreamEvent};
+    use crate::record::recording::{test_entry, StreamEvent};
 
     fn stream_entry(key: &RequestKey) -> Entry {
         let mut entry = test_entry(

@@ -2,10 +2,10 @@
 //! namespace, and the JSON paths where the request differs from it.
 
 use crate::diff;
-use crate::entry::RequestBody;
 use crate::key::Canonical;
 use crate::record;
-use crate::recordings::Recordings;
+use crate::record::recording::RequestBody;
+use crate::store::Recordings;
 
 /// A replay miss compares the request with at most this many recordings
 /// to find the nearest; misses are rare and this bounds their cost.

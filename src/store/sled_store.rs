@@ -28,9 +28,9 @@ use bytes::Bytes;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
-use crate::entry::{DecodeError, Entry};
 use crate::key::{KeyHashBuilder, RequestKey};
-use crate::tape::{Pointer, Replayable, Tape};
+use crate::record::recording::{DecodeError, Entry};
+use crate::store::response_log::{Pointer, Replayable, Tape};
 
 const ENTRIES_TREE: &str = "entries";
 const HISTORY_TREE: &str = "history";
@@ -611,7 +611,13 @@ mod tests {
     use super::*;
 
     fn entry(key: &RequestKey, body: &'static str, fp: &str) -> Entry {
-        crate::entry::test_entry(&key.to_hex(), body, fp, None, "2026-11-22T00:00:00.000Z")
+        crate::record::recording::test_entry(
+            &key.to_hex(),
+            body,
+            fp,
+            None,
+            "2026-11-22T00:00:00.000Z",
+        )
     }
 
     #[test]
@@ -674,7 +680,7 @@ mod tests {
             store.put(&key, &recorded, 3).unwrap();
         }
         // Every byte of the tape overwritten: no record checks out.
-        let tape = dir.path().join(crate::tape::TAPE_FILE);
+        let tape = dir.path().join(crate::store::response_log::TAPE_FILE);
         let len = std::fs::metadata(&tape).unwrap().len() as usize;
         std::fs::write(&tape, vec![0xee; len]).unwrap();
         let store = Store::open(dir.path()).unwrap();
@@ -736,7 +742,7 @@ mod tests {
             assert_eq!(store.indexed_len(), 0);
             assert_eq!(store.len(), 6);
         }
-        std::fs::remove_file(dir.path().join(crate::tape::TAPE_FILE)).unwrap();
+        std::fs::remove_file(dir.path().join(crate::store::response_log::TAPE_FILE)).unwrap();
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.indexed_len(), 5, "every whole entry is indexed");
         for key in &keys {

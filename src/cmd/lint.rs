@@ -1,7 +1,7 @@
 //! What must never be in a fixture: credentials. Used by `llmtape lint`
 //! and by `export`, which refuses to write a fixture that fails it.
 //!
-//! Recordings never hold request credentials (see [`crate::redact`]); this
+//! Recordings never hold request credentials (see [`crate::record::redact`]); this
 //! catches what slipped in another way: a key pasted into a prompt, a
 //! token echoed by an upstream, a hand-edited file.
 

@@ -21,8 +21,8 @@ use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::entry::{Entry, EntryMeta, RecordedRequest, RecordedResponse, StreamEvent};
 use crate::key::RequestKey;
+use crate::record::recording::{Entry, EntryMeta, RecordedRequest, RecordedResponse, StreamEvent};
 use crate::route::Route;
 
 /// Version of the fixture file format.
@@ -278,7 +278,7 @@ fn fixture_event(offset_ms: u64, bytes: &[u8]) -> FixtureEvent {
         event.raw_base64 = Some(base64::engine::general_purpose::STANDARD.encode(bytes));
         return event;
     };
-    let (name, data) = crate::sse::fields(bytes);
+    let (name, data) = crate::record::sse::fields(bytes);
     let data_value = match serde_json::from_str::<Value>(&data) {
         Ok(value) if serde_json::to_string(&value).ok().as_deref() == Some(data.as_str()) => value,
         _ => Value::String(data.clone()),
@@ -416,7 +416,9 @@ pub fn relative_path(entry: &Entry) -> PathBuf {
         .model
         .as_deref()
         .or_else(|| match &request.body {
-            crate::entry::RequestBody::Json(v) => v.get("model").and_then(Value::as_str),
+            crate::record::recording::RequestBody::Json(v) => {
+                v.get("model").and_then(Value::as_str)
+            }
             _ => None,
         })
         .map(sanitize)
@@ -669,7 +671,7 @@ impl FixtureDir {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entry::RequestBody;
+    use crate::record::recording::RequestBody;
 
     fn entry(body: &'static [u8], stream: Option<Vec<StreamEvent>>) -> Entry {
         Entry {
@@ -744,7 +746,7 @@ mod tests {
     #[test]
     fn streams_become_readable_events() {
         let body: &'static [u8] = b"data: {\"id\":\"c\",\"choices\":[]}\n\nevent: response.completed\ndata: {\"type\":\"response.completed\"}\n\n: comment\r\n\r\ndata: [DONE]\n\n";
-        let events = crate::sse::EventSplitter::new().push(&Bytes::from_static(body));
+        let events = crate::record::sse::EventSplitter::new().push(&Bytes::from_static(body));
         assert_eq!(events.len(), 4);
         let stream = events
             .iter()

@@ -17,13 +17,13 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
-use crate::admin;
 use crate::config::{Config, TlsFiles};
-use crate::fixtures::{FixtureDir, FixtureError};
-use crate::proxy::Proxy;
-use crate::recordings::Recordings;
+use crate::serve::admin;
+use crate::serve::proxy::Proxy;
+use crate::serve::upstream::UpstreamSetupError;
+use crate::store::fixtures::{FixtureDir, FixtureError};
+use crate::store::Recordings;
 use crate::store::{Store, StoreError};
-use crate::upstream::UpstreamSetupError;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 

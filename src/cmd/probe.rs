@@ -65,9 +65,9 @@ use serde_json::Value;
 use crate::app::CommandError;
 use crate::audit::{self, Answer};
 use crate::cli::ProbeArgs;
+use crate::cmd::verify::ask::{shorten, Asker, Outgoing, Progress};
 use crate::config::Config;
 use crate::key::KeyRules;
-use crate::verify::ask::{shorten, Asker, Outgoing, Progress};
 
 /// Version of the `probe --json` schema.
 pub const PROBE_SCHEMA: u32 = 1;

@@ -10,6 +10,8 @@
 //! into its neighbour. Changing anything about canonicalisation means a new
 //! [`CANONICAL_VERSION`] and context; the golden tests below pin today's.
 
+pub mod cache;
+
 use std::fmt;
 
 use serde_json::{Map, Number, Value};

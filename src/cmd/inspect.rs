@@ -1,7 +1,7 @@
 //! `ls` and `show`: read-only views of the recordings in a store.
 //!
 //! Nothing here can print a credential: none is ever stored (see
-//! [`crate::redact`]).
+//! [`crate::record::redact`]).
 
 use std::io::{IsTerminal, Write};
 
@@ -9,10 +9,10 @@ use serde_json::{json, Value};
 
 use crate::app::CommandError;
 use crate::audit::Change;
-use crate::entry::{Entry, RequestBody};
-use crate::fixtures::FixtureDir;
 use crate::key::{canonical_json, Canonical, CanonicalBody, CANONICAL_VERSION};
 use crate::record::base64_encode;
+use crate::record::recording::{Entry, RequestBody};
+use crate::store::fixtures::FixtureDir;
 use crate::store::{Store, StoreError};
 
 /// How many candidates an ambiguous `show` lists.
@@ -597,7 +597,7 @@ fn since_bound(text: &str) -> Result<String, CommandError> {
             "--since {text:?} is not a date ({e}); write e.g. 2026-11-20 or 2026-11-20T08:00:00Z"
         ))
     })?;
-    Ok(crate::entry::rfc3339(time))
+    Ok(crate::record::recording::rfc3339(time))
 }
 
 /// Wraps text at spaces to lines of at most `width` characters.

@@ -5,11 +5,11 @@ use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
-use crate::entry::{Entry, RequestBody};
-use crate::fixtures::{self, FixtureError};
+use crate::cmd::lint;
 use crate::key::RequestKey;
-use crate::lint;
+use crate::record::recording::{Entry, RequestBody};
 use crate::route::Route;
+use crate::store::fixtures::{self, FixtureError};
 use crate::store::{Store, StoreError};
 
 /// Below this many recordings, progress is not worth printing.

@@ -850,7 +850,7 @@ mod tests {
 
     #[test]
     fn the_example_proxy_toml_parses_to_the_defaults() {
-        let text = include_str!("../proxy.toml");
+        let text = include_str!("../../proxy.toml");
         let config = Config::from_toml(text).expect("proxy.toml must parse");
         let defaults = Config::defaults();
         assert_eq!(config.mode, defaults.mode);

@@ -6,13 +6,18 @@
 //! store keeps every re-recording (old ones go to history), while a
 //! fixtures folder never rewrites a committed file unless asked to.
 
+pub mod fixtures;
+pub mod response_log;
+mod sled_store;
+
+pub use sled_store::{Store, StoreError};
+
 use std::path::Path;
 
-use crate::entry::Entry;
-use crate::fixtures::{FixtureDir, FixtureError};
 use crate::key::RequestKey;
-use crate::store::{Store, StoreError};
-use crate::tape::Replayable;
+use crate::record::recording::Entry;
+use crate::store::fixtures::{FixtureDir, FixtureError};
+use crate::store::response_log::Replayable;
 
 /// A source (and sink) of recordings.
 pub enum Recordings {

@@ -5,7 +5,7 @@
 //! hit | upstream + record on a miss. Routes that are never cached, and
 //! passthrough mode, forward the request untouched with its body streamed.
 //! The service never errors: every failure becomes an OpenAI-shaped answer
-//! (see [`crate::error`]).
+//! (see [`crate::serve::error`]).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -24,27 +24,27 @@ use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use tokio::sync::mpsc;
 
-use crate::admin::{self, AdminView};
 use crate::body::{
     collect_limited, full, json_response, BoxError, CollectError, IdleTimeout, IdleTimeoutError,
     ProxyBody,
 };
 use crate::config::{Config, Mode, Scope, Timing};
-use crate::entry::Entry;
-use crate::error::{Fault, ProxyError};
-use crate::flight::{Ending, Flight, Flights, Lead, Role};
+use crate::key::cache::{self, KeyMemo, Keyed};
 use crate::key::{Canonical, KeyRules, RequestKey, RequestParts};
-use crate::memo::{self, KeyMemo, Keyed};
-use crate::metrics::Metrics;
-use crate::miss::{self, Nearest};
+use crate::record::recording::Entry;
+use crate::record::redact::Sensitive;
+use crate::record::redact::{strip_hop_by_hop, Redactor};
 use crate::record::{self, StreamRecorder, StreamState};
-use crate::recordings::Recordings;
-use crate::redact::Sensitive;
-use crate::redact::{strip_hop_by_hop, Redactor};
-use crate::replay::{self, HotCache, Rendered};
 use crate::route::Route;
+use crate::serve::admin::{self, AdminView};
+use crate::serve::error::{Fault, ProxyError};
+use crate::serve::flight::{Ending, Flight, Flights, Lead, Role};
+use crate::serve::metrics::Metrics;
+use crate::serve::nearest::{self, Nearest};
+use crate::serve::replay::{self, HotCache, Rendered};
+use crate::serve::upstream::{error_chain, Upstream, UpstreamSetupError};
+use crate::store::Recordings;
 use crate::store::StoreError;
-use crate::upstream::{error_chain, Upstream, UpstreamSetupError};
 
 /// `hit`, `miss` or `bypass`.
 pub const CACHE_HEADER: &str = "x-llmtape-cache";
@@ -184,7 +184,7 @@ impl Proxy {
                 admin_token: config.server.admin_token.clone().map(Sensitive),
                 sampling_namespaces: config.key.sampling_namespaces.clone(),
                 hot: HotCache::new(HOT_CACHE_BYTES),
-                memo: KeyMemo::new(memo::DEFAULT_CAPACITY),
+                memo: KeyMemo::new(cache::DEFAULT_CAPACITY),
             }),
         })
     }
@@ -323,7 +323,7 @@ impl Proxy {
         let canonical =
             canonical.unwrap_or_else(|| Canonical::new(&request_parts(&parts, &body), &s.rules));
         if mode == Mode::Replay {
-            let nearest = miss::nearest(&s.recordings, &canonical);
+            let nearest = nearest::nearest(&s.recordings, &canonical);
             let error = ProxyError::ReplayMiss {
                 key: key.to_hex(),
                 method: parts.method.to_string(),
@@ -401,7 +401,7 @@ impl Proxy {
         strip_hop_by_hop(&mut head.headers);
         head.headers.remove(header::CONTENT_LENGTH);
         mark(&mut head.headers, Outcome::Miss, Some(key));
-        if crate::sse::is_event_stream(&head.headers) {
+        if crate::record::sse::is_event_stream(&head.headers) {
             let miss = PendingStream {
                 canonical: canonical.clone(),
                 key: *key,
