@@ -834,7 +834,7 @@ fn scale_store(root: &Path, n: u64) -> PathBuf {
     }
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("the bench store directory can be made");
-    let store = llmtape::store::Store::open(&store_path).expect("a new store opens");
+    let store = llmtape::store::SledStore::open(&store_path).expect("a new store opens");
     let redactor = llmtape::record::redact::Redactor::new(Vec::new());
     let mut headers = HeaderMap::new();
     headers.insert(

@@ -16,7 +16,7 @@ use crate::key::{Canonical, KeyRules, RequestParts};
 use crate::serve::server::{shutdown_signal, Server, StartError};
 use crate::store::fixtures::{self, FixtureDir, FixtureError};
 use crate::store::Recordings;
-use crate::store::{Store, StoreError};
+use crate::store::{SledStore, StoreError};
 
 /// A command that could not do its job.
 #[derive(Debug, thiserror::Error)]
@@ -110,7 +110,7 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
         }
         Command::Export(args) => {
             let config = Config::load(&overrides)?;
-            let store = Store::open_existing(&config.store.path)?;
+            let store = SledStore::open_existing(&config.store.path)?;
             let filter = Filter::from(&args.filter);
             let summary = export::export(&store, &args.out, &filter)?;
             report(&summary, "exported", &args.out)
@@ -123,7 +123,7 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
                     args.dir.display()
                 )));
             }
-            let store = Store::open(&config.store.path)?;
+            let store = SledStore::open(&config.store.path)?;
             let summary = export::import(&store, &args.dir)?;
             report(&summary, "imported", &args.dir)
         }
@@ -186,7 +186,7 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
 fn open_recordings(config: &Config) -> Result<Recordings, CommandError> {
     Ok(match &config.store.fixtures {
         Some(dir) => Recordings::Fixtures(FixtureDir::load(dir)?),
-        None => Recordings::Store(Store::open_existing(&config.store.path)?),
+        None => Recordings::Store(SledStore::open_existing(&config.store.path)?),
     })
 }
 
@@ -195,7 +195,7 @@ fn open_recordings(config: &Config) -> Result<Recordings, CommandError> {
 fn listing(config: &Config, with_history: bool) -> Result<Listing, CommandError> {
     match &config.store.fixtures {
         Some(dir) => Ok(Listing::from_fixtures(&FixtureDir::load(dir)?)),
-        None => Listing::from_store(&Store::open_existing(&config.store.path)?, with_history),
+        None => Listing::from_store(&SledStore::open_existing(&config.store.path)?, with_history),
     }
 }
 

@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::Value;
 use similar::{ChangeTag, TextDiff};
 
-use crate::record::recording::Entry;
+use crate::record::recording::Recording;
 use crate::record::sse;
 
 /// Version of the `audit --json` / `verify --json` schema.
@@ -57,7 +57,7 @@ pub struct Answer {
 }
 
 /// Reads what a recording says.
-pub fn answer_of(entry: &Entry) -> Answer {
+pub fn answer_of(entry: &Recording) -> Answer {
     let mut choices: BTreeMap<u64, Choice> = BTreeMap::new();
     let mut tools: BTreeMap<u64, Vec<Value>> = BTreeMap::new();
     match &entry.meta.stream {
@@ -429,8 +429,8 @@ pub struct Flip {
 
 /// Every fingerprint flip among a key's recordings (current and history),
 /// in time order.
-pub fn flips(current: &Entry, history: &[Entry]) -> Vec<Flip> {
-    let mut all: Vec<&Entry> = history.iter().chain(std::iter::once(current)).collect();
+pub fn flips(current: &Recording, history: &[Recording]) -> Vec<Flip> {
+    let mut all: Vec<&Recording> = history.iter().chain(std::iter::once(current)).collect();
     all.sort_by(|a, b| a.meta.recorded_at.cmp(&b.meta.recorded_at));
     all.windows(2)
         .filter(|w| w[0].meta.system_fingerprint != w[1].meta.system_fingerprint)
@@ -446,7 +446,7 @@ pub fn flips(current: &Entry, history: &[Entry]) -> Vec<Flip> {
         .collect()
 }
 
-fn side(entry: &Entry) -> Side {
+fn side(entry: &Recording) -> Side {
     Side {
         fingerprint: entry.meta.system_fingerprint.clone(),
         recorded_at: entry.meta.recorded_at.clone(),
@@ -495,7 +495,7 @@ pub struct Transition {
 }
 
 /// Summarises recordings (all of them, for sightings) and flips by model.
-pub fn summarize(recordings: &[&Entry], flips: &[Flip]) -> Vec<ModelSummary> {
+pub fn summarize(recordings: &[&Recording], flips: &[Flip]) -> Vec<ModelSummary> {
     let mut sightings: BTreeMap<String, BTreeMap<String, Sighting>> = BTreeMap::new();
     for entry in recordings {
         let model = entry.meta.model.clone().unwrap_or_else(|| "-".into());
@@ -569,7 +569,7 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
-    fn chat(content: &str, fp: &str, at: &str, logprobs: &[f64]) -> Entry {
+    fn chat(content: &str, fp: &str, at: &str, logprobs: &[f64]) -> Recording {
         let tokens: Vec<Value> = content
             .split_inclusive(' ')
             .zip(logprobs)

@@ -5,7 +5,7 @@
 mod support;
 
 use llmtape::key::RequestKey;
-use llmtape::store::Store;
+use llmtape::store::SledStore;
 use support::*;
 
 fn question(n: usize) -> String {
@@ -45,7 +45,7 @@ async fn re_recording_keeps_a_bounded_history_and_flags_a_flipped_fingerprint() 
     post_with(&url, &body, &[("x-llmtape-mode", "record")]).await;
     let key = RequestKey::from_hex(first.header("x-llmtape-key").unwrap()).unwrap();
     proxy.stop().await;
-    let store = Store::open(&proxy.store_dir).unwrap();
+    let store = SledStore::open(&proxy.store_dir).unwrap();
     let history = store.history(&key).unwrap();
     assert_eq!(history.len(), 2, "four recordings, history bounded to 2");
     assert_eq!(history[1].body, flipped.body, "oldest dropped first");
@@ -173,7 +173,8 @@ async fn audit_finds_exactly_the_planted_flips() {
 
     // The same audit over exported fixtures (history travels with them).
     let out = dir.path().join("fixtures");
-    llmtape::cmd::export::export(&Store::open(&store).unwrap(), &out, &Default::default()).unwrap();
+    llmtape::cmd::export::export(&SledStore::open(&store).unwrap(), &out, &Default::default())
+        .unwrap();
     let mut audit = llmtape(dir.path());
     audit.args(["audit", "--json", "--fixtures"]).arg(&out);
     let (code, stdout, _) = run(audit).await;

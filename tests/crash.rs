@@ -37,9 +37,9 @@ use tokio::process::{Child, ChildStdout};
 use tokio::sync::watch;
 
 use llmtape::key::RequestKey;
-use llmtape::record::recording::{Entry, RequestBody};
+use llmtape::record::recording::{Recording, RequestBody};
 use llmtape::store::response_log::Replayable;
-use llmtape::store::Store;
+use llmtape::store::SledStore;
 
 /// Rounds that end in `kill -9` (one more ends in SIGTERM);
 /// `LLMTAPE_CRASH_ROUNDS=N` runs more locally.
@@ -300,10 +300,11 @@ async fn finish(load: &Load, workers: Vec<tokio::task::JoinHandle<()>>) {
 /// its request asked for one, and, when a client received it, holds the
 /// bytes that client received. Returns the keys present.
 fn check_store(store_dir: &Path, answers: &HashMap<String, Bytes>, when: &str) -> HashSet<String> {
-    let store = Store::open(store_dir).unwrap_or_else(|e| panic!("{when}: the store opens: {e}"));
+    let store =
+        SledStore::open(store_dir).unwrap_or_else(|e| panic!("{when}: the store opens: {e}"));
     let mut keys = HashSet::new();
     for (i, item) in store.iter().enumerate() {
-        let entry: Entry = item.unwrap_or_else(|e| panic!("{when}: entry #{i} decodes: {e}"));
+        let entry: Recording = item.unwrap_or_else(|e| panic!("{when}: entry #{i} decodes: {e}"));
         let key = entry
             .key()
             .unwrap_or_else(|| panic!("{when}: entry #{i} names a valid key"));
@@ -445,7 +446,7 @@ async fn crash_rounds(rounds: usize) {
         missing.is_empty(),
         "acknowledged before a clean exit but not in the store: {missing:?}"
     );
-    let store = Store::open(&store).unwrap();
+    let store = SledStore::open(&store).unwrap();
     for (key, body) in &answers {
         let entry = store
             .get(&RequestKey::from_hex(key).unwrap())

@@ -9,7 +9,7 @@ use std::path::Path;
 use http::{Method, StatusCode};
 use llmtape::key::RequestKey;
 use llmtape::store::fixtures::FixtureDir;
-use llmtape::store::Store;
+use llmtape::store::SledStore;
 use support::*;
 
 const STREAM_CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Count"}],"seed":7,"stream":true}"#;
@@ -124,8 +124,8 @@ async fn export_then_import_is_lossless_and_re_export_is_byte_stable() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("10 written"), "{stdout}");
     {
-        let original = Store::open(&store).unwrap();
-        let imported = Store::open(&copy).unwrap();
+        let original = SledStore::open(&store).unwrap();
+        let imported = SledStore::open(&copy).unwrap();
         assert_eq!(imported.len(), original.len());
         for entry in original.iter() {
             let entry = entry.unwrap();
@@ -158,7 +158,7 @@ async fn serving_fixtures_needs_no_store_and_no_upstream() {
     let (store, answers) = recorded_store(&mock, dir.path()).await;
     let out = dir.path().join("fixtures");
     let exported = {
-        let store = Store::open(&store).unwrap();
+        let store = SledStore::open(&store).unwrap();
         llmtape::cmd::export::export(&store, &out, &Default::default()).unwrap()
     };
     assert_eq!(exported.written, 10);
@@ -394,7 +394,8 @@ async fn ls_and_show_read_a_fixtures_folder() {
     let dir = tempfile::tempdir().unwrap();
     let (store, answers) = recorded_store(&mock, dir.path()).await;
     let out = dir.path().join("fixtures");
-    llmtape::cmd::export::export(&Store::open(&store).unwrap(), &out, &Default::default()).unwrap();
+    llmtape::cmd::export::export(&SledStore::open(&store).unwrap(), &out, &Default::default())
+        .unwrap();
     let mut ls = llmtape(dir.path());
     ls.args(["ls", "--fixtures"]).arg(&out);
     let (code, stdout, stderr) = run(ls).await;
@@ -413,9 +414,9 @@ async fn ls_and_show_read_a_fixtures_folder() {
 /// namespaces a/b, and every fifth one an embedding.
 fn synthetic_store(path: &Path, n: usize) {
     use llmtape::record::recording::{
-        Entry, EntryMeta, RecordedRequest, RecordedResponse, RequestBody,
+        RecordedRequest, RecordedResponse, Recording, RecordingMeta, RequestBody,
     };
-    let store = Store::open(path).unwrap();
+    let store = SledStore::open(path).unwrap();
     for i in 0..n {
         let embedding = i % 5 == 0;
         let model = format!("m{}", i % 3);
@@ -423,8 +424,8 @@ fn synthetic_store(path: &Path, n: usize) {
         key[..8].copy_from_slice(&(i as u64).to_be_bytes());
         key[8] = 0xaa;
         let key = RequestKey::from_bytes(key);
-        let entry = Entry {
-            meta: EntryMeta {
+        let entry = Recording {
+            meta: RecordingMeta {
                 key: key.to_hex(),
                 request: RecordedRequest {
                     method: "POST".into(),

@@ -15,7 +15,7 @@ use serde_json::{json, Map, Number, Value};
 use llmtape::config::Timing;
 use llmtape::key::{Canonical, CanonicalBody, KeyRules, RequestKey, RequestParts};
 use llmtape::record::recording::{
-    Entry, EntryMeta, RecordedRequest, RecordedResponse, RequestBody, StreamEvent,
+    RecordedRequest, RecordedResponse, Recording, RecordingMeta, RequestBody, StreamEvent,
 };
 use llmtape::store::fixtures::{from_fixture, parse, render, to_fixture};
 
@@ -324,7 +324,7 @@ fn body_kind() -> impl Strategy<Value = BodyKind> {
     ]
 }
 
-fn entry_strategy() -> impl Strategy<Value = Entry> {
+fn entry_strategy() -> impl Strategy<Value = Recording> {
     (
         body_kind(),
         prop::option::of(json_value()),
@@ -364,8 +364,8 @@ fn entry_strategy() -> impl Strategy<Value = Entry> {
                         (body, Some(events))
                     }
                 };
-                Entry {
-                    meta: EntryMeta {
+                Recording {
+                    meta: RecordingMeta {
                         key,
                         request: RecordedRequest {
                             method: "POST".into(),
@@ -392,8 +392,8 @@ fn entry_strategy() -> impl Strategy<Value = Entry> {
 
 /// Everything a loaded recording is used for: encoding for the store (and
 /// decoding back to the same), its events, a replay and a re-export.
-fn use_entry(entry: &Entry, history: &[Entry]) -> Result<(), TestCaseError> {
-    let decoded = Entry::decode(Bytes::from(entry.encode()))
+fn use_entry(entry: &Recording, history: &[Recording]) -> Result<(), TestCaseError> {
+    let decoded = Recording::decode(Bytes::from(entry.encode()))
         .map_err(|e| TestCaseError::fail(format!("a loaded entry must encode: {e}")))?;
     prop_assert_eq!(&decoded, entry);
     let covered: usize = entry.events().iter().map(|(_, b)| b.len()).sum();
@@ -533,7 +533,7 @@ proptest! {
         mutations in prop::collection::vec(mutation(), 1..4),
     ) {
         // History items share the current recording's key and request.
-        let history: Vec<Entry> = past
+        let history: Vec<Recording> = past
             .into_iter()
             .map(|mut e| {
                 e.meta.key = entry.meta.key.clone();
@@ -603,16 +603,16 @@ proptest! {
         }
         bytes.extend_from_slice(&raw);
         // 2^-256 odds of a valid checksum: this is always an error.
-        prop_assert!(Entry::decode(Bytes::from(bytes)).is_err());
+        prop_assert!(Recording::decode(Bytes::from(bytes)).is_err());
     }
 
     /// Every valid entry round-trips; every truncation is an error.
     #[test]
     fn truncated_encodings_are_errors(entry in entry_strategy(), cut in any::<prop::sample::Index>()) {
         let raw = entry.encode();
-        prop_assert_eq!(&Entry::decode(Bytes::from(raw.clone())).unwrap(), &entry);
+        prop_assert_eq!(&Recording::decode(Bytes::from(raw.clone())).unwrap(), &entry);
         let len = cut.index(raw.len());
-        prop_assert!(Entry::decode(Bytes::copy_from_slice(&raw[..len])).is_err(), "len {}", len);
+        prop_assert!(Recording::decode(Bytes::copy_from_slice(&raw[..len])).is_err(), "len {}", len);
     }
 
     /// A flipped bit anywhere (marker, lengths, metadata, body, checksum)
@@ -628,7 +628,7 @@ proptest! {
             let at = at.index(raw.len());
             raw[at] ^= 1 << bit;
         }
-        match Entry::decode(Bytes::from(raw.clone())) {
+        match Recording::decode(Bytes::from(raw.clone())) {
             Err(_) => {}
             // Two flips of the same bit cancel out.
             Ok(decoded) => {
@@ -660,7 +660,7 @@ proptest! {
         let mut body = entry.body.to_vec();
         body.extend_from_slice(&extra_body);
         let raw = checksummed(meta_len.unwrap_or(meta.len() as u32), &meta, &body);
-        if let Ok(decoded) = Entry::decode(raw) {
+        if let Ok(decoded) = Recording::decode(raw) {
             use_entry(&decoded, &[])?;
         }
     }
@@ -672,14 +672,14 @@ proptest! {
 /// (blake3 is not forged by accident), but "a corrupt entry is a miss,
 /// never a crash" holds for every value in the store.
 ///
-/// Regression: `Entry::decode` once summed the lengths unchecked (a debug
+/// Regression: `Recording::decode` once summed the lengths unchecked (a debug
 /// build panicked, a release build wrapped, decoded, then panicked slicing
-/// the body in `Entry::events`).
+/// the body in `Recording::events`).
 #[test]
 fn stream_lengths_that_overflow_are_an_error() {
     let mut meta = serde_json::to_value(
-        Entry {
-            meta: EntryMeta {
+        Recording {
+            meta: RecordingMeta {
                 key: "ab".repeat(32),
                 request: RecordedRequest {
                     method: "POST".into(),
@@ -712,7 +712,7 @@ fn stream_lengths_that_overflow_are_an_error() {
     let meta = serde_json::to_vec(&meta).unwrap();
     let raw = checksummed(meta.len() as u32, &meta, b"x");
     let outcome = std::panic::catch_unwind(|| {
-        if let Ok(entry) = Entry::decode(raw) {
+        if let Ok(entry) = Recording::decode(raw) {
             entry.events();
         }
     });

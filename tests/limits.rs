@@ -9,7 +9,7 @@ use http_body_util::{BodyExt, Full};
 use llmtape::config::Config;
 use llmtape::serve::proxy::Proxy;
 use llmtape::store::Recordings;
-use llmtape::store::Store;
+use llmtape::store::SledStore;
 use support::*;
 
 const STREAM_CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Count"}],"seed":7,"stream":true}"#;
@@ -140,7 +140,7 @@ async fn proxy_in_process(toml: &str, dir: &std::path::Path) -> Proxy {
     config.store.path = dir.join("store");
     Proxy::new(
         &config,
-        Recordings::Store(Store::open(&config.store.path).unwrap()),
+        Recordings::Store(SledStore::open(&config.store.path).unwrap()),
     )
     .unwrap()
 }

@@ -5,7 +5,7 @@ mod support;
 
 use http::{Method, StatusCode};
 use llmtape::key::RequestKey;
-use llmtape::store::Store;
+use llmtape::store::SledStore;
 use support::*;
 
 #[tokio::test]
@@ -210,7 +210,7 @@ async fn record_mode_always_forwards_and_keeps_history() {
     assert_eq!(c.body, b.body);
     let key = RequestKey::from_hex(b.header("x-llmtape-key").unwrap()).unwrap();
     proxy.stop().await;
-    let store = Store::open(&proxy.store_dir).unwrap();
+    let store = SledStore::open(&proxy.store_dir).unwrap();
     let history = store.history(&key).unwrap();
     assert_eq!(history.len(), 1);
     assert_eq!(history[0].body, a.body);
@@ -257,7 +257,7 @@ async fn passthrough_mode_stores_nothing() {
     assert_eq!((a.cache(), b.cache()), ("bypass", "bypass"));
     assert_eq!(mock.calls(), 2);
     proxy.stop().await;
-    assert!(Store::open(&proxy.store_dir).unwrap().is_empty());
+    assert!(SledStore::open(&proxy.store_dir).unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -385,7 +385,7 @@ async fn an_unreachable_upstream_is_a_502_naming_it() {
         .unwrap()
         .contains(&upstream));
     proxy.stop().await;
-    assert!(Store::open(&proxy.store_dir).unwrap().is_empty());
+    assert!(SledStore::open(&proxy.store_dir).unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -407,7 +407,7 @@ async fn a_slow_upstream_is_a_504_and_nothing_is_stored() {
         .unwrap()
         .contains(&mock.url()));
     proxy.stop().await;
-    assert!(Store::open(&proxy.store_dir).unwrap().is_empty());
+    assert!(SledStore::open(&proxy.store_dir).unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -449,7 +449,7 @@ async fn a_corrupt_entry_is_a_miss_and_is_replaced() {
     let key = RequestKey::from_hex(first.header("x-llmtape-key").unwrap()).unwrap();
     proxy.stop().await;
     {
-        let store = Store::open(&store_dir).unwrap();
+        let store = SledStore::open(&store_dir).unwrap();
         let raw = store.get(&key).unwrap().unwrap().encode();
         store.put_raw(&key, &raw[..raw.len() / 2]).unwrap();
         store.flush().unwrap();
@@ -508,7 +508,7 @@ async fn a_lost_or_damaged_replay_tape_loses_no_recording() {
         proxy.stop().await;
     }
     assert_eq!(mock.calls(), 2, "nothing was asked of the upstream again");
-    let store = Store::open(&store_dir).unwrap();
+    let store = SledStore::open(&store_dir).unwrap();
     let key = RequestKey::from_hex(chat.header("x-llmtape-key").unwrap()).unwrap();
     assert_eq!(
         &store.replayable(&key).unwrap().unwrap().body[..],
@@ -544,7 +544,7 @@ async fn the_recording_holds_fingerprint_model_request_and_latency() {
     .await;
     let key = RequestKey::from_hex(reply.header("x-llmtape-key").unwrap()).unwrap();
     proxy.stop().await;
-    let store = Store::open(&proxy.store_dir).unwrap();
+    let store = SledStore::open(&proxy.store_dir).unwrap();
     let entry = store.get(&key).unwrap().unwrap();
     assert_eq!(
         entry.meta.system_fingerprint.as_deref(),

@@ -35,7 +35,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use support::{TestProxy, WAIT};
 use tokio::net::TcpListener;
 
-use llmtape::store::Store;
+use llmtape::store::SledStore;
 
 /// Default run length and concurrency (the short form).
 const DEFAULT_SECS: u64 = 5;
@@ -53,7 +53,7 @@ const TOO_LARGE_BYTES: usize = MAX_BODY_BYTES + 4_096;
 /// Everything per request (connections, buffers, bodies, flights) must be
 /// released: with hits and bad requests only, RSS stays within 1 MiB over
 /// a million requests. What legitimately grows is sled, with every new
-/// recording: its page cache, capped at 64 MiB by `Store::open`
+/// recording: its page cache, capped at 64 MiB by `SledStore::open`
 /// (`cache_capacity`), plus per-page bookkeeping that sled keeps resident
 /// (a few MiB per 100k recordings) and allocator slack; hence 64 + 32 MiB.
 /// Measured (release, 2 cores): the long form records ~145k entries and
@@ -478,7 +478,7 @@ async fn soak_mixed_load_stays_correct_and_flat() {
 
     // Afterwards: every recording whole, and every fresh answer recorded.
     proxy.stop().await;
-    let store = Store::open(&proxy.store_dir).expect("the store opens after the run");
+    let store = SledStore::open(&proxy.store_dir).expect("the store opens after the run");
     let mut entries = 0u64;
     for (i, item) in store.iter().enumerate() {
         item.unwrap_or_else(|e| panic!("entry #{i} decodes: {e}"));

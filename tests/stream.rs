@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use llmtape::key::RequestKey;
-use llmtape::store::Store;
+use llmtape::store::SledStore;
 use support::*;
 
 const STREAM_CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Count"}],"seed":7,"stream":true}"#;
@@ -23,9 +23,9 @@ async fn is_recorded(proxy: &TestProxy, path: &str, body: &str) -> bool {
 }
 
 /// The stored entry for `key`, after stopping the proxy.
-async fn stored(proxy: &mut TestProxy, key: &str) -> Option<llmtape::record::recording::Entry> {
+async fn stored(proxy: &mut TestProxy, key: &str) -> Option<llmtape::record::recording::Recording> {
     proxy.stop().await;
-    let store = Store::open(&proxy.store_dir).unwrap();
+    let store = SledStore::open(&proxy.store_dir).unwrap();
     store.get(&RequestKey::from_hex(key).unwrap()).unwrap()
 }
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use llmtape::key::RequestKey;
-use llmtape::store::Store;
+use llmtape::store::SledStore;
 use serde_json::Value;
 use support::*;
 
@@ -225,7 +225,7 @@ async fn update_re_records_and_keeps_the_old_answer_in_history() {
     let mock = MockUpstream::start().await;
     let setup = recorded(&mock, 2).await;
     let before: Vec<_> = {
-        let store = Store::open(&setup.store).unwrap();
+        let store = SledStore::open(&setup.store).unwrap();
         setup
             .keys
             .iter()
@@ -240,7 +240,7 @@ async fn update_re_records_and_keeps_the_old_answer_in_history() {
     assert!(stdout.contains("; 2 updated"), "{stdout}");
 
     {
-        let store = Store::open(&setup.store).unwrap();
+        let store = SledStore::open(&setup.store).unwrap();
         for (key, old) in setup.keys.iter().zip(&before) {
             let current = store.get(key).unwrap().unwrap();
             assert_eq!(current.meta.system_fingerprint.as_deref(), Some("fp_b"));
@@ -259,7 +259,7 @@ async fn update_re_records_and_keeps_the_old_answer_in_history() {
         doc["summary"]["updated"], 0,
         "same answers are not re-stored"
     );
-    let store = Store::open(&setup.store).unwrap();
+    let store = SledStore::open(&setup.store).unwrap();
     assert_eq!(store.history(&setup.keys[0]).unwrap().len(), 1);
 }
 

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 
 use crate::cmd::lint;
 use crate::key::RequestKey;
-use crate::record::recording::{Entry, RequestBody};
+use crate::record::recording::{Recording, RequestBody};
 use crate::route::Route;
 use crate::store::fixtures::{self, FixtureError};
-use crate::store::{Store, StoreError};
+use crate::store::{SledStore, StoreError};
 
 /// Below this many recordings, progress is not worth printing.
 const PROGRESS_MIN: usize = 200;
@@ -38,7 +38,7 @@ impl From<&crate::cli::FilterArgs> for Filter {
 
 impl Filter {
     /// True when `entry` passes every filter that is set.
-    pub fn keeps(&self, entry: &Entry) -> bool {
+    pub fn keeps(&self, entry: &Recording) -> bool {
         let r = &entry.meta.request;
         if self.namespace.as_ref().is_some_and(|ns| *ns != r.namespace) {
             return false;
@@ -139,7 +139,7 @@ impl Progress {
 /// Writes the store's recordings (those `filter` keeps) as fixture files
 /// under `out`. A file whose text would not change is not touched; a
 /// recording that holds credential-like text is refused.
-pub fn export(store: &Store, out: &Path, filter: &Filter) -> Result<Summary, TransferError> {
+pub fn export(store: &SledStore, out: &Path, filter: &Filter) -> Result<Summary, TransferError> {
     std::fs::create_dir_all(out).map_err(|source| FixtureError::Io {
         path: out.to_path_buf(),
         source,
@@ -200,7 +200,7 @@ fn existing_key(path: &Path) -> Option<String> {
 
 /// Loads every fixture under `dir` into the store. Invalid files are
 /// skipped with their reason; recordings already identical are left alone.
-pub fn import(store: &Store, dir: &Path) -> Result<Summary, TransferError> {
+pub fn import(store: &SledStore, dir: &Path) -> Result<Summary, TransferError> {
     let files = fixtures::fixture_files(dir)?;
     let progress = Progress::new("importing", files.len());
     let mut summary = Summary::default();

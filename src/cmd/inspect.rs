@@ -11,9 +11,9 @@ use crate::app::CommandError;
 use crate::audit::Change;
 use crate::key::{canonical_json, Canonical, CanonicalBody, CANONICAL_VERSION};
 use crate::record::base64_encode;
-use crate::record::recording::{Entry, RequestBody};
+use crate::record::recording::{Recording, RequestBody};
 use crate::store::fixtures::FixtureDir;
-use crate::store::{Store, StoreError};
+use crate::store::{SledStore, StoreError};
 
 /// How many candidates an ambiguous `show` lists.
 const AMBIGUOUS_LISTED: usize = 10;
@@ -21,7 +21,7 @@ const AMBIGUOUS_LISTED: usize = 10;
 /// Recordings read for `ls` and `show`, from a store or a fixtures folder.
 pub struct Listing {
     /// Every readable recording with its history, in key order.
-    pub recordings: Vec<(Entry, Vec<Entry>)>,
+    pub recordings: Vec<(Recording, Vec<Recording>)>,
     /// Where they came from.
     pub location: String,
 }
@@ -29,7 +29,7 @@ pub struct Listing {
 impl Listing {
     /// Reads a store. Corrupt entries are reported on stderr and skipped;
     /// history is read only when `with_history`.
-    pub fn from_store(store: &Store, with_history: bool) -> Result<Listing, CommandError> {
+    pub fn from_store(store: &SledStore, with_history: bool) -> Result<Listing, CommandError> {
         let mut recordings = Vec::new();
         let mut corrupt = 0usize;
         for item in store.iter() {
@@ -120,7 +120,7 @@ pub fn show(
             "{prefix:?} is not a key prefix: keys are hex, as `llmtape ls` prints them"
         )));
     }
-    let found: Vec<&(Entry, Vec<Entry>)> = listing
+    let found: Vec<&(Recording, Vec<Recording>)> = listing
         .recordings
         .iter()
         .filter(|(e, _)| e.meta.key.starts_with(&prefix))
@@ -279,7 +279,7 @@ pub fn explain(
     Ok(())
 }
 
-fn request_target(entry: &Entry) -> String {
+fn request_target(entry: &Recording) -> String {
     let r = &entry.meta.request;
     if r.query.is_empty() {
         r.path.clone()
@@ -288,7 +288,7 @@ fn request_target(entry: &Entry) -> String {
     }
 }
 
-fn summary_json(entry: &Entry) -> Value {
+fn summary_json(entry: &Recording) -> Value {
     let m = &entry.meta;
     json!({
         "key": m.key,
@@ -305,7 +305,7 @@ fn summary_json(entry: &Entry) -> Value {
     })
 }
 
-fn full_json(entry: &Entry) -> Value {
+fn full_json(entry: &Recording) -> Value {
     let m = &entry.meta;
     json!({
         "key": m.key,
@@ -409,7 +409,7 @@ pub fn audit(
             .is_none_or(|m| model.as_ref() == Some(m))
     };
     let mut flips = Vec::new();
-    let mut recordings: Vec<&Entry> = Vec::new();
+    let mut recordings: Vec<&Recording> = Vec::new();
     for (entry, history) in &listing.recordings {
         for e in history.iter().chain(std::iter::once(entry)) {
             if model_matches(&e.meta.model)

@@ -1,6 +1,6 @@
 //! Record: an upstream exchange becomes a recording.
 //!
-//! Builds the [`Entry`] from the canonical request and the response the
+//! Builds the [`Recording`] from the canonical request and the response the
 //! client was (or is being) given; credentials and per-connection headers
 //! are dropped here, before anything can be persisted. Deciding whether to
 //! record at all is [`should_record`]'s job; writing is the store's.
@@ -16,7 +16,7 @@ use http::{HeaderMap, StatusCode};
 
 use crate::key::{Canonical, CanonicalBody, RequestKey};
 use crate::record::recording::{
-    body_identity, millis, rfc3339, Entry, EntryMeta, RecordedRequest, RecordedResponse,
+    body_identity, millis, rfc3339, RecordedRequest, RecordedResponse, Recording, RecordingMeta,
     RequestBody, StreamEvent,
 };
 use crate::record::redact::Redactor;
@@ -38,10 +38,10 @@ pub fn entry(
     body: Bytes,
     latency: Duration,
     redactor: &Redactor,
-) -> Entry {
+) -> Recording {
     let (model, system_fingerprint) = body_identity(&body);
-    Entry {
-        meta: EntryMeta {
+    Recording {
+        meta: RecordingMeta {
             key: key.to_hex(),
             request: recorded_request(canonical),
             response: RecordedResponse {
@@ -142,7 +142,7 @@ impl StreamRecorder {
         headers: &HeaderMap,
         latency: Duration,
         redactor: &Redactor,
-    ) -> Option<Entry> {
+    ) -> Option<Recording> {
         if self.state != StreamState::Complete {
             return None;
         }
@@ -230,7 +230,7 @@ mod tests {
         )
     }
 
-    fn record(chunks: &[&'static str], cap: usize) -> (StreamState, Option<Entry>) {
+    fn record(chunks: &[&'static str], cap: usize) -> (StreamState, Option<Recording>) {
         let mut recorder = StreamRecorder::new(cap);
         for (i, chunk) in chunks.iter().enumerate() {
             recorder.push(

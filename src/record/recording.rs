@@ -24,16 +24,16 @@ const HEADER_LEN: usize = MAGIC.len() + 4;
 
 /// A recording. `meta` is everything but the body.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Entry {
+pub struct Recording {
     /// Request, response head, fingerprint, times.
-    pub meta: EntryMeta,
+    pub meta: RecordingMeta,
     /// The response body exactly as received from the upstream.
     pub body: Bytes,
 }
 
 /// Everything about a recording except the body bytes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EntryMeta {
+pub struct RecordingMeta {
     /// The request key, 64 hex characters.
     pub key: String,
     /// The canonical request.
@@ -127,7 +127,7 @@ pub enum DecodeError {
     Meta(#[source] serde_json::Error),
 }
 
-impl Entry {
+impl Recording {
     /// Encodes the entry for the store.
     pub fn encode(&self) -> Vec<u8> {
         let meta = serde_json::to_vec(&self.meta).expect("entry metadata always serialises");
@@ -142,7 +142,7 @@ impl Entry {
     }
 
     /// Decodes stored bytes; the body is a zero-copy slice of `raw`.
-    pub fn decode(raw: Bytes) -> Result<Entry, DecodeError> {
+    pub fn decode(raw: Bytes) -> Result<Recording, DecodeError> {
         if raw.len() < HEADER_LEN + CHECKSUM_LEN {
             return Err(DecodeError::Truncated { len: raw.len() });
         }
@@ -162,7 +162,7 @@ impl Entry {
             .checked_add(meta_len)
             .filter(|end| *end <= content_end)
             .ok_or(DecodeError::Truncated { len: raw.len() })?;
-        let meta: EntryMeta =
+        let meta: RecordingMeta =
             serde_json::from_slice(&raw[HEADER_LEN..meta_end]).map_err(DecodeError::Meta)?;
         let body_len = content_end - meta_end;
         if let Some(events) = &meta.stream {
@@ -174,7 +174,7 @@ impl Entry {
                 return Err(DecodeError::StreamLength);
             }
         }
-        Ok(Entry {
+        Ok(Recording {
             meta,
             body: raw.slice(meta_end..content_end),
         })
@@ -260,9 +260,9 @@ pub(crate) fn test_entry(
     fingerprint: &str,
     model: Option<&str>,
     recorded_at: &str,
-) -> Entry {
-    Entry {
-        meta: EntryMeta {
+) -> Recording {
+    Recording {
+        meta: RecordingMeta {
             key: key.to_string(),
             request: RecordedRequest {
                 method: "POST".into(),
@@ -289,9 +289,9 @@ pub(crate) fn test_entry(
 mod tests {
     use super::*;
 
-    pub(crate) fn sample() -> Entry {
-        Entry {
-            meta: EntryMeta {
+    pub(crate) fn sample() -> Recording {
+        Recording {
+            meta: RecordingMeta {
                 key: "ab".repeat(32),
                 request: RecordedRequest {
                     method: "POST".into(),
@@ -317,7 +317,7 @@ mod tests {
     #[test]
     fn round_trips_byte_for_byte() {
         let entry = sample();
-        let decoded = Entry::decode(Bytes::from(entry.encode())).unwrap();
+        let decoded = Recording::decode(Bytes::from(entry.encode())).unwrap();
         assert_eq!(decoded, entry);
     }
 
@@ -326,7 +326,7 @@ mod tests {
         let raw = sample().encode();
         for len in 0..raw.len() {
             assert!(
-                Entry::decode(Bytes::copy_from_slice(&raw[..len])).is_err(),
+                Recording::decode(Bytes::copy_from_slice(&raw[..len])).is_err(),
                 "len {len}"
             );
         }
@@ -338,7 +338,7 @@ mod tests {
         let middle = raw.len() / 2;
         raw[middle] ^= 0x01;
         assert!(matches!(
-            Entry::decode(Bytes::from(raw)),
+            Recording::decode(Bytes::from(raw)),
             Err(DecodeError::Checksum)
         ));
     }

@@ -31,7 +31,7 @@ use crate::body::{
 use crate::config::{Config, Mode, Scope, Timing};
 use crate::key::cache::{self, KeyMemo, Keyed};
 use crate::key::{Canonical, KeyRules, RequestKey, RequestParts};
-use crate::record::recording::Entry;
+use crate::record::recording::Recording;
 use crate::record::redact::Sensitive;
 use crate::record::redact::{strip_hop_by_hop, Redactor};
 use crate::record::{self, StreamRecorder, StreamState};
@@ -690,7 +690,7 @@ impl Proxy {
 
     /// `old -> new` when `entry` re-records `key` with another
     /// `system_fingerprint` than the recording it replaces; logs a warning.
-    fn fingerprint_flip(&self, key: &RequestKey, entry: &Entry) -> Option<String> {
+    fn fingerprint_flip(&self, key: &RequestKey, entry: &Recording) -> Option<String> {
         let previous = self.shared.recordings.get(key).ok().flatten()?;
         let old = previous.meta.system_fingerprint?;
         let new = entry.meta.system_fingerprint.as_deref()?;

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use crate::body::{full, BoxError, ProxyBody};
 use crate::config::Timing;
 use crate::key::{KeyHashBuilder, RequestKey};
-use crate::record::recording::Entry;
+use crate::record::recording::Recording;
 use crate::serve::proxy::{Outcome, CACHE_HEADER, KEY_HEADER, RECORDED_AT_HEADER};
 use crate::store::response_log::Replayable;
 
@@ -38,7 +38,7 @@ pub struct Rendered {
 
 impl Rendered {
     /// Renders a recording: recorded status and headers plus llmtape's own.
-    pub fn new(entry: &Entry, key: &RequestKey) -> Rendered {
+    pub fn new(entry: &Recording, key: &RequestKey) -> Rendered {
         Rendered::from_replayable(Replayable::from_entry(entry), key)
     }
 
@@ -96,7 +96,7 @@ impl Rendered {
 }
 
 /// The response for a hit.
-pub fn response(entry: Entry, key: &RequestKey, timing: Timing) -> Response<ProxyBody> {
+pub fn response(entry: Recording, key: &RequestKey, timing: Timing) -> Response<ProxyBody> {
     Rendered::new(&entry, key).respond(timing)
 }
 

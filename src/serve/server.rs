@@ -23,7 +23,7 @@ use crate::serve::proxy::Proxy;
 use crate::serve::upstream::UpstreamSetupError;
 use crate::store::fixtures::{FixtureDir, FixtureError};
 use crate::store::Recordings;
-use crate::store::{Store, StoreError};
+use crate::store::{SledStore, StoreError};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
@@ -87,7 +87,7 @@ impl Server {
         };
         let recordings = match &config.store.fixtures {
             Some(dir) => Recordings::Fixtures(FixtureDir::load(dir)?),
-            None => Recordings::Store(Store::open(&config.store.path)?),
+            None => Recordings::Store(SledStore::open(&config.store.path)?),
         };
         let proxy = Proxy::new(&config, recordings)?;
         let addr = config.server.listen;

@@ -6,7 +6,7 @@
 //! a JSON body is stored as JSON together with the rendering that
 //! reproduces its exact bytes (compact or pretty, with or without a final
 //! newline), a stream as its list of events, text as text, and only true
-//! binary as base64. Converting an [`Entry`] to a fixture and back is
+//! binary as base64. Converting an [`Recording`] to a fixture and back is
 //! lossless; a test checks every field and the bytes.
 //!
 //! Uses `entry`, `key` and `route` only; knows nothing of sled or HTTP.
@@ -22,7 +22,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::key::RequestKey;
-use crate::record::recording::{Entry, EntryMeta, RecordedRequest, RecordedResponse, StreamEvent};
+use crate::record::recording::{
+    RecordedRequest, RecordedResponse, Recording, RecordingMeta, StreamEvent,
+};
 use crate::route::Route;
 
 /// Version of the fixture file format.
@@ -193,7 +195,7 @@ pub enum FixtureError {
 }
 
 /// Converts a recording (and its history) to a fixture.
-pub fn to_fixture(entry: &Entry, history: &[Entry]) -> FixtureFile {
+pub fn to_fixture(entry: &Recording, history: &[Recording]) -> FixtureFile {
     let current = recording_of(entry);
     FixtureFile {
         llmtape_fixture: FIXTURE_FORMAT,
@@ -221,7 +223,7 @@ impl FixtureFile {
     }
 }
 
-fn recording_of(entry: &Entry) -> FixtureRecording {
+fn recording_of(entry: &Recording) -> FixtureRecording {
     let m = &entry.meta;
     let body = match &m.stream {
         Some(_) => FixtureBody::Events {
@@ -315,7 +317,7 @@ fn render_event(event: &FixtureEvent) -> Option<Vec<u8>> {
 }
 
 /// Converts a fixture back to its recording and history.
-pub fn from_fixture(file: &FixtureFile) -> Result<(Entry, Vec<Entry>), String> {
+pub fn from_fixture(file: &FixtureFile) -> Result<(Recording, Vec<Recording>), String> {
     if file.llmtape_fixture != FIXTURE_FORMAT {
         return Err(format!(
             "llmtape_fixture is {}, this llmtape reads version {FIXTURE_FORMAT}",
@@ -325,10 +327,10 @@ pub fn from_fixture(file: &FixtureFile) -> Result<(Entry, Vec<Entry>), String> {
     if RequestKey::from_hex(&file.key).is_none() {
         return Err(format!("key {:?} is not 64 hex characters", file.key));
     }
-    let entry = |recording: &FixtureRecording| -> Result<Entry, String> {
+    let entry = |recording: &FixtureRecording| -> Result<Recording, String> {
         let (body, stream) = body_bytes(&recording.response.body)?;
-        Ok(Entry {
-            meta: EntryMeta {
+        Ok(Recording {
+            meta: RecordingMeta {
                 key: file.key.clone(),
                 request: file.request.clone(),
                 response: RecordedResponse {
@@ -405,7 +407,7 @@ pub fn parse(path: &Path, text: &str) -> Result<FixtureFile, FixtureError> {
 
 /// Where a recording's fixture lives, relative to the fixtures folder:
 /// `<route>/<model>/<first 16 hex of key>.json`.
-pub fn relative_path(entry: &Entry) -> PathBuf {
+pub fn relative_path(entry: &Recording) -> PathBuf {
     let request = &entry.meta.request;
     let method = http::Method::from_bytes(request.method.as_bytes()).unwrap_or(http::Method::POST);
     let route = Route::classify(&method, &request.path)
@@ -476,7 +478,7 @@ pub fn fixture_files(root: &Path) -> Result<Vec<PathBuf>, FixtureError> {
 }
 
 /// Reads one fixture file into its recording and history.
-pub fn read_fixture(path: &Path) -> Result<(FixtureFile, Entry, Vec<Entry>), FixtureError> {
+pub fn read_fixture(path: &Path) -> Result<(FixtureFile, Recording, Vec<Recording>), FixtureError> {
     let io = |source| FixtureError::Io {
         path: path.to_path_buf(),
         source,
@@ -530,8 +532,8 @@ pub struct FixtureDir {
 }
 
 struct Loaded {
-    entry: Entry,
-    history: Vec<Entry>,
+    entry: Recording,
+    history: Vec<Recording>,
     path: PathBuf,
 }
 
@@ -590,7 +592,7 @@ impl FixtureDir {
     }
 
     /// The recording for `key`.
-    pub fn get(&self, key: &RequestKey) -> Option<Entry> {
+    pub fn get(&self, key: &RequestKey) -> Option<Recording> {
         self.read().get(key).map(|l| l.entry.clone())
     }
 
@@ -605,7 +607,7 @@ impl FixtureDir {
     }
 
     /// Every recording with its history, sorted by key.
-    pub fn all(&self) -> Vec<(Entry, Vec<Entry>)> {
+    pub fn all(&self) -> Vec<(Recording, Vec<Recording>)> {
         let map = self.read();
         let mut keys: Vec<&RequestKey> = map.keys().collect();
         keys.sort();
@@ -621,7 +623,7 @@ impl FixtureDir {
     pub fn put(
         &self,
         key: &RequestKey,
-        entry: &Entry,
+        entry: &Recording,
         history: usize,
         replace: bool,
     ) -> Result<bool, FixtureError> {
@@ -651,7 +653,7 @@ impl FixtureDir {
 
     /// The path for a new recording; the full key names the file in the
     /// (unlikely) case that the short name is taken.
-    fn free_path(&self, entry: &Entry, map: &HashMap<RequestKey, Loaded>) -> PathBuf {
+    fn free_path(&self, entry: &Recording, map: &HashMap<RequestKey, Loaded>) -> PathBuf {
         let path = self.root.join(relative_path(entry));
         let taken = path.exists() || map.values().any(|l| l.path == path);
         if taken {
@@ -673,9 +675,9 @@ mod tests {
     use super::*;
     use crate::record::recording::RequestBody;
 
-    fn entry(body: &'static [u8], stream: Option<Vec<StreamEvent>>) -> Entry {
-        Entry {
-            meta: EntryMeta {
+    fn entry(body: &'static [u8], stream: Option<Vec<StreamEvent>>) -> Recording {
+        Recording {
+            meta: RecordingMeta {
                 key: "0123456789abcdef".repeat(4),
                 request: RecordedRequest {
                     method: "POST".into(),
@@ -698,7 +700,7 @@ mod tests {
         }
     }
 
-    fn round_trip(original: &Entry) -> FixtureFile {
+    fn round_trip(original: &Recording) -> FixtureFile {
         let file = to_fixture(original, std::slice::from_ref(original));
         let text = render(&file);
         let parsed = parse(Path::new("t.json"), &text).unwrap();

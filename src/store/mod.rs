@@ -10,19 +10,19 @@ pub mod fixtures;
 pub mod response_log;
 mod sled_store;
 
-pub use sled_store::{Store, StoreError};
+pub use sled_store::{SledStore, StoreError};
 
 use std::path::Path;
 
 use crate::key::RequestKey;
-use crate::record::recording::Entry;
+use crate::record::recording::Recording;
 use crate::store::fixtures::{FixtureDir, FixtureError};
 use crate::store::response_log::Replayable;
 
 /// A source (and sink) of recordings.
 pub enum Recordings {
     /// The embedded sled store.
-    Store(Store),
+    Store(SledStore),
     /// A folder of fixture files, loaded into memory.
     Fixtures(FixtureDir),
 }
@@ -41,7 +41,7 @@ pub enum RecordingsError {
 impl Recordings {
     /// The recording for `key`; a corrupt store entry is an error the caller
     /// treats as a miss.
-    pub fn get(&self, key: &RequestKey) -> Result<Option<Entry>, StoreError> {
+    pub fn get(&self, key: &RequestKey) -> Result<Option<Recording>, StoreError> {
         match self {
             Recordings::Store(store) => store.get(key),
             Recordings::Fixtures(dir) => Ok(dir.get(key)),
@@ -64,7 +64,7 @@ impl Recordings {
     pub fn put(
         &self,
         key: &RequestKey,
-        entry: &Entry,
+        entry: &Recording,
         history: usize,
         replace: bool,
     ) -> Result<bool, RecordingsError> {
@@ -79,7 +79,7 @@ impl Recordings {
 
     /// Every recording (corrupt store entries skipped with a warning), at
     /// most `limit`.
-    pub fn sample(&self, limit: usize) -> Vec<Entry> {
+    pub fn sample(&self, limit: usize) -> Vec<Recording> {
         match self {
             Recordings::Store(store) => store
                 .iter()

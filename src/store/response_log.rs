@@ -31,7 +31,7 @@ use std::sync::Mutex;
 use bytes::{Bytes, BytesMut};
 
 use crate::key::RequestKey;
-use crate::record::recording::{split_events, Entry};
+use crate::record::recording::{split_events, Recording};
 
 /// The tape's file name inside the store directory.
 pub const TAPE_FILE: &str = "llmtape-replay.tape";
@@ -91,7 +91,7 @@ pub struct Replayable {
 impl Replayable {
     /// The replayable parts of an entry; the body is shared, not copied
     /// (see [`Replayable::compact`]).
-    pub fn from_entry(entry: &Entry) -> Replayable {
+    pub fn from_entry(entry: &Recording) -> Replayable {
         Replayable {
             status: entry.meta.response.status,
             recorded_at: Bytes::copy_from_slice(entry.meta.recorded_at.as_bytes()),
@@ -195,7 +195,7 @@ impl Tape {
     }
 
     /// Appends the replayable parts of `entry` under `key`.
-    pub fn append(&self, key: &RequestKey, entry: &Entry) -> io::Result<Pointer> {
+    pub fn append(&self, key: &RequestKey, entry: &Recording) -> io::Result<Pointer> {
         let record = encode(key, entry)?;
         let len = u32::try_from(record.len())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "record over 4 GiB"))?;
@@ -312,7 +312,7 @@ fn too_long(what: &str) -> io::Error {
     )
 }
 
-fn encode(key: &RequestKey, entry: &Entry) -> io::Result<Vec<u8>> {
+fn encode(key: &RequestKey, entry: &Recording) -> io::Result<Vec<u8>> {
     let meta = &entry.meta;
     let mut payload = Vec::with_capacity(entry.body.len() + 512);
     let short = |bytes: &[u8], what: &str, out: &mut Vec<u8>| -> io::Result<()> {
@@ -421,7 +421,7 @@ mod tests {
     use super::*;
     use crate::record::recording::{test_entry, StreamEvent};
 
-    fn stream_entry(key: &RequestKey) -> Entry {
+    fn stream_entry(key: &RequestKey) -> Recording {
         let mut entry = test_entry(
             &key.to_hex(),
             "data: {\"a\":1}\n\ndata: [DONE]\n\n",

@@ -6,7 +6,7 @@
 //! recording moves the old one to history and writes the new one in one
 //! sled transaction, so a crash leaves either the old state or the new one.
 //!
-//! Values are [`Entry`] encodings with a checksum; one that fails to decode
+//! Values are [`Recording`] encodings with a checksum; one that fails to decode
 //! is reported as [`StoreError::Corrupt`] and callers treat it as a miss.
 //!
 //! A third tree, `replay`, maps a key to a [`Pointer`] into the replay
@@ -29,7 +29,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
 use crate::key::{KeyHashBuilder, RequestKey};
-use crate::record::recording::{DecodeError, Entry};
+use crate::record::recording::{DecodeError, Recording};
 use crate::store::response_log::{Pointer, Replayable, Tape};
 
 const ENTRIES_TREE: &str = "entries";
@@ -46,7 +46,7 @@ const SLED_CACHE_BYTES: u64 = 8 * 1024 * 1024;
 /// its generic I/O error into [`StoreError::Locked`].
 const SLED_LOCK_MESSAGE: &str = "could not acquire lock";
 
-/// How long [`Store::open`] waits for a store this process has just closed.
+/// How long [`SledStore::open`] waits for a store this process has just closed.
 /// sled 0.34 releases its file lock from background threads a moment after
 /// the last handle drops (spacejam/sled#1234, #1289), so a reopen in the
 /// same process can find the lock still held by nobody that is left.
@@ -83,7 +83,7 @@ fn mark_open(path: &Path, mark: &Arc<OpenMark>) {
 
 /// An open store.
 #[derive(Clone)]
-pub struct Store {
+pub struct SledStore {
     db: sled::Db,
     entries: sled::Tree,
     history: sled::Tree,
@@ -213,13 +213,13 @@ pub enum StoreError {
     },
 }
 
-impl Store {
+impl SledStore {
     /// Opens (or creates) the store at `path`.
     ///
     /// A store held by another process is [`StoreError::Locked`] at once. A
     /// store this process has just closed is waited for (at most
     /// [`RELEASE_WAIT`]) while sled's threads release it.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
+    pub fn open(path: &Path) -> Result<SledStore, StoreError> {
         let open_db = || {
             sled::Config::new()
                 .path(path)
@@ -266,7 +266,7 @@ impl Store {
                 all.push((RequestKey::from_bytes(key), pointer));
             }
         }
-        let store = Store {
+        let store = SledStore {
             entries: tree(ENTRIES_TREE)?,
             history: tree(HISTORY_TREE)?,
             replay,
@@ -294,7 +294,7 @@ impl Store {
             let Ok((key, raw)) = item else { continue };
             let (Ok(key), Ok(entry)) = (
                 <[u8; 32]>::try_from(&key[..]).map(RequestKey::from_bytes),
-                Entry::decode(Bytes::from_owner(raw.clone())),
+                Recording::decode(Bytes::from_owner(raw.clone())),
             ) else {
                 // Corrupt entries stay misses, as before.
                 continue;
@@ -314,13 +314,13 @@ impl Store {
     }
 
     /// Opens an existing store; refuses to create one (for `ls`, `show`).
-    pub fn open_existing(path: &Path) -> Result<Store, StoreError> {
+    pub fn open_existing(path: &Path) -> Result<SledStore, StoreError> {
         if !path.join("db").exists() && !path.join("conf").exists() {
             return Err(StoreError::Missing {
                 path: path.to_path_buf(),
             });
         }
-        Store::open(path)
+        SledStore::open(path)
     }
 
     /// The store directory.
@@ -329,10 +329,10 @@ impl Store {
     }
 
     /// The current recording for `key`.
-    pub fn get(&self, key: &RequestKey) -> Result<Option<Entry>, StoreError> {
+    pub fn get(&self, key: &RequestKey) -> Result<Option<Recording>, StoreError> {
         match self.entries.get(key.as_bytes()).map_err(|e| self.io(e))? {
             None => Ok(None),
-            Some(raw) => Entry::decode(Bytes::from_owner(raw))
+            Some(raw) => Recording::decode(Bytes::from_owner(raw))
                 .map(Some)
                 .map_err(|source| StoreError::Corrupt {
                     key: key.to_hex(),
@@ -343,7 +343,12 @@ impl Store {
 
     /// Stores `entry` as the current recording for `key`. An existing one
     /// moves to the key's history, which keeps at most `history` recordings.
-    pub fn put(&self, key: &RequestKey, entry: &Entry, history: usize) -> Result<(), StoreError> {
+    pub fn put(
+        &self,
+        key: &RequestKey,
+        entry: &Recording,
+        history: usize,
+    ) -> Result<(), StoreError> {
         let value = entry.encode();
         let pointer = self.append_to_tape(key, entry);
         let sequence = self.db.generate_id().map_err(|e| self.io(e))?;
@@ -376,8 +381,8 @@ impl Store {
     pub fn replace(
         &self,
         key: &RequestKey,
-        entry: &Entry,
-        history: &[Entry],
+        entry: &Recording,
+        history: &[Recording],
     ) -> Result<(), StoreError> {
         self.trim_history(key, 0)?;
         let mut past = Vec::with_capacity(history.len());
@@ -409,11 +414,11 @@ impl Store {
     }
 
     /// Earlier recordings of `key`, oldest first. Corrupt ones are skipped.
-    pub fn history(&self, key: &RequestKey) -> Result<Vec<Entry>, StoreError> {
+    pub fn history(&self, key: &RequestKey) -> Result<Vec<Recording>, StoreError> {
         let mut out = Vec::new();
         for item in self.history.scan_prefix(key.as_bytes()) {
             let (_, raw) = item.map_err(|e| self.io(e))?;
-            match Entry::decode(Bytes::from_owner(raw)) {
+            match Recording::decode(Bytes::from_owner(raw)) {
                 Ok(entry) => out.push(entry),
                 Err(error) => tracing::warn!(key = %key, %error, "skipping corrupt history entry"),
             }
@@ -437,10 +442,10 @@ impl Store {
 
     /// Every current recording in key order. A corrupt value yields
     /// `Err(Corrupt)` for that item; iteration goes on.
-    pub fn iter(&self) -> impl Iterator<Item = Result<Entry, StoreError>> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = Result<Recording, StoreError>> + '_ {
         self.entries.iter().map(move |item| {
             let (key, raw) = item.map_err(|e| self.io(e))?;
-            Entry::decode(Bytes::from_owner(raw)).map_err(|source| StoreError::Corrupt {
+            Recording::decode(Bytes::from_owner(raw)).map_err(|source| StoreError::Corrupt {
                 key: hex(&key),
                 source,
             })
@@ -448,7 +453,7 @@ impl Store {
     }
 
     /// Recordings whose hex key starts with `prefix` (at most `limit`).
-    pub fn find_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<Entry>, StoreError> {
+    pub fn find_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<Recording>, StoreError> {
         let prefix = prefix.to_ascii_lowercase();
         // Scan from the first key the whole bytes of the prefix select.
         let whole: Vec<u8> = (0..prefix.len() / 2)
@@ -460,11 +465,12 @@ impl Store {
             if !hex(&key).starts_with(&prefix) {
                 continue;
             }
-            let entry =
-                Entry::decode(Bytes::from_owner(raw)).map_err(|source| StoreError::Corrupt {
+            let entry = Recording::decode(Bytes::from_owner(raw)).map_err(|source| {
+                StoreError::Corrupt {
                     key: hex(&key),
                     source,
-                })?;
+                }
+            })?;
             out.push(entry);
             if out.len() >= limit {
                 break;
@@ -517,7 +523,7 @@ impl Store {
         let Some(raw) = self.entries.get(key.as_bytes()).map_err(|e| self.io(e))? else {
             return Ok(None);
         };
-        let entry = Entry::decode(Bytes::from_owner(raw.clone())).map_err(|source| {
+        let entry = Recording::decode(Bytes::from_owner(raw.clone())).map_err(|source| {
             StoreError::Corrupt {
                 key: key.to_hex(),
                 source,
@@ -529,11 +535,11 @@ impl Store {
 
     /// Gives `key` a tape record for `entry`, read as `raw`, unless the
     /// entry changed meanwhile (a concurrent re-recording sets its own).
-    fn heal(&self, key: &RequestKey, entry: &Entry, raw: &[u8]) {
+    fn heal(&self, key: &RequestKey, entry: &Recording, raw: &[u8]) {
         let Some(pointer) = self.append_to_tape(key, entry) else {
             return;
         };
-        let id = Entry::stored_id(raw);
+        let id = Recording::stored_id(raw);
         let _writing = self.pointers.writing();
         let result: Result<bool, TransactionError<()>> =
             (&self.entries, &self.replay).transaction(|(entries, replay)| {
@@ -555,7 +561,7 @@ impl Store {
 
     /// Appends `entry` to the tape. A failure is logged, not returned: the
     /// tape is a shortcut, and the entry is still stored without it.
-    fn append_to_tape(&self, key: &RequestKey, entry: &Entry) -> Option<Pointer> {
+    fn append_to_tape(&self, key: &RequestKey, entry: &Recording) -> Option<Pointer> {
         match self.tape.append(key, entry) {
             Ok(pointer) => Some(pointer),
             Err(error) => {
@@ -610,7 +616,7 @@ fn hex(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    fn entry(key: &RequestKey, body: &'static str, fp: &str) -> Entry {
+    fn entry(key: &RequestKey, body: &'static str, fp: &str) -> Recording {
         crate::record::recording::test_entry(
             &key.to_hex(),
             body,
@@ -623,7 +629,7 @@ mod tests {
     #[test]
     fn put_get_and_history_is_bounded() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
         let key = RequestKey::from_bytes([7; 32]);
         assert!(store.get(&key).unwrap().is_none());
         for i in 0..5 {
@@ -643,7 +649,7 @@ mod tests {
     #[test]
     fn hits_come_from_the_tape_and_follow_re_recording() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
         let key = RequestKey::from_bytes([5; 32]);
         assert!(store.replayable(&key).unwrap().is_none());
         let first = entry(&key, "{\"n\":1}", "fp_a");
@@ -662,7 +668,7 @@ mod tests {
 
         // Reopened, the pointers are loaded from the replay tree.
         drop(store);
-        let store = Store::open(dir.path()).unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
         assert!(store.pointers.get(&key).is_some());
         assert_eq!(
             &store.replayable(&key).unwrap().unwrap().body[..],
@@ -676,14 +682,14 @@ mod tests {
         let key = RequestKey::from_bytes([6; 32]);
         let recorded = entry(&key, "{\"answer\":42}", "fp");
         {
-            let store = Store::open(dir.path()).unwrap();
+            let store = SledStore::open(dir.path()).unwrap();
             store.put(&key, &recorded, 3).unwrap();
         }
         // Every byte of the tape overwritten: no record checks out.
         let tape = dir.path().join(crate::store::response_log::TAPE_FILE);
         let len = std::fs::metadata(&tape).unwrap().len() as usize;
         std::fs::write(&tape, vec![0xee; len]).unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
         let before = store.pointers.get(&key).unwrap();
         assert_eq!(
             store.replayable(&key).unwrap().unwrap(),
@@ -697,7 +703,7 @@ mod tests {
 
         // The tape deleted outright: the same.
         std::fs::remove_file(&tape).unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
         assert_eq!(
             store.replayable(&key).unwrap().unwrap(),
             Replayable::from_entry(&recorded)
@@ -708,7 +714,7 @@ mod tests {
     fn an_entry_without_a_pointer_replays_and_gets_one() {
         // As in a store written before the tape existed.
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
         let key = RequestKey::from_bytes([8; 32]);
         let recorded = entry(&key, "{\"old\":true}", "fp");
         store.put_raw(&key, &recorded.encode()).unwrap();
@@ -731,7 +737,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let keys: Vec<RequestKey> = (0..5u8).map(|i| RequestKey::from_bytes([i; 32])).collect();
         {
-            let store = Store::open(dir.path()).unwrap();
+            let store = SledStore::open(dir.path()).unwrap();
             for key in &keys {
                 store
                     .put_raw(key, &entry(key, "{\"n\":1}", "fp").encode())
@@ -743,7 +749,7 @@ mod tests {
             assert_eq!(store.len(), 6);
         }
         std::fs::remove_file(dir.path().join(crate::store::response_log::TAPE_FILE)).unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
         assert_eq!(store.indexed_len(), 5, "every whole entry is indexed");
         for key in &keys {
             let pointer = store.pointers.get(key).expect("a pointer");
@@ -754,7 +760,7 @@ mod tests {
     #[test]
     fn a_corrupt_entry_is_an_error_not_a_panic() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
         let key = RequestKey::from_bytes([1; 32]);
         store.put_raw(&key, b"LLMTAPE1garbage").unwrap();
         assert!(matches!(store.get(&key), Err(StoreError::Corrupt { .. })));
@@ -764,8 +770,8 @@ mod tests {
     #[test]
     fn a_second_open_reports_the_lock() {
         let dir = tempfile::tempdir().unwrap();
-        let _first = Store::open(dir.path()).unwrap();
-        let second = Store::open(dir.path());
+        let _first = SledStore::open(dir.path()).unwrap();
+        let second = SledStore::open(dir.path());
         assert!(
             matches!(second, Err(StoreError::Locked { .. })),
             "{:?}",
@@ -781,15 +787,15 @@ mod tests {
         let key = RequestKey::from_bytes([7; 32]);
         const ROUNDS: usize = 100;
         for round in 0..ROUNDS {
-            let store =
-                Store::open(dir.path()).unwrap_or_else(|e| panic!("reopen {round} failed: {e}"));
+            let store = SledStore::open(dir.path())
+                .unwrap_or_else(|e| panic!("reopen {round} failed: {e}"));
             store
                 .put(&key, &entry(&key, "{}", &format!("fp_{round}")), 1)
                 .unwrap();
             // No flush: dropping with writes in flight is when sled's
             // threads hold the lock longest.
         }
-        let store = Store::open(dir.path()).unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
         let fp = store.get(&key).unwrap().unwrap().meta.system_fingerprint;
         assert_eq!(fp, Some(format!("fp_{}", ROUNDS - 1)));
     }
@@ -797,7 +803,7 @@ mod tests {
     #[test]
     fn prefix_lookup_matches_odd_lengths() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
         let a = RequestKey::from_bytes([0xab; 32]);
         let b = RequestKey::from_bytes([0xac; 32]);
         store.put(&a, &entry(&a, "{}", "fp"), 1).unwrap();
@@ -813,7 +819,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nothing-here");
         assert!(matches!(
-            Store::open_existing(&missing),
+            SledStore::open_existing(&missing),
             Err(StoreError::Missing { .. })
         ));
         assert!(!missing.exists());

@@ -4,7 +4,7 @@
 //! rebuilding a recorded request ([`Outgoing`]), the credential (from
 //! `upstream.api_key_env`, else `OPENAI_API_KEY`), waiting out 429 answers
 //! with `retry-after`, reading a plain body or a whole event stream under
-//! the upstream's timeouts, and building the [`Entry`] the proxy would have
+//! the upstream's timeouts, and building the [`Recording`] the proxy would have
 //! recorded ([`record`]), so that audit can read it. Does not compare,
 //! store or print.
 
@@ -21,7 +21,7 @@ use crate::app::CommandError;
 use crate::body::{collect_limited, empty, full, CollectError, IdleTimeout};
 use crate::config::{Config, ConfigError};
 use crate::key::{Canonical, KeyRules, RequestKey, RequestParts};
-use crate::record::recording::{Entry, RecordedRequest, RequestBody};
+use crate::record::recording::{RecordedRequest, Recording, RequestBody};
 use crate::record::redact::{strip_hop_by_hop, Redactor};
 use crate::record::{self, StreamRecorder, StreamState};
 use crate::serve::error::ProxyError;
@@ -64,7 +64,7 @@ pub const AZURE_KEY_ENV: &str = "AZURE_OPENAI_API_KEY";
 /// the upstream client replaces it with the configured key.
 const AZURE_KEY_PLACEHOLDER: &str = "replaced-by-upstream-api-key-env";
 
-/// A request ready to be sent upstream, with what an [`Entry`] of its answer
+/// A request ready to be sent upstream, with what an [`Recording`] of its answer
 /// needs.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
@@ -212,7 +212,7 @@ pub struct Asked {
     /// Requests sent (1, plus one per 429 retry).
     pub attempts: u32,
     /// The answer as a recording, or why there is none.
-    pub answer: Result<Entry, AskError>,
+    pub answer: Result<Recording, AskError>,
 }
 
 /// Sends requests to the upstream for `verify` and `probe`.
@@ -387,7 +387,7 @@ impl Asker {
         head: &http::response::Parts,
         incoming: hyper::body::Incoming,
         sent: Instant,
-    ) -> Result<Entry, AskError> {
+    ) -> Result<Recording, AskError> {
         let mut body = IdleTimeout::new(incoming, self.upstream.idle_timeout());
         let mut recorder = StreamRecorder::new(MAX_ANSWER_BYTES);
         while let Some(frame) = body.frame().await {

@@ -75,7 +75,7 @@ use crate::cli::VerifyArgs;
 use crate::cmd::export::Filter;
 use crate::config::Config;
 use crate::key::RequestKey;
-use crate::record::recording::Entry;
+use crate::record::recording::Recording;
 use crate::store::Recordings;
 use crate::store::StoreError;
 
@@ -143,7 +143,7 @@ pub struct KeyReport {
 }
 
 impl KeyReport {
-    fn for_entry(entry: &Entry) -> KeyReport {
+    fn for_entry(entry: &Recording) -> KeyReport {
         let r = &entry.meta.request;
         KeyReport {
             key: entry.meta.key.clone(),
@@ -211,7 +211,7 @@ impl KeyReport {
 
 /// Compares a fresh answer with its recording. Logprob moves up to
 /// `tolerance` (absolute, natural log) do not count.
-pub fn judge(recorded: &Entry, fresh: &Entry, tolerance: f64, report: &mut KeyReport) {
+pub fn judge(recorded: &Recording, fresh: &Recording, tolerance: f64, report: &mut KeyReport) {
     let change = audit::compare(&audit::answer_of(recorded), &audit::answer_of(fresh));
     report.new_fingerprint = fresh.meta.system_fingerprint.clone();
     report.fingerprint_changed = recorded.meta.system_fingerprint != fresh.meta.system_fingerprint;
@@ -460,7 +460,7 @@ impl Picker {
         }
     }
 
-    fn offer(&mut self, entry: &Entry, filter: &Filter) {
+    fn offer(&mut self, entry: &Recording, filter: &Filter) {
         if !filter.keeps(entry) {
             return;
         }
@@ -550,7 +550,7 @@ mod tests {
     use super::*;
     use serde_json::Value;
 
-    fn chat(content: &str, fp: &str, first_logprob: f64) -> Entry {
+    fn chat(content: &str, fp: &str, first_logprob: f64) -> Recording {
         let tokens: Vec<Value> = content
             .split_inclusive(' ')
             .enumerate()
@@ -570,7 +570,7 @@ mod tests {
         )
     }
 
-    fn judged(old: &Entry, new: &Entry, tolerance: f64) -> KeyReport {
+    fn judged(old: &Recording, new: &Recording, tolerance: f64) -> KeyReport {
         let mut report = KeyReport::for_entry(old);
         judge(old, new, tolerance, &mut report);
         report
@@ -626,7 +626,7 @@ mod tests {
 
     #[test]
     fn a_sample_is_the_asked_size_and_varies_between_runs() {
-        let entries: Vec<Entry> = (0u8..50)
+        let entries: Vec<Recording> = (0u8..50)
             .map(|i| {
                 let mut e = chat("x", "fp", -0.1);
                 e.meta.key = format!("{i:02x}").repeat(32);
