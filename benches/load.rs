@@ -853,15 +853,14 @@ fn scale_store(root: &Path, n: u64) -> PathBuf {
             "x-request-id",
             HeaderValue::from_str(&format!("req_scale{i:016}")).expect("ascii"),
         );
-        let entry = llmtape::record::entry(
-            &canonical,
-            &key,
-            StatusCode::OK,
-            &headers,
-            chat_completion(i),
-            Duration::from_millis(350),
-            &redactor,
-        );
+        let exchange = llmtape::record::recorder::Exchange {
+            canonical,
+            key,
+            status: StatusCode::OK,
+            headers,
+            sent: Instant::now() - Duration::from_millis(350),
+        };
+        let entry = exchange.recording(chat_completion(i), &redactor);
         store
             .put(&key, &entry, 0)
             .expect("the bench store accepts a recording");

@@ -14,8 +14,8 @@ use crate::cmd::verify;
 use crate::config::{Config, ConfigError, Overrides, Scope};
 use crate::key::{Canonical, KeyRules, RequestParts};
 use crate::serve::server::{shutdown_signal, Server, StartError};
-use crate::store::fixtures::{self, FixtureDir, FixtureError};
-use crate::store::Recordings;
+use crate::store::fixtures::{self, FixtureError};
+use crate::store::{FixtureDir, Tier, TierError};
 use crate::store::{SledStore, StoreError};
 
 /// A command that could not do its job.
@@ -27,6 +27,9 @@ pub enum CommandError {
     /// The store could not be used.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A recording tier failed.
+    #[error(transparent)]
+    Tier(#[from] TierError),
     /// The server could not start.
     #[error(transparent)]
     Start(#[from] StartError),
@@ -58,6 +61,7 @@ impl CommandError {
         match self {
             CommandError::Config(_)
             | CommandError::Store(_)
+            | CommandError::Tier(_)
             | CommandError::Start(_)
             | CommandError::Fixture(_)
             | CommandError::Transfer(_)
@@ -136,8 +140,13 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
         Command::Verify(args) => {
             let config = Config::load(&overrides)?;
             let recordings = open_recordings(&config)?;
-            let all_same =
-                verify::run(&config, &recordings, &args, &mut std::io::stdout().lock()).await?;
+            let all_same = verify::run(
+                &config,
+                recordings.as_ref(),
+                &args,
+                &mut std::io::stdout().lock(),
+            )
+            .await?;
             recordings.flush()?;
             if all_same {
                 Ok(())
@@ -183,10 +192,10 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
 
 /// The recordings a command works on, writable: the fixtures folder if one
 /// is given, otherwise the (existing) store.
-fn open_recordings(config: &Config) -> Result<Recordings, CommandError> {
+fn open_recordings(config: &Config) -> Result<Box<dyn Tier>, CommandError> {
     Ok(match &config.store.fixtures {
-        Some(dir) => Recordings::Fixtures(FixtureDir::load(dir)?),
-        None => Recordings::Store(SledStore::open_existing(&config.store.path)?),
+        Some(dir) => Box::new(FixtureDir::load(dir)?),
+        None => Box::new(SledStore::open_existing(&config.store.path)?),
     })
 }
 

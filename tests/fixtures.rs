@@ -8,7 +8,7 @@ use std::path::Path;
 
 use http::{Method, StatusCode};
 use llmtape::key::RequestKey;
-use llmtape::store::fixtures::FixtureDir;
+use llmtape::store::FixtureDir;
 use llmtape::store::SledStore;
 use support::*;
 

@@ -8,7 +8,6 @@ use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use llmtape::config::Config;
 use llmtape::serve::proxy::Proxy;
-use llmtape::store::Recordings;
 use llmtape::store::SledStore;
 use support::*;
 
@@ -140,7 +139,7 @@ async fn proxy_in_process(toml: &str, dir: &std::path::Path) -> Proxy {
     config.store.path = dir.join("store");
     Proxy::new(
         &config,
-        Recordings::Store(SledStore::open(&config.store.path).unwrap()),
+        std::sync::Arc::new(SledStore::open(&config.store.path).unwrap()),
     )
     .unwrap()
 }

@@ -10,9 +10,9 @@ use serde_json::{json, Value};
 use crate::app::CommandError;
 use crate::audit::Change;
 use crate::key::{canonical_json, Canonical, CanonicalBody, CANONICAL_VERSION};
-use crate::record::base64_encode;
+use crate::record::recording::base64_encode;
 use crate::record::recording::{Recording, RequestBody};
-use crate::store::fixtures::FixtureDir;
+use crate::store::FixtureDir;
 use crate::store::{SledStore, StoreError};
 
 /// How many candidates an ambiguous `show` lists.

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::key::RequestKey;
+use crate::key::{Canonical, CanonicalBody, RequestKey};
 
 /// Marks a value as an llmtape entry and names the encoding version.
 const MAGIC: &[u8; 8] = b"LLMTAPE1";
@@ -249,6 +249,39 @@ pub fn rfc3339(time: SystemTime) -> String {
 /// Milliseconds in a duration, saturating.
 pub fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl RecordedRequest {
+    /// The canonical request in its stored form.
+    pub fn from_canonical(canonical: &Canonical) -> RecordedRequest {
+        RecordedRequest {
+            method: canonical.method.clone(),
+            path: canonical.path.clone(),
+            query: canonical.query.clone(),
+            namespace: canonical.namespace.clone(),
+            body: match &canonical.body {
+                CanonicalBody::Empty => RequestBody::Empty,
+                CanonicalBody::Json(value) => RequestBody::Json(value.clone()),
+                CanonicalBody::Bytes(bytes) => match std::str::from_utf8(bytes) {
+                    Ok(text) => RequestBody::Text(text.to_string()),
+                    Err(_) => RequestBody::Base64(base64_encode(bytes)),
+                },
+                CanonicalBody::Multipart(parts) => RequestBody::Json(serde_json::json!(parts
+                    .iter()
+                    .map(|p| serde_json::json!({
+                        "headers": p.headers,
+                        "content_base64": base64_encode(&p.content),
+                    }))
+                    .collect::<Vec<_>>())),
+            },
+        }
+    }
+}
+
+/// Standard base64 with padding.
+pub fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// A plain `POST /v1/chat/completions` recording, for other modules' unit

@@ -7,14 +7,20 @@
 //! same way, chunk by chunk. If the leader goes away before answering (its
 //! client hung up), the flight is abandoned and followers try again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, Response, StatusCode};
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
 use tokio::sync::watch;
 
+use crate::body::{BoxError, IdleTimeoutError, ProxyBody};
 use crate::key::RequestKey;
+use crate::serve::error::ProxyError;
+use crate::serve::headers::{self, Outcome};
 
 /// How a flight ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +189,118 @@ impl Lead {
 impl Drop for Lead {
     fn drop(&mut self) {
         self.finish(Ending::Abandoned);
+    }
+}
+
+/// How a follower waits: bounds taken from the upstream settings, since a
+/// follower waits on the same upstream answer its leader does.
+#[derive(Debug, Clone)]
+pub struct Patience {
+    /// Longest wait for the head of the answer.
+    pub first_byte: Duration,
+    /// Longest gap between chunks.
+    pub idle: Duration,
+    /// The upstream's base URL, for the timeout message.
+    pub upstream: String,
+}
+
+impl Flight {
+    /// Answers from this flight's upstream call, marked as a hit for `key`.
+    /// `None` when the leader went away before its answer began: the
+    /// caller tries again.
+    pub async fn follow(
+        self: &Arc<Self>,
+        key: &RequestKey,
+        patience: &Patience,
+    ) -> Option<Result<Response<ProxyBody>, ProxyError>> {
+        let mut changes = self.subscribe();
+        let deadline = tokio::time::Instant::now() + patience.first_byte;
+        let (status, mut headers) = loop {
+            if let Some(head) = self.head() {
+                break head;
+            }
+            if self.ending().is_some() {
+                return None;
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return None,
+                Err(_) => {
+                    return Some(Err(ProxyError::UpstreamTimeout {
+                        upstream: patience.upstream.clone(),
+                        what: "send response headers",
+                        timeout: patience.first_byte,
+                    }))
+                }
+            }
+        };
+        // Served without calling the upstream: to this caller, a hit.
+        headers::mark(&mut headers, Outcome::Hit, Some(key));
+        let following = Following {
+            flight: self.clone(),
+            changes,
+            next: 0,
+            pending: VecDeque::new(),
+            done: false,
+            idle: patience.idle,
+        };
+        let frames = futures_util::stream::unfold(following, Following::next_frame);
+        let mut response = Response::new(StreamBody::new(frames).boxed_unsync());
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        Some(Ok(response))
+    }
+}
+
+/// A follower's place in the leader's answer.
+struct Following {
+    flight: Arc<Flight>,
+    changes: watch::Receiver<u64>,
+    /// Index of the next chunk to take from the flight.
+    next: usize,
+    /// Chunks taken but not yet sent.
+    pending: VecDeque<Bytes>,
+    /// The answer broke off and the break was sent.
+    done: bool,
+    idle: Duration,
+}
+
+impl Following {
+    /// The next body frame, waiting (at most `idle`) for the leader to
+    /// publish it.
+    async fn next_frame(mut self) -> Option<(Result<Frame<Bytes>, BoxError>, Following)> {
+        loop {
+            if let Some(chunk) = self.pending.pop_front() {
+                return Some((Ok(Frame::data(chunk)), self));
+            }
+            if self.done {
+                return None;
+            }
+            let (chunks, ending) = self.flight.chunks_from(self.next);
+            self.next += chunks.len();
+            self.pending.extend(chunks);
+            if !self.pending.is_empty() {
+                continue;
+            }
+            match ending {
+                Some(Ending::Complete) => return None,
+                Some(Ending::Broken | Ending::Abandoned) => {
+                    self.done = true;
+                    let error: BoxError = "the shared upstream answer broke off".into();
+                    return Some((Err(error), self));
+                }
+                None => {
+                    if tokio::time::timeout(self.idle, self.changes.changed())
+                        .await
+                        .is_err()
+                    {
+                        self.done = true;
+                        let error: BoxError = Box::new(IdleTimeoutError(self.idle));
+                        return Some((Err(error), self));
+                    }
+                }
+            }
+        }
     }
 }
 

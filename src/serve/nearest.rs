@@ -3,9 +3,9 @@
 
 use crate::diff;
 use crate::key::Canonical;
-use crate::record;
-use crate::record::recording::RequestBody;
-use crate::store::Recordings;
+
+use crate::record::recording::{RecordedRequest, RequestBody};
+use crate::store::Tier;
 
 /// A replay miss compares the request with at most this many recordings
 /// to find the nearest; misses are rare and this bounds their cost.
@@ -53,8 +53,8 @@ impl Nearest {
 
 /// The recording for the same method, path and namespace whose request
 /// differs from `canonical` in the fewest JSON paths.
-pub fn nearest(recordings: &Recordings, canonical: &Canonical) -> Option<Nearest> {
-    let wanted = record::recorded_request(canonical);
+pub fn nearest(recordings: &dyn Tier, canonical: &Canonical) -> Option<Nearest> {
+    let wanted = RecordedRequest::from_canonical(canonical);
     recordings
         .sample(NEAREST_SCAN_LIMIT)
         .into_iter()

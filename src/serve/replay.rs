@@ -22,7 +22,7 @@ use crate::body::{full, BoxError, ProxyBody};
 use crate::config::Timing;
 use crate::key::{KeyHashBuilder, RequestKey};
 use crate::record::recording::Recording;
-use crate::serve::proxy::{Outcome, CACHE_HEADER, KEY_HEADER, RECORDED_AT_HEADER};
+use crate::serve::headers::{hex_value, Outcome, CACHE_HEADER, KEY_HEADER, RECORDED_AT_HEADER};
 use crate::store::response_log::Replayable;
 
 /// A recording turned into response parts once, so that repeat hits only
@@ -191,11 +191,6 @@ fn paced(events: Vec<(u64, Bytes)>) -> ProxyBody {
         Ok::<_, BoxError>(Frame::data(event))
     });
     StreamBody::new(frames).boxed_unsync()
-}
-
-/// A key as a header value.
-pub fn hex_value(key: &RequestKey) -> HeaderValue {
-    HeaderValue::from_str(&key.to_hex()).expect("hex is a valid header value")
 }
 
 #[cfg(test)]

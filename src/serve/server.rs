@@ -9,6 +9,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -21,8 +22,8 @@ use crate::config::{Config, TlsFiles};
 use crate::serve::admin;
 use crate::serve::proxy::Proxy;
 use crate::serve::upstream::UpstreamSetupError;
-use crate::store::fixtures::{FixtureDir, FixtureError};
-use crate::store::Recordings;
+use crate::store::fixtures::FixtureError;
+use crate::store::{FixtureDir, Tier};
 use crate::store::{SledStore, StoreError};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
@@ -85,9 +86,9 @@ impl Server {
             Some(files) => Some(tls_acceptor(files)?),
             None => None,
         };
-        let recordings = match &config.store.fixtures {
-            Some(dir) => Recordings::Fixtures(FixtureDir::load(dir)?),
-            None => Recordings::Store(SledStore::open(&config.store.path)?),
+        let recordings: Arc<dyn Tier> = match &config.store.fixtures {
+            Some(dir) => Arc::new(FixtureDir::load(dir)?),
+            None => Arc::new(SledStore::open(&config.store.path)?),
         };
         let proxy = Proxy::new(&config, recordings)?;
         let addr = config.server.listen;
@@ -221,7 +222,7 @@ impl Server {
                 "in-flight requests did not finish before server.shutdown_timeout; closing them"
             );
         }
-        match self.proxy.recordings().flush() {
+        match self.proxy.tier().flush() {
             Ok(()) => tracing::info!("store flushed"),
             Err(error) => tracing::error!(%error, "store flush failed"),
         }

@@ -1,36 +1,34 @@
-//! Where recordings live: the sled store, or a fixtures folder.
+//! Where recordings live, behind one seam: a [`Tier`].
 //!
-//! The proxy and the read-only commands talk to this one type, so serving
-//! from fixtures (`--fixtures DIR`) and from the store behave the same.
-//! The difference that matters is written down in [`Recordings::put`]: a
-//! store keeps every re-recording (old ones go to history), while a
-//! fixtures folder never rewrites a committed file unless asked to.
+//! The proxy and the commands speak to a `dyn Tier` and do not know which
+//! one they have: the embedded sled store ([`SledStore`], the default) or a
+//! fixtures folder ([`FixtureDir`], `--fixtures DIR`). A second tier (a
+//! store shared by several machines) plugs in here too.
+//!
+//! The difference between the two that callers see is written down in
+//! [`Tier::put`]: a store keeps every re-recording (old ones go to
+//! history), while a fixtures folder never rewrites a committed file unless
+//! asked to.
 
+pub mod fixture_dir;
 pub mod fixtures;
 pub mod response_log;
 mod sled_store;
 
-pub use sled_store::{SledStore, StoreError};
-
 use std::path::Path;
+
+pub use fixture_dir::FixtureDir;
+pub use sled_store::{SledStore, StoreError};
 
 use crate::key::RequestKey;
 use crate::record::recording::Recording;
-use crate::store::fixtures::{FixtureDir, FixtureError};
+use crate::store::fixtures::FixtureError;
 use crate::store::response_log::Replayable;
 
-/// A source (and sink) of recordings.
-pub enum Recordings {
-    /// The embedded sled store.
-    Store(SledStore),
-    /// A folder of fixture files, loaded into memory.
-    Fixtures(FixtureDir),
-}
-
-/// Why a recording could not be read or written.
+/// Why a tier could not read or write a recording.
 #[derive(Debug, thiserror::Error)]
-pub enum RecordingsError {
-    /// From the store.
+pub enum TierError {
+    /// From the sled store.
     #[error(transparent)]
     Store(#[from] StoreError),
     /// From a fixtures folder.
@@ -38,101 +36,216 @@ pub enum RecordingsError {
     Fixtures(#[from] FixtureError),
 }
 
-impl Recordings {
-    /// The recording for `key`; a corrupt store entry is an error the caller
-    /// treats as a miss.
-    pub fn get(&self, key: &RequestKey) -> Result<Option<Recording>, StoreError> {
-        match self {
-            Recordings::Store(store) => store.get(key),
-            Recordings::Fixtures(dir) => Ok(dir.get(key)),
-        }
+impl TierError {
+    /// A stored value that does not decode: callers treat it as a miss and
+    /// say so, instead of failing.
+    pub fn is_corrupt(&self) -> bool {
+        matches!(self, TierError::Store(StoreError::Corrupt { .. }))
     }
+}
 
-    /// The recording for `key` as replay needs it (from the store's replay
-    /// tape, without decoding the entry); errors as for [`Recordings::get`].
-    pub fn replayable(&self, key: &RequestKey) -> Result<Option<Replayable>, StoreError> {
-        match self {
-            Recordings::Store(store) => store.replayable(key),
-            Recordings::Fixtures(dir) => Ok(dir.get(key).as_ref().map(Replayable::from_entry)),
-        }
-    }
+/// A place that holds recordings by key.
+pub trait Tier: Send + Sync {
+    /// The recording for `key` as replay needs it (for the sled store: from
+    /// its response log, without decoding the entry).
+    fn replayable(&self, key: &RequestKey) -> Result<Option<Replayable>, TierError>;
 
-    /// Stores a recording. In the store an existing one moves to history.
-    /// In a fixtures folder an existing file is rewritten (with the old
-    /// recording in its history) only when `replace` is set, i.e. in
-    /// `record` mode; returns whether anything was written.
-    pub fn put(
+    /// The whole current recording for `key`.
+    fn get(&self, key: &RequestKey) -> Result<Option<Recording>, TierError>;
+
+    /// Earlier recordings of `key`, oldest first.
+    fn history(&self, key: &RequestKey) -> Result<Vec<Recording>, TierError>;
+
+    /// Stores a recording; an existing one moves to history, which keeps at
+    /// most `history` recordings. A fixtures folder rewrites an existing
+    /// file only when `replace` is set (`record` mode). Returns whether
+    /// anything was written.
+    fn put(
         &self,
         key: &RequestKey,
-        entry: &Recording,
+        recording: &Recording,
         history: usize,
         replace: bool,
-    ) -> Result<bool, RecordingsError> {
-        match self {
-            Recordings::Store(store) => store
-                .put(key, entry, history)
-                .map(|()| true)
-                .map_err(Into::into),
-            Recordings::Fixtures(dir) => dir.put(key, entry, history, replace).map_err(Into::into),
-        }
-    }
+    ) -> Result<bool, TierError>;
 
-    /// Every recording (corrupt store entries skipped with a warning), at
-    /// most `limit`.
-    pub fn sample(&self, limit: usize) -> Vec<Recording> {
-        match self {
-            Recordings::Store(store) => store
-                .iter()
-                .filter_map(|item| match item {
-                    Ok(entry) => Some(entry),
-                    Err(error) => {
-                        tracing::warn!(%error, "skipping unreadable recording");
-                        None
-                    }
-                })
-                .take(limit)
-                .collect(),
-            Recordings::Fixtures(dir) => {
-                dir.all().into_iter().take(limit).map(|(e, _)| e).collect()
-            }
-        }
-    }
+    /// Deletes the recording for `key` with its history; returns whether
+    /// there was one.
+    fn remove(&self, key: &RequestKey) -> Result<bool, TierError>;
 
-    /// Number of recordings.
-    pub fn len(&self) -> usize {
-        match self {
-            Recordings::Store(store) => store.len(),
-            Recordings::Fixtures(dir) => dir.len(),
-        }
-    }
+    /// Every current recording; an unreadable one is an `Err` item and the
+    /// iteration goes on.
+    fn iter(&self) -> Box<dyn Iterator<Item = Result<Recording, TierError>> + '_>;
 
-    /// Number of recordings without scanning a store (see
-    /// [`Store::indexed_len`]); for the admin endpoints.
-    pub fn indexed_len(&self) -> usize {
-        match self {
-            Recordings::Store(store) => store.indexed_len(),
-            Recordings::Fixtures(dir) => dir.len(),
-        }
-    }
+    /// Number of recordings, without reading them (for health and metrics).
+    fn count(&self) -> usize;
 
-    /// True when nothing is recorded.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
+    /// Whether the tier's in-memory index holds `key` (no disk read): a
+    /// recording committed by this process is always there.
+    fn indexed(&self, key: &RequestKey) -> bool;
 
-    /// Makes writes durable (fixture files are written synchronously).
-    pub fn flush(&self) -> Result<(), StoreError> {
-        match self {
-            Recordings::Store(store) => store.flush(),
-            Recordings::Fixtures(_) => Ok(()),
-        }
-    }
+    /// Makes writes durable.
+    fn flush(&self) -> Result<(), TierError>;
 
     /// The store directory or fixtures folder.
-    pub fn location(&self) -> &Path {
-        match self {
-            Recordings::Store(store) => store.path(),
-            Recordings::Fixtures(dir) => dir.root(),
+    fn location(&self) -> &Path;
+
+    /// Whether nothing is recorded.
+    fn is_empty(&self) -> bool {
+        self.count() == 0
+    }
+
+    /// At most `limit` recordings, unreadable ones skipped with a warning.
+    fn sample(&self, limit: usize) -> Vec<Recording> {
+        self.iter()
+            .filter_map(|item| match item {
+                Ok(recording) => Some(recording),
+                Err(error) => {
+                    tracing::warn!(%error, "skipping unreadable recording");
+                    None
+                }
+            })
+            .take(limit)
+            .collect()
+    }
+}
+
+impl Tier for SledStore {
+    fn replayable(&self, key: &RequestKey) -> Result<Option<Replayable>, TierError> {
+        Ok(SledStore::replayable(self, key)?)
+    }
+
+    fn get(&self, key: &RequestKey) -> Result<Option<Recording>, TierError> {
+        Ok(SledStore::get(self, key)?)
+    }
+
+    fn history(&self, key: &RequestKey) -> Result<Vec<Recording>, TierError> {
+        Ok(SledStore::history(self, key)?)
+    }
+
+    fn put(
+        &self,
+        key: &RequestKey,
+        recording: &Recording,
+        history: usize,
+        _replace: bool,
+    ) -> Result<bool, TierError> {
+        SledStore::put(self, key, recording, history)?;
+        Ok(true)
+    }
+
+    fn remove(&self, key: &RequestKey) -> Result<bool, TierError> {
+        Ok(SledStore::remove(self, key)?)
+    }
+
+    fn iter(&self) -> Box<dyn Iterator<Item = Result<Recording, TierError>> + '_> {
+        Box::new(SledStore::iter(self).map(|item| item.map_err(TierError::from)))
+    }
+
+    fn count(&self) -> usize {
+        self.indexed_len()
+    }
+
+    fn indexed(&self, key: &RequestKey) -> bool {
+        SledStore::indexed(self, key)
+    }
+
+    fn flush(&self) -> Result<(), TierError> {
+        Ok(SledStore::flush(self)?)
+    }
+
+    fn location(&self) -> &Path {
+        self.path()
+    }
+}
+
+impl Tier for FixtureDir {
+    fn replayable(&self, key: &RequestKey) -> Result<Option<Replayable>, TierError> {
+        Ok(FixtureDir::get(self, key)
+            .as_ref()
+            .map(Replayable::from_entry))
+    }
+
+    fn get(&self, key: &RequestKey) -> Result<Option<Recording>, TierError> {
+        Ok(FixtureDir::get(self, key))
+    }
+
+    fn history(&self, key: &RequestKey) -> Result<Vec<Recording>, TierError> {
+        Ok(FixtureDir::history(self, key))
+    }
+
+    fn put(
+        &self,
+        key: &RequestKey,
+        recording: &Recording,
+        history: usize,
+        replace: bool,
+    ) -> Result<bool, TierError> {
+        Ok(FixtureDir::put(self, key, recording, history, replace)?)
+    }
+
+    fn remove(&self, key: &RequestKey) -> Result<bool, TierError> {
+        Ok(FixtureDir::remove(self, key)?)
+    }
+
+    fn iter(&self) -> Box<dyn Iterator<Item = Result<Recording, TierError>> + '_> {
+        Box::new(self.all().into_iter().map(|(recording, _)| Ok(recording)))
+    }
+
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn indexed(&self, key: &RequestKey) -> bool {
+        self.contains(key)
+    }
+
+    fn flush(&self) -> Result<(), TierError> {
+        // Fixture files are written synchronously.
+        Ok(())
+    }
+
+    fn location(&self) -> &Path {
+        self.root()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::recording::test_entry;
+
+    /// Both tiers behave alike through the seam: put, get, history, iterate,
+    /// remove.
+    #[test]
+    fn every_tier_answers_the_same_calls() {
+        let store_dir = tempfile::tempdir().unwrap();
+        let fixtures_dir = tempfile::tempdir().unwrap();
+        let tiers: Vec<Box<dyn Tier>> = vec![
+            Box::new(SledStore::open(store_dir.path()).unwrap()),
+            Box::new(FixtureDir::load(fixtures_dir.path()).unwrap()),
+        ];
+        for tier in &tiers {
+            let hex = "ab".repeat(32);
+            let key = RequestKey::from_hex(&hex).unwrap();
+            let at = "2026-11-22T00:00:00.000Z";
+            let first = test_entry(&hex, &b"{\"n\":1}"[..], "fp_a", Some("m"), at);
+            let second = test_entry(&hex, &b"{\"n\":2}"[..], "fp_b", Some("m"), at);
+            assert!(tier.is_empty());
+            assert!(tier.put(&key, &first, 5, false).unwrap());
+            assert!(tier.put(&key, &second, 5, true).unwrap());
+            assert_eq!(tier.get(&key).unwrap().unwrap().body, second.body);
+            assert_eq!(tier.replayable(&key).unwrap().unwrap().body, second.body);
+            assert_eq!(tier.history(&key).unwrap(), vec![first.clone()]);
+            assert_eq!(tier.count(), 1);
+            assert!(tier.indexed(&key));
+            assert_eq!(tier.sample(10).len(), 1);
+            assert!(tier.remove(&key).unwrap());
+            assert!(!tier.remove(&key).unwrap(), "already gone");
+            assert!(tier.get(&key).unwrap().is_none());
+            assert!(tier.replayable(&key).unwrap().is_none());
+            assert!(tier.history(&key).unwrap().is_empty());
+            assert!(!tier.indexed(&key));
+            assert!(tier.is_empty());
         }
     }
 }

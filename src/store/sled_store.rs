@@ -313,6 +313,12 @@ impl SledStore {
         self.pointers.len()
     }
 
+    /// Whether the in-memory pointer index holds `key`: every recording
+    /// committed with its response log record does.
+    pub fn indexed(&self, key: &RequestKey) -> bool {
+        self.pointers.get(key).is_some()
+    }
+
     /// Opens an existing store; refuses to create one (for `ls`, `show`).
     pub fn open_existing(path: &Path) -> Result<SledStore, StoreError> {
         if !path.join("db").exists() && !path.join("conf").exists() {
@@ -424,6 +430,27 @@ impl SledStore {
             }
         }
         Ok(out)
+    }
+
+    /// Deletes the recording for `key` and its history; returns whether
+    /// there was one. The entry and its pointer go in one transaction, so
+    /// a crash cannot leave a pointer to a deleted entry.
+    pub fn remove(&self, key: &RequestKey) -> Result<bool, StoreError> {
+        let writing = self.pointers.writing();
+        let result: Result<bool, TransactionError<()>> =
+            (&self.entries, &self.replay).transaction(|(entries, replay)| {
+                let existed = entries.remove(key.as_bytes().as_slice())?.is_some();
+                set_pointer(replay, key, None)?;
+                Ok::<bool, ConflictableTransactionError<()>>(existed)
+            });
+        let existed = result.map_err(|e| match e {
+            TransactionError::Storage(source) => self.io(source),
+            TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
+        })?;
+        self.pointers.set(key, None);
+        drop(writing);
+        self.trim_history(key, 0)?;
+        Ok(existed)
     }
 
     fn trim_history(&self, key: &RequestKey, keep: usize) -> Result<(), StoreError> {

@@ -5,7 +5,7 @@
 //! `upstream.api_key_env`, else `OPENAI_API_KEY`), waiting out 429 answers
 //! with `retry-after`, reading a plain body or a whole event stream under
 //! the upstream's timeouts, and building the [`Recording`] the proxy would have
-//! recorded ([`record`]), so that audit can read it. Does not compare,
+//! recorded (through the same [`RecordingBody`]), so that audit can read it. Does not compare,
 //! store or print.
 
 use std::io::{IsTerminal, Write};
@@ -18,12 +18,12 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 
 use crate::app::CommandError;
-use crate::body::{collect_limited, empty, full, CollectError, IdleTimeout};
+use crate::body::{collect_limited, empty, full, IdleTimeout};
 use crate::config::{Config, ConfigError};
 use crate::key::{Canonical, KeyRules, RequestKey, RequestParts};
+use crate::record::recorder::{End, Exchange, NotRecorded, Recorder, RecordingBody, Sink, State};
 use crate::record::recording::{RecordedRequest, Recording, RequestBody};
 use crate::record::redact::{strip_hop_by_hop, Redactor};
-use crate::record::{self, StreamRecorder, StreamState};
 use crate::serve::error::ProxyError;
 use crate::serve::upstream::Upstream;
 
@@ -43,7 +43,7 @@ const DEFAULT_RETRY_WAIT: Duration = Duration::from_secs(1);
 
 /// Largest answer read: the cap the proxy applies to a recorded stream,
 /// far beyond any completion.
-const MAX_ANSWER_BYTES: usize = record::MAX_RECORDED_STREAM_BYTES;
+const MAX_ANSWER_BYTES: usize = crate::config::DEFAULT_MAX_RECORDED_BYTES;
 
 /// Largest error body read for its message: an OpenAI error is well under
 /// 1 KiB, and a misrouted request can answer with a whole HTML page.
@@ -357,62 +357,65 @@ impl Asker {
             }
             strip_hop_by_hop(&mut head.headers);
             head.headers.remove(header::CONTENT_LENGTH);
-            let answer = if crate::record::sse::is_event_stream(&head.headers) {
-                self.read_stream(request, &head, incoming, sent).await
-            } else {
-                match collect_limited(IdleTimeout::new(incoming, idle), MAX_ANSWER_BYTES).await {
-                    Ok(bytes) => Ok(record::entry(
-                        &request.canonical,
-                        &request.key,
-                        head.status,
-                        &head.headers,
-                        bytes,
-                        sent.elapsed(),
-                        &self.redactor,
-                    )),
-                    Err(CollectError::TooLarge) => Err(AskError::Body(format!(
-                        "larger than {MAX_ANSWER_BYTES} bytes"
-                    ))),
-                    Err(CollectError::Read(error)) => Err(AskError::Body(error.to_string())),
-                }
+            let exchange = Exchange {
+                canonical: request.canonical.clone(),
+                key: request.key,
+                status: head.status,
+                headers: head.headers,
+                sent,
             };
+            let answer = self.read_answer(exchange, incoming).await;
             return Asked { attempts, answer };
         }
     }
 
-    /// Reads a server-sent-event answer to its final event.
-    async fn read_stream(
+    /// Reads an answer through the recorder: a plain body to its end, a
+    /// stream to its terminal event.
+    async fn read_answer(
         &self,
-        request: &Outgoing,
-        head: &http::response::Parts,
+        exchange: Exchange,
         incoming: hyper::body::Incoming,
-        sent: Instant,
     ) -> Result<Recording, AskError> {
-        let mut body = IdleTimeout::new(incoming, self.upstream.idle_timeout());
-        let mut recorder = StreamRecorder::new(MAX_ANSWER_BYTES);
+        let stream = crate::record::sse::is_event_stream(&exchange.headers);
+        let recorder = Recorder::new(exchange, self.redactor.clone(), MAX_ANSWER_BYTES, true);
+        let upstream = IdleTimeout::new(incoming, self.upstream.idle_timeout());
+        let mut body = RecordingBody::new(upstream, recorder, Keep::default());
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| AskError::Body(e.to_string()))?;
-            if let Some(chunk) = frame.data_ref() {
-                if recorder.push(chunk, sent.elapsed()) != StreamState::Open {
-                    break;
-                }
+            if let Err(error) = frame {
+                return Err(AskError::Body(error.to_string()));
+            }
+            if body.state() != State::Open {
+                break;
             }
         }
-        match recorder.state() {
-            StreamState::Complete => recorder
-                .entry(
-                    &request.canonical,
-                    &request.key,
-                    head.status,
-                    &head.headers,
-                    sent.elapsed(),
-                    &self.redactor,
-                )
-                .ok_or_else(|| AskError::Stream("no complete stream".into())),
-            StreamState::Spoiled(reason) => Err(AskError::Stream(reason.into())),
-            StreamState::Open => Err(AskError::Stream("it ended without its final event".into())),
+        let kept = body.sink_mut().and_then(|keep| keep.0.take());
+        match (body.state(), kept) {
+            (State::Committed, Some(recording)) => Ok(recording),
+            (State::NotRecorded(NotRecorded::TooLarge), _) if !stream => Err(AskError::Body(
+                format!("larger than {MAX_ANSWER_BYTES} bytes"),
+            )),
+            (State::NotRecorded(NotRecorded::TooLarge), _) => Err(AskError::Stream(
+                "stream larger than the recording cap".into(),
+            )),
+            (State::NotRecorded(NotRecorded::NoFinalEvent), _) | (State::Open, _) => {
+                Err(AskError::Stream("it ended without its final event".into()))
+            }
+            (State::NotRecorded(why), _) => Err(AskError::Stream(why.as_str().into())),
+            (State::Committed, None) => Err(AskError::Stream("no complete stream".into())),
         }
     }
+}
+
+/// Keeps the recording of a re-asked answer for the caller.
+#[derive(Default)]
+struct Keep(Option<Recording>);
+
+impl Sink for Keep {
+    fn commit(&mut self, recording: Recording) {
+        self.0 = Some(recording);
+    }
+
+    fn end(&mut self, _exchange: &Exchange, _end: End<'_>) {}
 }
 
 /// How long to wait after the `retries`-th 429: `retry-after-ms`

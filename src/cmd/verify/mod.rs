@@ -76,8 +76,7 @@ use crate::cmd::export::Filter;
 use crate::config::Config;
 use crate::key::RequestKey;
 use crate::record::recording::Recording;
-use crate::store::Recordings;
-use crate::store::StoreError;
+use crate::store::Tier;
 
 use ask::{Asker, Outgoing, Progress};
 
@@ -279,7 +278,7 @@ impl Summary {
 /// error (exit 1) after the report is printed.
 pub async fn run(
     config: &Config,
-    recordings: &Recordings,
+    recordings: &dyn Tier,
     args: &VerifyArgs,
     out: &mut dyn Write,
 ) -> Result<bool, CommandError> {
@@ -343,7 +342,7 @@ pub async fn run(
 /// Re-sends one recording and compares; never fails, errors go in the report.
 async fn verify_one(
     asker: &Asker,
-    recordings: &Recordings,
+    recordings: &dyn Tier,
     key: &RequestKey,
     args: &VerifyArgs,
     history: usize,
@@ -408,27 +407,18 @@ fn error_report(key: &RequestKey, reason: &str) -> KeyReport {
 /// picked at random. Only keys are kept, so a large store costs little
 /// memory; each recording is read again when its turn comes.
 fn select(
-    recordings: &Recordings,
+    recordings: &dyn Tier,
     filter: &Filter,
     sample: Option<usize>,
 ) -> Result<Vec<RequestKey>, CommandError> {
     let mut picker = Picker::new(sample);
-    match recordings {
-        Recordings::Store(store) => {
-            for item in store.iter() {
-                match item {
-                    Ok(entry) => picker.offer(&entry, filter),
-                    Err(error @ StoreError::Corrupt { .. }) => {
-                        tracing::warn!(%error, "skipping unreadable recording");
-                    }
-                    Err(error) => return Err(error.into()),
-                }
+    for item in recordings.iter() {
+        match item {
+            Ok(entry) => picker.offer(&entry, filter),
+            Err(error) if error.is_corrupt() => {
+                tracing::warn!(%error, "skipping unreadable recording");
             }
-        }
-        Recordings::Fixtures(dir) => {
-            for (entry, _) in dir.all() {
-                picker.offer(&entry, filter);
-            }
+            Err(error) => return Err(error.into()),
         }
     }
     Ok(picker.keys())
