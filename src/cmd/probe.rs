@@ -62,11 +62,11 @@ use http::Method;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::app::CommandError;
 use crate::audit::{self, Answer};
-use crate::cli::ProbeArgs;
 use crate::cmd::verify::ask::{shorten, Asker, Outgoing, Progress};
+use crate::cmd::write_json;
 use crate::config::Config;
+use crate::error::CommandError;
 use crate::key::KeyRules;
 
 /// Version of the `probe --json` schema.
@@ -75,6 +75,23 @@ pub const PROBE_SCHEMA: u32 = 1;
 /// Characters of an output shown in the text table (`--json` has it whole):
 /// enough to tell answers apart, short enough for one line.
 const OUTPUT_SHOWN_CHARS: usize = 80;
+
+/// The request `probe` sends, how often, and what it prints.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How many times to send the request (at least 1).
+    pub n: u32,
+    /// Requests in flight at once (at least 1).
+    pub concurrency: usize,
+    /// First-token logprobs closer than this are one cluster; a number >= 0.
+    pub tolerance: f64,
+    /// HTTP method (any case).
+    pub method: String,
+    /// Request path, with `?query` if any; must start with `/`.
+    pub path: String,
+    /// JSON instead of text.
+    pub json: bool,
+}
 
 /// An output and how many answers said it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -320,27 +337,31 @@ pub fn asks_for_logprobs(body: &Value) -> bool {
     }
 }
 
-/// Sends the request `args.n` times and prints what came back.
+/// Sends the request `options.n` times and prints what came back.
 pub async fn run(
     config: &Config,
-    args: &ProbeArgs,
+    options: &Options,
     body: Vec<u8>,
     out: &mut dyn Write,
 ) -> Result<(), CommandError> {
-    if !(args.tolerance.is_finite() && args.tolerance >= 0.0) {
+    if !(options.tolerance.is_finite() && options.tolerance >= 0.0) {
         return Err(CommandError::Usage(format!(
             "--tolerance {} must be a number >= 0",
-            args.tolerance
+            options.tolerance
         )));
     }
-    let method = Method::from_bytes(args.method.to_ascii_uppercase().as_bytes()).map_err(|_| {
-        CommandError::Usage(format!("--method {:?} is not an HTTP method", args.method))
-    })?;
-    let (path, query) = args.path.split_once('?').unwrap_or((&args.path, ""));
+    let method =
+        Method::from_bytes(options.method.to_ascii_uppercase().as_bytes()).map_err(|_| {
+            CommandError::Usage(format!(
+                "--method {:?} is not an HTTP method",
+                options.method
+            ))
+        })?;
+    let (path, query) = options.path.split_once('?').unwrap_or((&options.path, ""));
     if !path.starts_with('/') {
         return Err(CommandError::Usage(format!(
             "--path {:?} must start with /, e.g. /v1/chat/completions",
-            args.path
+            options.path
         )));
     }
     let json = if body.iter().all(u8::is_ascii_whitespace) {
@@ -373,13 +394,13 @@ pub async fn run(
         &KeyRules::default(),
     );
 
-    let n = args.n as usize;
+    let n = options.n as usize;
     let progress = Progress::new("probing", n);
     let mut observations = Vec::with_capacity(n);
     let mut errors = Vec::new();
     {
         let mut pending = futures_util::stream::iter((0..n).map(|_| asker.ask(&request)))
-            .buffer_unordered(usize::from(args.concurrency));
+            .buffer_unordered(options.concurrency.max(1));
         while let Some(asked) = pending.next().await {
             match asked.answer {
                 Ok(entry) => observations.push(Observation::of(
@@ -392,7 +413,7 @@ pub async fn run(
         }
     }
     progress.finish();
-    let tally = tally(&observations, &errors, args.tolerance);
+    let tally = tally(&observations, &errors, options.tolerance);
     if observations.is_empty() {
         let first = tally.errors.first().map_or(String::new(), |e| {
             format!(": {}\u{d7} {}", e.count, e.error)
@@ -401,15 +422,15 @@ pub async fn run(
             "all {n} requests failed{first}"
         )));
     }
-    if args.json {
+    if options.json {
         let mut doc = serde_json::json!({
             "llmtape_probe": PROBE_SCHEMA,
             "upstream": asker.display(),
             "method": method.as_str(),
-            "path": args.path,
+            "path": options.path,
             "requests": n,
             "logprobs_requested": logprobs_requested,
-            "tolerance": args.tolerance,
+            "tolerance": options.tolerance,
         });
         if let (Some(doc), Value::Object(fields)) = (
             doc.as_object_mut(),
@@ -417,11 +438,10 @@ pub async fn run(
         ) {
             doc.extend(fields);
         }
-        serde_json::to_writer_pretty(&mut *out, &doc).map_err(std::io::Error::from)?;
-        writeln!(out)?;
+        write_json(out, &doc)?;
         return Ok(());
     }
-    print_text(out, &tally, &asker, &method, args, logprobs_requested)?;
+    print_text(out, &tally, &asker, &method, options, logprobs_requested)?;
     Ok(())
 }
 
@@ -430,7 +450,7 @@ fn print_text(
     tally: &Tally,
     asker: &Asker,
     method: &Method,
-    args: &ProbeArgs,
+    options: &Options,
     logprobs_requested: bool,
 ) -> Result<(), CommandError> {
     let share =
@@ -439,9 +459,9 @@ fn print_text(
     writeln!(
         out,
         "probe: {} request(s) to {method} {}{}: {} answered, {} failed",
-        args.n,
+        options.n,
         asker.display(),
-        args.path,
+        options.path,
         tally.answered,
         tally.failed
     )?;
@@ -491,7 +511,7 @@ fn print_text(
             out,
             "first-token logprobs: {} distinct (tolerance {})",
             tally.first_token_logprobs.len(),
-            args.tolerance
+            options.tolerance
         )?;
         let tokens: Vec<String> = tally
             .first_token_logprobs

@@ -63,23 +63,59 @@
 pub mod ask;
 
 use std::collections::BinaryHeap;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use crate::app::CommandError;
 use crate::audit::{self, Change, AUDIT_SCHEMA};
-use crate::cli::VerifyArgs;
-use crate::cmd::export::Filter;
+use crate::cmd::filter::Filter;
+use crate::cmd::listing::short_key;
+use crate::cmd::paint::Terminal;
+use crate::cmd::write_json;
 use crate::config::Config;
+use crate::error::CommandError;
 use crate::key::RequestKey;
 use crate::record::recording::Recording;
 use crate::store::Recordings;
 use crate::store::StoreError;
 
 use ask::{Asker, Outgoing, Progress};
+
+/// Which recordings `verify` re-sends, how it judges and what it prints.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Re-send only this many recordings, picked at random.
+    pub sample: Option<usize>,
+    /// Which recordings.
+    pub filter: Filter,
+    /// Logprob changes up to this size (absolute, natural log) do not count
+    /// as drift; must be a number >= 0.
+    pub logprob_tolerance: f64,
+    /// Store answers that differ as re-recordings (the old ones go to
+    /// history).
+    pub update: bool,
+    /// Requests in flight at once (at least 1).
+    pub concurrency: usize,
+    /// JSON instead of text.
+    pub json: bool,
+}
+
+impl Default for Options {
+    /// The command line's defaults: every recording, no tolerance, four
+    /// requests at a time, text.
+    fn default() -> Options {
+        Options {
+            sample: None,
+            filter: Filter::default(),
+            logprob_tolerance: 0.0,
+            update: false,
+            concurrency: 4,
+            json: false,
+        }
+    }
+}
 
 /// What a fresh answer says about its recording's content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -280,17 +316,17 @@ impl Summary {
 pub async fn run(
     config: &Config,
     recordings: &Recordings,
-    args: &VerifyArgs,
+    options: &Options,
+    terminal: &Terminal,
     out: &mut dyn Write,
 ) -> Result<bool, CommandError> {
-    if !(args.logprob_tolerance.is_finite() && args.logprob_tolerance >= 0.0) {
+    if !(options.logprob_tolerance.is_finite() && options.logprob_tolerance >= 0.0) {
         return Err(CommandError::Usage(format!(
             "--logprob-tolerance {} must be a number >= 0",
-            args.logprob_tolerance
+            options.logprob_tolerance
         )));
     }
-    let filter = Filter::from(&args.filter);
-    let keys = select(recordings, &filter, args.sample)?;
+    let keys = select(recordings, &options.filter, options.sample)?;
     if keys.is_empty() {
         return Err(CommandError::NotFound(format!(
             "nothing to verify: no recording in {} matches",
@@ -303,33 +339,32 @@ pub async fn run(
     {
         let mut pending = futures_util::stream::iter(
             keys.iter()
-                .map(|key| verify_one(&asker, recordings, key, args, config.store.history)),
+                .map(|key| verify_one(&asker, recordings, key, options, config.store.history)),
         )
-        .buffer_unordered(usize::from(args.concurrency));
+        .buffer_unordered(options.concurrency.max(1));
         while let Some(report) = pending.next().await {
             reports.push(report);
             progress.tick(reports.len());
         }
     }
     progress.finish();
-    if args.update {
+    if options.update {
         recordings.flush()?;
     }
     reports.sort_by(|a, b| a.key.cmp(&b.key));
     let summary = Summary::of(&reports);
-    if args.json {
+    if options.json {
         let doc = serde_json::json!({
             "llmtape_verify": AUDIT_SCHEMA,
             "source": recordings.location(),
             "upstream": asker.display(),
-            "logprob_tolerance": args.logprob_tolerance,
+            "logprob_tolerance": options.logprob_tolerance,
             "summary": summary,
             "results": reports,
         });
-        serde_json::to_writer_pretty(&mut *out, &doc).map_err(std::io::Error::from)?;
-        writeln!(out)?;
+        write_json(out, &doc)?;
     } else {
-        print_text(out, &reports, &summary, asker.display(), args)?;
+        print_text(out, &reports, &summary, asker.display(), options, terminal)?;
     }
     if summary.errors > 0 {
         return Err(CommandError::Incomplete(format!(
@@ -345,7 +380,7 @@ async fn verify_one(
     asker: &Asker,
     recordings: &Recordings,
     key: &RequestKey,
-    args: &VerifyArgs,
+    options: &Options,
     history: usize,
 ) -> KeyReport {
     let recorded = match recordings.get(key) {
@@ -374,8 +409,8 @@ async fn verify_one(
         }
     };
     fresh.meta.request = recorded.meta.request.clone();
-    judge(&recorded, &fresh, args.logprob_tolerance, &mut report);
-    if args.update && report.differs {
+    judge(&recorded, &fresh, options.logprob_tolerance, &mut report);
+    if options.update && report.differs {
         match recordings.put(key, &fresh, history, true) {
             Ok(written) => report.updated = written,
             Err(error) => report.error = Some(format!("the new answer was not stored: {error}")),
@@ -496,11 +531,9 @@ fn print_text(
     reports: &[KeyReport],
     summary: &Summary,
     upstream: &str,
-    args: &VerifyArgs,
+    options: &Options,
+    terminal: &Terminal,
 ) -> Result<(), CommandError> {
-    /// Hex characters of a key shown, as `ls` shows them.
-    const KEY_SHOWN: usize = 16;
-    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let request = |r: &KeyReport| format!("{} {}", r.method, r.path);
     let model = |r: &KeyReport| r.model.clone().unwrap_or_else(|| "-".into());
     let request_width = reports.iter().map(|r| request(r).len()).max().unwrap_or(0);
@@ -513,15 +546,11 @@ fn print_text(
             (Verdict::DifferentText, _, _) => "31",
             _ => "33",
         };
-        let verdict = if colour {
-            format!("\x1b[{code}m{verdict}\x1b[0m")
-        } else {
-            verdict
-        };
+        let verdict = terminal.paint(code, &verdict);
         writeln!(
             out,
-            "{:<KEY_SHOWN$}  {:<request_width$}  {:<model_width$}  {verdict}",
-            &r.key[..KEY_SHOWN.min(r.key.len())],
+            "{:<16}  {:<request_width$}  {:<model_width$}  {verdict}",
+            short_key(&r.key),
             request(r),
             model(r),
         )?;
@@ -535,10 +564,13 @@ fn print_text(
         summary.different_fingerprint,
         summary.errors
     );
-    if args.logprob_tolerance > 0.0 {
-        line.push_str(&format!(" (logprob tolerance {})", args.logprob_tolerance));
+    if options.logprob_tolerance > 0.0 {
+        line.push_str(&format!(
+            " (logprob tolerance {})",
+            options.logprob_tolerance
+        ));
     }
-    if args.update {
+    if options.update {
         line.push_str(&format!("; {} updated", summary.updated));
     }
     writeln!(out, "{line}")?;
