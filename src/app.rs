@@ -9,12 +9,13 @@
 use std::io::{Read, Write};
 
 use crate::cli::{
-    AuditArgs, Cli, Command, ExplainArgs, FilterArgs, KeyCommand, ProbeArgs, ShowArgs, VerifyArgs,
+    AuditArgs, Cli, Command, ExplainArgs, FilterArgs, KeyCommand, ModeArg, ProbeArgs, ShowArgs,
+    VerifyArgs,
 };
 use crate::cmd::listing::Listing;
 use crate::cmd::paint::Terminal;
 use crate::cmd::{audit, explain, export, filter, import, lint, ls, probe, show, verify};
-use crate::config::{Config, Overrides};
+use crate::config::{Config, Mode, Overrides};
 use crate::error::CommandError;
 use crate::serve::server::{shutdown_signal, Server};
 use crate::store::fixtures::FixtureDir;
@@ -198,6 +199,17 @@ impl From<ExplainArgs> for explain::Options {
             query: args.query,
             namespace: args.namespace,
             content_type: args.content_type,
+        }
+    }
+}
+
+impl From<ModeArg> for Mode {
+    fn from(arg: ModeArg) -> Mode {
+        match arg {
+            ModeArg::Auto => Mode::Auto,
+            ModeArg::Record => Mode::Record,
+            ModeArg::Replay => Mode::Replay,
+            ModeArg::Passthrough => Mode::Passthrough,
         }
     }
 }

@@ -2,8 +2,8 @@
 //! which answers would now differ from their recordings.
 //!
 //! Owns the run (which keys, how many at once, `--update`) and the printed
-//! report. What counts as a difference is [`judge`]'s, which keys are
-//! re-sent [`sample`]'s; how two answers differ is audit's business
+//! report. What counts as a difference is [`judge`](mod@judge)'s, which keys are
+//! re-sent `sample`'s; how two answers differ is audit's business
 //! ([`crate::audit::answer_of`], [`crate::audit::compare`]); storing is the
 //! recordings'; sending and reading answers is [`ask`]'s (shared with
 //! `probe`).
