@@ -1,77 +1,25 @@
-//! Runs a parsed command line: builds the config, dispatches the command,
-//! and says which exit code each failure deserves.
+//! The dispatcher: turns a parsed command line into a command's options,
+//! loads the config, opens the store or fixtures folder the command needs,
+//! and runs it against stdout.
+//!
+//! The only module that knows both [`crate::cli`] (clap types) and
+//! [`crate::cmd`] (plain options); the conversions between them are at the
+//! bottom. Failures are [`CommandError`]s, whose exit codes `main` applies.
 
-use std::io::Read;
-use std::path::Path;
-use std::process::ExitCode;
+use std::io::{Read, Write};
 
-use crate::cli::{Cli, Command, KeyCommand};
-use crate::cmd::export::{self, Filter, Summary, TransferError};
-use crate::cmd::inspect::{self, Listing};
-use crate::cmd::lint;
-use crate::cmd::probe;
-use crate::cmd::verify;
-use crate::config::{Config, ConfigError, Overrides, Scope};
-use crate::key::{Canonical, KeyRules, RequestParts};
-use crate::serve::server::{shutdown_signal, Server, StartError};
-use crate::store::fixtures::{self, FixtureError};
-use crate::store::{FixtureDir, Tier, TierError};
-use crate::store::{SledStore, StoreError};
-
-/// A command that could not do its job.
-#[derive(Debug, thiserror::Error)]
-pub enum CommandError {
-    /// The configuration is unusable.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// The store could not be used.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// A recording tier failed.
-    #[error(transparent)]
-    Tier(#[from] TierError),
-    /// The server could not start.
-    #[error(transparent)]
-    Start(#[from] StartError),
-    /// Nothing matched what was asked for.
-    #[error("{0}")]
-    NotFound(String),
-    /// A flag's value is unusable.
-    #[error("{0}")]
-    Usage(String),
-    /// The command ran but some of its work failed (listed above it).
-    #[error("{0}")]
-    Incomplete(String),
-    /// Fixture files could not be read or written.
-    #[error(transparent)]
-    Fixture(#[from] FixtureError),
-    /// An export or import could not run.
-    #[error(transparent)]
-    Transfer(#[from] TransferError),
-    /// Writing the output failed (e.g. a closed pipe).
-    #[error("cannot write output: {0}")]
-    Output(#[from] std::io::Error),
-}
-
-impl CommandError {
-    /// 2 for problems with configuration, store or start-up (the user must
-    /// fix something before trying again); 1 when the command ran but found
-    /// nothing.
-    pub fn exit_code(&self) -> ExitCode {
-        match self {
-            CommandError::Config(_)
-            | CommandError::Store(_)
-            | CommandError::Tier(_)
-            | CommandError::Start(_)
-            | CommandError::Fixture(_)
-            | CommandError::Transfer(_)
-            | CommandError::Usage(_) => ExitCode::from(2),
-            CommandError::NotFound(_) | CommandError::Incomplete(_) | CommandError::Output(_) => {
-                ExitCode::from(1)
-            }
-        }
-    }
-}
+use crate::cli::{
+    AuditArgs, Cli, Command, ExplainArgs, FilterArgs, KeyCommand, ModeArg, ProbeArgs, ShowArgs,
+    VerifyArgs,
+};
+use crate::cmd::listing::Listing;
+use crate::cmd::paint::Terminal;
+use crate::cmd::{audit, explain, export, filter, import, lint, ls, probe, show, verify};
+use crate::config::{Config, Mode, Overrides};
+use crate::error::CommandError;
+use crate::serve::server::{shutdown_signal, Server};
+use crate::store::FixtureDir;
+use crate::store::{SledStore, Tier};
 
 /// Runs the command line.
 pub async fn run(cli: Cli) -> Result<(), CommandError> {
@@ -81,6 +29,9 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
         fixtures: cli.global.fixtures.clone(),
         ..Overrides::default()
     };
+    // Each arm locks stdout itself: `serve` must not hold the lock while
+    // its tasks run on other threads.
+    let stdout = || std::io::stdout().lock();
     match cli.command {
         Command::Serve(args) => {
             overrides.listen = args.listen;
@@ -92,59 +43,50 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
             // The ready line is the contract with scripts and tests: stdout,
             // one line, flushed before the first request can be served.
             println!("{}", server.ready_line());
-            use std::io::Write;
             std::io::stdout().flush()?;
             server.run(shutdown).await;
             Ok(())
         }
         Command::Ls(args) => {
             let config = Config::load(&overrides)?;
-            let listing = listing(&config, false)?;
-            inspect::ls(&listing, args.json, &mut std::io::stdout().lock())
+            let listing = open_listing(&config, false)?;
+            let options = ls::Options { json: args.json };
+            ls::run(&listing, &options, &Terminal::detect(), &mut stdout())
         }
         Command::Show(args) => {
             let config = Config::load(&overrides)?;
-            let listing = listing(&config, true)?;
-            inspect::show(
-                &listing,
-                &args.key_prefix,
-                args.json,
-                &mut std::io::stdout().lock(),
-            )
+            let listing = open_listing(&config, true)?;
+            show::run(&listing, &args.into(), &mut stdout())
         }
         Command::Export(args) => {
             let config = Config::load(&overrides)?;
             let store = SledStore::open_existing(&config.store.path)?;
-            let filter = Filter::from(&args.filter);
-            let summary = export::export(&store, &args.out, &filter)?;
-            report(&summary, "exported", &args.out)
+            let summary = export::export(&store, &args.out, &args.filter.into())?;
+            summary.report("exported", &args.out, &mut stdout(), &mut std::io::stderr())
         }
         Command::Import(args) => {
             let config = Config::load(&overrides)?;
-            if !args.dir.is_dir() {
-                return Err(CommandError::NotFound(format!(
-                    "{} is not a folder of fixtures",
-                    args.dir.display()
-                )));
-            }
+            import::check_folder(&args.dir)?;
             let store = SledStore::open(&config.store.path)?;
-            let summary = export::import(&store, &args.dir)?;
-            report(&summary, "imported", &args.dir)
+            let summary = import::import(&store, &args.dir)?;
+            summary.report("imported", &args.dir, &mut stdout(), &mut std::io::stderr())
         }
-        Command::Lint(args) => lint(&args.dir),
+        Command::Lint(args) => lint::run(&args.dir, &mut stdout()),
         Command::Audit(args) => {
             let config = Config::load(&overrides)?;
-            let listing = listing(&config, true)?;
-            inspect::audit(&listing, &args, &mut std::io::stdout().lock())
+            let listing = open_listing(&config, true)?;
+            audit::run(&listing, &args.into(), &Terminal::detect(), &mut stdout())
         }
         Command::Verify(args) => {
             let config = Config::load(&overrides)?;
             let recordings = open_recordings(&config)?;
+            let options = verify::Options::from(args);
             let all_same = verify::run(
                 &config,
                 recordings.as_ref(),
-                &args,
-                &mut std::io::stdout().lock(),
+                &options,
+                &Terminal::detect(),
+                &mut stdout(),
             )
             .await?;
             recordings.flush()?;
@@ -158,36 +100,22 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
         }
         Command::Probe(args) => {
             let config = Config::load(&overrides)?;
-            let mut body = Vec::new();
-            std::io::stdin().read_to_end(&mut body)?;
-            probe::run(&config, &args, body, &mut std::io::stdout().lock()).await
+            let body = read_stdin()?;
+            probe::run(&config, &args.into(), body, &mut stdout()).await
         }
         Command::Key(KeyCommand::Explain(args)) => {
             let config = Config::load(&overrides)?;
-            let mut body = Vec::new();
-            std::io::stdin().read_to_end(&mut body)?;
-            let rules = KeyRules {
-                ignore_fields: config.key.ignore_fields.clone(),
-                per_credential: false,
-            };
-            let canonical = Canonical::new(
-                &RequestParts {
-                    method: &args.method,
-                    path: &args.path,
-                    query: Some(&args.query),
-                    content_type: args.content_type.as_deref(),
-                    body: &body,
-                    namespace: args.namespace.as_deref(),
-                    credential: None,
-                },
-                &rules,
-            );
-            let note = (config.key.scope == Scope::ApiKey).then_some(
-                "key.scope = \"api-key\" mixes a hash of the caller's key into the real key; this one is computed without it",
-            );
-            inspect::explain(&canonical, note, &mut std::io::stdout().lock())
+            let body = read_stdin()?;
+            explain::run(&args.into(), &config.key, &body, &mut stdout())
         }
     }
+}
+
+/// The request body `probe` and `key explain` read.
+fn read_stdin() -> Result<Vec<u8>, CommandError> {
+    let mut body = Vec::new();
+    std::io::stdin().read_to_end(&mut body)?;
+    Ok(body)
 }
 
 /// The recordings a command works on, writable: the fixtures folder if one
@@ -199,84 +127,89 @@ fn open_recordings(config: &Config) -> Result<Box<dyn Tier>, CommandError> {
     })
 }
 
-/// Recordings for `ls`/`show`: the fixtures folder if one is given,
-/// otherwise the store.
-fn listing(config: &Config, with_history: bool) -> Result<Listing, CommandError> {
-    match &config.store.fixtures {
-        Some(dir) => Ok(Listing::from_fixtures(&FixtureDir::load(dir)?)),
-        None => Listing::from_store(&SledStore::open_existing(&config.store.path)?, with_history),
+/// Recordings for `ls`, `show` and `audit`: the fixtures folder if one is
+/// given, otherwise the store.
+fn open_listing(config: &Config, with_history: bool) -> Result<Listing, CommandError> {
+    Ok(match &config.store.fixtures {
+        Some(dir) => Listing::from_fixtures(&FixtureDir::load(dir)?),
+        None => Listing::from_store(&SledStore::open_existing(&config.store.path)?, with_history)?,
+    })
+}
+
+impl From<FilterArgs> for filter::Filter {
+    fn from(args: FilterArgs) -> filter::Filter {
+        filter::Filter {
+            namespace: args.namespace,
+            route: args.route,
+            model: args.model,
+        }
     }
 }
 
-/// Prints an export/import summary; skipped recordings make the exit code 1.
-fn report(summary: &Summary, verb: &str, place: &Path) -> Result<(), CommandError> {
-    println!("{}", summary.line(verb, place));
-    for (what, why) in &summary.skipped {
-        eprintln!("llmtape: skipped {what}: {why}");
-    }
-    if summary.skipped.is_empty() {
-        Ok(())
-    } else {
-        Err(CommandError::Incomplete(format!(
-            "{} recording(s) skipped",
-            summary.skipped.len()
-        )))
+impl From<ShowArgs> for show::Options {
+    fn from(args: ShowArgs) -> show::Options {
+        show::Options {
+            key_prefix: args.key_prefix,
+            json: args.json,
+        }
     }
 }
 
-/// `lint DIR`: every problem on its own line, exit 1 if any.
-fn lint(dir: &Path) -> Result<(), CommandError> {
-    let files = fixtures::fixture_files(dir)?;
-    let mut problems = 0usize;
-    for path in &files {
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(error) => {
-                problems += 1;
-                println!("{}: cannot read: {error}", path.display());
-                continue;
-            }
-        };
-        match serde_json::from_str::<serde_json::Value>(&text) {
-            Err(error) => {
-                problems += 1;
-                println!("{}: not JSON: {error}", path.display());
-                continue;
-            }
-            Ok(value) => {
-                for finding in lint::scan(&value) {
-                    problems += 1;
-                    println!(
-                        "{}: {}: looks like {}",
-                        path.display(),
-                        finding.pointer,
-                        finding.what
-                    );
-                }
-            }
-        }
-        if let Err(error) = fixtures::parse(path, &text)
-            .map_err(|e| e.to_string())
-            .and_then(|file| {
-                fixtures::from_fixture(&file)
-                    .map(|_| ())
-                    .map_err(|e| format!("{}: {e}", path.display()))
-            })
-        {
-            problems += 1;
-            println!("{error}");
+impl From<AuditArgs> for audit::Options {
+    fn from(args: AuditArgs) -> audit::Options {
+        audit::Options {
+            json: args.json,
+            since: args.since,
+            model: args.model,
         }
     }
-    println!(
-        "{} fixture file(s) checked, {problems} problem(s)",
-        files.len()
-    );
-    if problems == 0 {
-        Ok(())
-    } else {
-        Err(CommandError::Incomplete(format!(
-            "{problems} problem(s) in {}",
-            dir.display()
-        )))
+}
+
+impl From<VerifyArgs> for verify::Options {
+    fn from(args: VerifyArgs) -> verify::Options {
+        verify::Options {
+            sample: args.sample,
+            filter: args.filter.into(),
+            logprob_tolerance: args.logprob_tolerance,
+            update: args.update,
+            concurrency: usize::from(args.concurrency),
+            json: args.json,
+        }
+    }
+}
+
+impl From<ProbeArgs> for probe::Options {
+    fn from(args: ProbeArgs) -> probe::Options {
+        probe::Options {
+            n: args.n,
+            concurrency: usize::from(args.concurrency),
+            tolerance: args.tolerance,
+            method: args.method,
+            path: args.path,
+            json: args.json,
+        }
+    }
+}
+
+impl From<ExplainArgs> for explain::Options {
+    fn from(args: ExplainArgs) -> explain::Options {
+        explain::Options {
+            method: args.method,
+            path: args.path,
+            query: args.query,
+            namespace: args.namespace,
+            content_type: args.content_type,
+        }
+    }
+}
+
+impl From<ModeArg> for Mode {
+    fn from(arg: ModeArg) -> Mode {
+        match arg {
+            ModeArg::Auto => Mode::Auto,
+            ModeArg::Record => Mode::Record,
+            ModeArg::Replay => Mode::Replay,
+            ModeArg::Passthrough => Mode::Passthrough,
+        }
     }
 }

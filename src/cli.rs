@@ -1,10 +1,9 @@
-//! The command line, as clap derive types. No logic lives here.
+//! The command line, as clap derive types. No logic lives here: the
+//! dispatcher ([`crate::app`]) turns these into each command's options.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-
-use crate::config::Mode;
 
 /// A record-and-replay caching reverse proxy for OpenAI-compatible APIs.
 ///
@@ -249,15 +248,4 @@ pub enum ModeArg {
     Replay,
     /// Forward everything, record nothing.
     Passthrough,
-}
-
-impl From<ModeArg> for Mode {
-    fn from(arg: ModeArg) -> Mode {
-        match arg {
-            ModeArg::Auto => Mode::Auto,
-            ModeArg::Record => Mode::Record,
-            ModeArg::Replay => Mode::Replay,
-            ModeArg::Passthrough => Mode::Passthrough,
-        }
-    }
 }

@@ -34,6 +34,7 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod diff;
+pub mod error;
 pub mod key;
 pub mod logs;
 pub mod record;

@@ -1,152 +1,32 @@
-//! `export` and `import`: moving recordings between the store and fixture
-//! files, without loss, with progress and a one-line summary.
+//! `llmtape export`: the store's recordings written as fixture files (one
+//! pretty JSON file each, history included), without loss. A file whose
+//! text would not change is not touched; a recording that holds
+//! credential-like text is refused ([`crate::cmd::lint`]).
+//!
+//! The fixture format and file layout are [`crate::store::fixtures`]'s.
 
 use std::collections::HashMap;
-use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
+use crate::cmd::filter::Filter;
 use crate::cmd::lint;
+use crate::cmd::transfer::{Progress, Summary};
 use crate::key::RequestKey;
-use crate::record::recording::{Recording, RequestBody};
-use crate::route::Route;
 use crate::store::fixtures::{self, FixtureError};
-use crate::store::{SledStore, StoreError};
-
-/// Below this many recordings, progress is not worth printing.
-const PROGRESS_MIN: usize = 200;
-
-/// Which recordings to export.
-#[derive(Debug, Clone, Default)]
-pub struct Filter {
-    /// Only this namespace.
-    pub namespace: Option<String>,
-    /// Only this route: a name (`chat.completions`) or a path.
-    pub route: Option<String>,
-    /// Only this model.
-    pub model: Option<String>,
-}
-
-impl From<&crate::cli::FilterArgs> for Filter {
-    fn from(args: &crate::cli::FilterArgs) -> Filter {
-        Filter {
-            namespace: args.namespace.clone(),
-            route: args.route.clone(),
-            model: args.model.clone(),
-        }
-    }
-}
-
-impl Filter {
-    /// True when `entry` passes every filter that is set.
-    pub fn keeps(&self, entry: &Recording) -> bool {
-        let r = &entry.meta.request;
-        if self.namespace.as_ref().is_some_and(|ns| *ns != r.namespace) {
-            return false;
-        }
-        if let Some(route) = &self.route {
-            let method =
-                http::Method::from_bytes(r.method.as_bytes()).unwrap_or(http::Method::POST);
-            let name = Route::classify(&method, &r.path).map(Route::as_str);
-            if name != Some(route.as_str()) && r.path != *route {
-                return false;
-            }
-        }
-        if let Some(model) = &self.model {
-            let requested = match &r.body {
-                RequestBody::Json(v) => v.get("model").and_then(|m| m.as_str()),
-                _ => None,
-            };
-            if entry.meta.model.as_deref() != Some(model.as_str())
-                && requested != Some(model.as_str())
-            {
-                return false;
-            }
-        }
-        true
-    }
-}
-
-/// What an export or import did.
-#[derive(Debug, Default)]
-pub struct Summary {
-    /// Files or entries written.
-    pub written: usize,
-    /// Already identical, left alone.
-    pub unchanged: usize,
-    /// Left out, with the reason: (what, why).
-    pub skipped: Vec<(String, String)>,
-}
-
-impl Summary {
-    /// The one-line summary.
-    pub fn line(&self, verb: &str, place: &Path) -> String {
-        format!(
-            "{verb} {} recording(s) {} {}: {} written, {} unchanged, {} skipped",
-            self.written + self.unchanged + self.skipped.len(),
-            if verb == "exported" { "to" } else { "from" },
-            place.display(),
-            self.written,
-            self.unchanged,
-            self.skipped.len()
-        )
-    }
-}
-
-/// Why an export or import could not run at all.
-#[derive(Debug, thiserror::Error)]
-pub enum TransferError {
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// A fixture file or folder failed.
-    #[error(transparent)]
-    Fixture(#[from] FixtureError),
-}
-
-/// Progress on stderr: a rewritten line on a terminal, a line every few
-/// thousand otherwise; nothing for small jobs.
-struct Progress {
-    verb: &'static str,
-    total: usize,
-    terminal: bool,
-}
-
-impl Progress {
-    fn new(verb: &'static str, total: usize) -> Self {
-        Progress {
-            verb,
-            total,
-            terminal: std::io::stderr().is_terminal(),
-        }
-    }
-
-    fn tick(&self, done: usize) {
-        if self.total < PROGRESS_MIN {
-            return;
-        }
-        let mut err = std::io::stderr().lock();
-        if self.terminal && (done % 100 == 0 || done == self.total) {
-            let _ = write!(err, "\r{} {done}/{}", self.verb, self.total);
-            if done == self.total {
-                let _ = writeln!(err);
-            }
-        } else if !self.terminal && (done % 5000 == 0 || done == self.total) {
-            let _ = writeln!(err, "{} {done}/{}", self.verb, self.total);
-        }
-    }
-}
+use crate::store::{SledStore, StoreError, TierError};
 
 /// Writes the store's recordings (those `filter` keeps) as fixture files
-/// under `out`. A file whose text would not change is not touched; a
-/// recording that holds credential-like text is refused.
-pub fn export(store: &SledStore, out: &Path, filter: &Filter) -> Result<Summary, TransferError> {
+/// under `out`. Corrupt entries, entries whose key is unusable and
+/// credential-like recordings are skipped with their reason; a store that
+/// cannot be read, or a folder that cannot be written, fails the export.
+pub fn export(store: &SledStore, out: &Path, filter: &Filter) -> Result<Summary, TierError> {
     std::fs::create_dir_all(out).map_err(|source| FixtureError::Io {
         path: out.to_path_buf(),
         source,
     })?;
     let progress = Progress::new("exporting", store.len());
     let mut summary = Summary::default();
-    let mut used: HashMap<PathBuf, String> = HashMap::new();
+    let mut used: HashMap<PathBuf, RequestKey> = HashMap::new();
     for (done, item) in store.iter().enumerate() {
         progress.tick(done + 1);
         let entry = match item {
@@ -162,7 +42,16 @@ pub fn export(store: &SledStore, out: &Path, filter: &Filter) -> Result<Summary,
         if !filter.keeps(&entry) {
             continue;
         }
-        let key = entry.key().expect("store keys are valid");
+        // The key inside a stored value is not covered by the sled key: a
+        // value damaged in a way the checksum cannot see (or written by a
+        // buggy tool) must be skipped, not panic the whole export.
+        let Some(key) = entry.key() else {
+            summary.skipped.push((
+                format!("{:?}", entry.meta.key),
+                "its key is not 64 hex characters; not exported".into(),
+            ));
+            continue;
+        };
         let history = store.history(&key)?;
         let file = fixtures::to_fixture(&entry, &history);
         let value = serde_json::to_value(&file).expect("a fixture always serialises");
@@ -177,12 +66,12 @@ pub fn export(store: &SledStore, out: &Path, filter: &Filter) -> Result<Summary,
             continue;
         }
         let mut path = out.join(fixtures::relative_path(&entry));
-        let taken_by_other = used.get(&path).is_some_and(|k| *k != entry.meta.key)
-            || existing_key(&path).is_some_and(|k| k != entry.meta.key);
+        let taken_by_other =
+            used.get(&path).is_some_and(|k| *k != key) || occupant(&path, &key) == Occupant::Other;
         if taken_by_other {
-            path = path.with_file_name(format!("{}.json", entry.meta.key));
+            path = path.with_file_name(format!("{}.json", key.to_hex()));
         }
-        used.insert(path.clone(), entry.meta.key.clone());
+        used.insert(path.clone(), key);
         if fixtures::write_if_changed(&path, &fixtures::render(&file))? {
             summary.written += 1;
         } else {
@@ -192,38 +81,97 @@ pub fn export(store: &SledStore, out: &Path, filter: &Filter) -> Result<Summary,
     Ok(summary)
 }
 
-/// The key recorded in an existing fixture file, if it is one.
-fn existing_key(path: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
-    fixtures::parse(path, &text).ok().map(|f| f.key)
+/// Who holds a fixture path already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Occupant {
+    /// No file, or one that is not a fixture: free to (over)write.
+    Free,
+    /// A fixture of this very key: rewritten only if its text changes.
+    Same,
+    /// A fixture of another key, or with a key that is not a key at all:
+    /// left alone; the recording goes to a file named by its whole key.
+    Other,
 }
 
-/// Loads every fixture under `dir` into the store. Invalid files are
-/// skipped with their reason; recordings already identical are left alone.
-pub fn import(store: &SledStore, dir: &Path) -> Result<Summary, TransferError> {
-    let files = fixtures::fixture_files(dir)?;
-    let progress = Progress::new("importing", files.len());
-    let mut summary = Summary::default();
-    for (done, path) in files.iter().enumerate() {
-        progress.tick(done + 1);
-        let (file, entry, history) = match fixtures::read_fixture(path) {
-            Ok(loaded) => loaded,
-            Err(error) => {
-                summary
-                    .skipped
-                    .push((path.display().to_string(), error.to_string()));
-                continue;
-            }
-        };
-        let key = RequestKey::from_hex(&file.key).expect("read_fixture checked the key");
-        let current = store.get(&key).ok().flatten();
-        if current.as_ref() == Some(&entry) && store.history(&key)? == history {
-            summary.unchanged += 1;
-            continue;
-        }
-        store.replace(&key, &entry, &history)?;
-        summary.written += 1;
+/// Who holds `path`, for a recording under `key`. A file's key is compared
+/// in the form the store writes it (lowercase hex), so a hand-edited key
+/// that is not hex is someone else's file, never a panic.
+fn occupant(path: &Path, key: &RequestKey) -> Occupant {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Occupant::Free;
+    };
+    match fixtures::parse(path, &text) {
+        Err(_) => Occupant::Free,
+        Ok(file) if file.key == key.to_hex() => Occupant::Same,
+        Ok(_) => Occupant::Other,
     }
-    store.flush()?;
-    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::recording::test_entry;
+
+    fn key(hex: &str) -> RequestKey {
+        RequestKey::from_hex(&hex.repeat(32)).unwrap()
+    }
+
+    fn store_with(dir: &Path, entries: &[(RequestKey, &str)]) -> SledStore {
+        let store = SledStore::open(&dir.join("store")).unwrap();
+        for (key, meta_key) in entries {
+            let entry = test_entry(meta_key, r#"{"id":"x"}"#, "fp", Some("m"), "t");
+            store.put(key, &entry, 0).unwrap();
+        }
+        store
+    }
+
+    #[test]
+    fn a_file_with_a_bad_key_at_the_path_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = key("ab");
+        let store = store_with(dir.path(), &[(k, &k.to_hex())]);
+        let out = dir.path().join("fx");
+        let short = out.join("chat.completions/m/abababababababab.json");
+        std::fs::create_dir_all(short.parent().unwrap()).unwrap();
+        let mut foreign = fixtures::to_fixture(&store.get(&k).unwrap().unwrap(), &[]);
+        foreign.key = "not-a-key".into();
+        let foreign = fixtures::render(&foreign);
+        std::fs::write(&short, &foreign).unwrap();
+
+        let summary = export(&store, &out, &Filter::default()).unwrap();
+        assert_eq!((summary.written, summary.skipped.len()), (1, 0));
+        assert_eq!(std::fs::read_to_string(&short).unwrap(), foreign);
+        let whole = short.with_file_name(format!("{}.json", k.to_hex()));
+        assert!(whole.is_file(), "written beside it under the whole key");
+        assert_eq!(occupant(&whole, &k), Occupant::Same);
+        assert_eq!(occupant(&short, &k), Occupant::Other);
+        assert_eq!(occupant(&out.join("none.json"), &k), Occupant::Free);
+        std::fs::write(&short, "not json").unwrap();
+        assert_eq!(occupant(&short, &k), Occupant::Free);
+    }
+
+    #[test]
+    fn a_recording_whose_key_is_not_hex_is_skipped_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with(
+            dir.path(),
+            &[(key("ab"), "zz-damaged"), (key("cd"), &key("cd").to_hex())],
+        );
+        let out = dir.path().join("fx");
+        let summary = export(&store, &out, &Filter::default()).unwrap();
+        assert_eq!(summary.written, 1);
+        assert_eq!(
+            summary.skipped,
+            [(
+                "\"zz-damaged\"".to_string(),
+                "its key is not 64 hex characters; not exported".to_string()
+            )]
+        );
+        let again = export(&store, &out, &Filter::default()).unwrap();
+        assert_eq!(
+            (again.written, again.unchanged),
+            (0, 1),
+            "unchanged files are not rewritten"
+        );
+    }
 }

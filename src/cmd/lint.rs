@@ -1,11 +1,18 @@
-//! What must never be in a fixture: credentials. Used by `llmtape lint`
-//! and by `export`, which refuses to write a fixture that fails it.
+//! `llmtape lint`, and what must never be in a fixture: credentials. The
+//! scan is also used by `export`, which refuses to write a fixture that
+//! fails it.
 //!
 //! Recordings never hold request credentials (see [`crate::record::redact`]); this
 //! catches what slipped in another way: a key pasted into a prompt, a
 //! token echoed by an upstream, a hand-edited file.
 
+use std::io::Write;
+use std::path::Path;
+
 use serde_json::Value;
+
+use crate::error::CommandError;
+use crate::store::fixtures;
 
 /// Headers whose presence in a fixture is a leak, whatever their value.
 const CREDENTIAL_HEADERS: &[&str] = &[
@@ -31,6 +38,68 @@ pub struct Finding {
     pub pointer: String,
     /// What it looks like.
     pub what: &'static str,
+}
+
+/// `lint DIR`: checks every fixture file under `dir` (readable, JSON, a
+/// valid fixture, no credential-like value) and prints each problem on its
+/// own line, then a count; any problem makes it
+/// [`CommandError::Incomplete`] (exit 1).
+pub fn run(dir: &Path, out: &mut dyn Write) -> Result<(), CommandError> {
+    let files = fixtures::fixture_files(dir)?;
+    let mut problems = 0usize;
+    for path in &files {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(error) => {
+                problems += 1;
+                writeln!(out, "{}: cannot read: {error}", path.display())?;
+                continue;
+            }
+        };
+        match serde_json::from_str::<Value>(&text) {
+            Err(error) => {
+                problems += 1;
+                writeln!(out, "{}: not JSON: {error}", path.display())?;
+                continue;
+            }
+            Ok(value) => {
+                for finding in scan(&value) {
+                    problems += 1;
+                    writeln!(
+                        out,
+                        "{}: {}: looks like {}",
+                        path.display(),
+                        finding.pointer,
+                        finding.what
+                    )?;
+                }
+            }
+        }
+        if let Err(error) = fixtures::parse(path, &text)
+            .map_err(|e| e.to_string())
+            .and_then(|file| {
+                fixtures::from_fixture(&file)
+                    .map(|_| ())
+                    .map_err(|e| format!("{}: {e}", path.display()))
+            })
+        {
+            problems += 1;
+            writeln!(out, "{error}")?;
+        }
+    }
+    writeln!(
+        out,
+        "{} fixture file(s) checked, {problems} problem(s)",
+        files.len()
+    )?;
+    if problems == 0 {
+        Ok(())
+    } else {
+        Err(CommandError::Incomplete(format!(
+            "{problems} problem(s) in {}",
+            dir.display()
+        )))
+    }
 }
 
 /// Every credential-like value in a fixture document.
@@ -145,5 +214,52 @@ mod tests {
         ] {
             assert_eq!(credential_in(text), None, "{text}");
         }
+    }
+
+    #[test]
+    fn lint_reports_each_problem_on_its_own_line_and_counts_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = crate::record::recording::test_entry(
+            &"ab".repeat(32),
+            "{}",
+            "fp",
+            Some("m"),
+            "2026-01-01T00:00:00.000Z",
+        );
+        let good = fixtures::render(&fixtures::to_fixture(&entry, &[]));
+        std::fs::write(dir.path().join("a.json"), &good).unwrap();
+        let mut out = Vec::new();
+        run(dir.path(), &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "1 fixture file(s) checked, 0 problem(s)\n"
+        );
+
+        std::fs::write(dir.path().join("b.json"), "{").unwrap();
+        let leaky = good.replace(
+            r#""model": "m""#,
+            r#""model": "Bearer abcdefghijklmnopqrstuvwxyz""#,
+        );
+        assert_ne!(leaky, good);
+        std::fs::write(dir.path().join("c.json"), leaky).unwrap();
+        let mut out = Vec::new();
+        let error = run(dir.path(), &mut out).unwrap_err();
+        let text = String::from_utf8(out).unwrap();
+        let at = |name: &str| dir.path().join(name).display().to_string();
+        assert_eq!(
+            text,
+            format!(
+                "{b}: not JSON: EOF while parsing an object at line 1 column 1\n\
+                 {c}: /request/body/value/model: looks like a bearer token\n\
+                 {c}: /model: looks like a bearer token\n\
+                 3 fixture file(s) checked, 3 problem(s)\n",
+                b = at("b.json"),
+                c = at("c.json"),
+            )
+        );
+        assert_eq!(
+            error.to_string(),
+            format!("3 problem(s) in {}", dir.path().display())
+        );
     }
 }

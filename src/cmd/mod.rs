@@ -1,8 +1,32 @@
-//! The commands other than `serve`: each reads or changes recordings and
-//! prints a report.
+//! The offline commands: each reads or changes recordings (or asks the
+//! upstream) and prints a report. One file per command, plus the pieces two
+//! commands share ([`listing`], [`paint`], [`filter`], [`transfer`]).
+//!
+//! A command takes a plain options struct and a writer, and fails with
+//! [`crate::error::CommandError`]. It knows nothing of clap ([`crate::cli`])
+//! or of the dispatcher ([`crate::app`]) that loads the config, opens the
+//! recordings and picks stdout; so each report can be rendered into a
+//! `Vec<u8>` in a unit test.
 
+pub mod audit;
+pub mod explain;
 pub mod export;
-pub mod inspect;
+pub mod filter;
+pub mod import;
 pub mod lint;
+pub mod listing;
+pub mod ls;
+pub mod paint;
 pub mod probe;
+pub mod show;
+pub mod transfer;
 pub mod verify;
+
+use std::io::Write;
+
+/// Writes `value` as pretty JSON and a final newline: the shape of every
+/// `--json` report.
+pub fn write_json(out: &mut dyn Write, value: &impl serde::Serialize) -> std::io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, value)?;
+    writeln!(out)
+}

@@ -17,9 +17,9 @@ use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::Value;
 
-use crate::app::CommandError;
 use crate::body::{collect_limited, empty, full, IdleTimeout};
 use crate::config::{Config, ConfigError};
+use crate::error::CommandError;
 use crate::key::{Canonical, KeyRules, RequestKey, RequestParts};
 use crate::record::recorder::{End, Exchange, NotRecorded, Recorder, RecordingBody, Sink, State};
 use crate::record::recording::{RecordedRequest, Recording, RequestBody};

@@ -1,9 +1,10 @@
 //! `llmtape verify`: re-sends recorded requests to the upstream and reports
 //! which answers would now differ from their recordings.
 //!
-//! Owns what counts as a difference (text, logprobs beyond a tolerance, the
-//! `system_fingerprint`) and the report. How two answers differ is audit's
-//! business ([`audit::answer_of`], [`audit::compare`]); storing is the
+//! Owns the run (which keys, how many at once, `--update`) and the printed
+//! report. What counts as a difference is [`judge`](mod@judge)'s, which keys are
+//! re-sent `sample`'s; how two answers differ is audit's business
+//! ([`crate::audit::answer_of`], [`crate::audit::compare`]); storing is the
 //! recordings'; sending and reading answers is [`ask`]'s (shared with
 //! `probe`).
 //!
@@ -61,215 +62,58 @@
 //! not be verified, 2 for configuration and store problems.
 
 pub mod ask;
+pub mod judge;
+mod sample;
 
-use std::collections::BinaryHeap;
-use std::io::{IsTerminal, Write};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::io::Write;
 
 use futures_util::StreamExt;
-use serde::Serialize;
 
-use crate::app::CommandError;
-use crate::audit::{self, Change, AUDIT_SCHEMA};
-use crate::cli::VerifyArgs;
-use crate::cmd::export::Filter;
+use crate::audit::AUDIT_SCHEMA;
+use crate::cmd::filter::Filter;
+use crate::cmd::listing::short_key;
+use crate::cmd::paint::Terminal;
+use crate::cmd::write_json;
 use crate::config::Config;
+use crate::error::CommandError;
 use crate::key::RequestKey;
-use crate::record::recording::Recording;
 use crate::store::Tier;
 
 use ask::{Asker, Outgoing, Progress};
+use judge::{error_report, judge, KeyReport, Summary, Verdict};
+use sample::Picker;
 
-/// What a fresh answer says about its recording's content.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    /// Same text, tool calls and finish reasons; logprobs within tolerance.
-    Same,
-    /// Same text; a token logprob moved more than the tolerance.
-    LogprobsDrifted,
-    /// Text, tool calls or finish reason changed.
-    DifferentText,
-    /// No answer to compare (upstream error, rate limit, unreadable recording).
-    Error,
+/// Which recordings `verify` re-sends, how it judges and what it prints.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Re-send only this many recordings, picked at random.
+    pub sample: Option<usize>,
+    /// Which recordings.
+    pub filter: Filter,
+    /// Logprob changes up to this size (absolute, natural log) do not count
+    /// as drift; must be a number >= 0.
+    pub logprob_tolerance: f64,
+    /// Store answers that differ as re-recordings (the old ones go to
+    /// history).
+    pub update: bool,
+    /// Requests in flight at once (at least 1).
+    pub concurrency: usize,
+    /// JSON instead of text.
+    pub json: bool,
 }
 
-impl Verdict {
-    /// The words in text output.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Same => "same",
-            Verdict::LogprobsDrifted => "logprobs drifted",
-            Verdict::DifferentText => "different text",
-            Verdict::Error => "error",
+impl Default for Options {
+    /// The command line's defaults: every recording, no tolerance, four
+    /// requests at a time, text.
+    fn default() -> Options {
+        Options {
+            sample: None,
+            filter: Filter::default(),
+            logprob_tolerance: 0.0,
+            update: false,
+            concurrency: 4,
+            json: false,
         }
-    }
-}
-
-/// The outcome for one recording (one element of `results` in `--json`).
-#[derive(Debug, Clone, Serialize)]
-pub struct KeyReport {
-    /// The key, 64 hex characters.
-    pub key: String,
-    /// Request method.
-    pub method: String,
-    /// Request path.
-    pub path: String,
-    /// `x-llmtape-namespace` of the recording ("" when none).
-    pub namespace: String,
-    /// Model of the recording.
-    pub model: Option<String>,
-    /// How the content compares.
-    pub verdict: Verdict,
-    /// True when this recording counts as different (for the exit code).
-    pub differs: bool,
-    /// True when the fingerprints differ.
-    pub fingerprint_changed: bool,
-    /// The recorded fingerprint.
-    pub old_fingerprint: Option<String>,
-    /// The fresh answer's fingerprint.
-    pub new_fingerprint: Option<String>,
-    /// The largest token logprob change, if any moved.
-    pub max_logprob_delta: Option<f64>,
-    /// audit's comparison of the two answers.
-    pub change: Option<Change>,
-    /// Why the recording could not be verified or updated.
-    pub error: Option<String>,
-    /// Requests sent.
-    pub attempts: u32,
-    /// Stored as a re-recording.
-    pub updated: bool,
-}
-
-impl KeyReport {
-    fn for_entry(entry: &Recording) -> KeyReport {
-        let r = &entry.meta.request;
-        KeyReport {
-            key: entry.meta.key.clone(),
-            method: r.method.clone(),
-            path: r.path.clone(),
-            namespace: r.namespace.clone(),
-            model: entry.meta.model.clone(),
-            verdict: Verdict::Error,
-            differs: false,
-            fingerprint_changed: false,
-            old_fingerprint: entry.meta.system_fingerprint.clone(),
-            new_fingerprint: None,
-            max_logprob_delta: None,
-            change: None,
-            error: None,
-            attempts: 0,
-            updated: false,
-        }
-    }
-
-    /// The verdict in words, fingerprint change included, e.g.
-    /// `different text, different fingerprint fp_a -> fp_b`.
-    pub fn describe(&self) -> String {
-        if let Some(error) = &self.error {
-            if self.verdict == Verdict::Error {
-                return format!("error: {error}");
-            }
-        }
-        let mut parts = Vec::new();
-        match self.verdict {
-            Verdict::Same => {
-                if !self.fingerprint_changed {
-                    parts.push(match self.max_logprob_delta {
-                        Some(delta) => {
-                            format!("same (logprobs within tolerance, largest \u{394} {delta:.6})")
-                        }
-                        None => "same".to_string(),
-                    });
-                }
-            }
-            Verdict::LogprobsDrifted => parts.push(format!(
-                "logprobs drifted (largest \u{394} {:.6})",
-                self.max_logprob_delta.unwrap_or(0.0)
-            )),
-            Verdict::DifferentText => parts.push("different text".into()),
-            Verdict::Error => parts.push("error".into()),
-        }
-        if self.fingerprint_changed {
-            parts.push(format!(
-                "different fingerprint {} -> {}",
-                self.old_fingerprint.as_deref().unwrap_or("-"),
-                self.new_fingerprint.as_deref().unwrap_or("-")
-            ));
-        }
-        let mut text = parts.join(", ");
-        if self.updated {
-            text.push_str("; updated");
-        }
-        if let Some(error) = &self.error {
-            text.push_str(&format!("; {error}"));
-        }
-        text
-    }
-}
-
-/// Compares a fresh answer with its recording. Logprob moves up to
-/// `tolerance` (absolute, natural log) do not count.
-pub fn judge(recorded: &Recording, fresh: &Recording, tolerance: f64, report: &mut KeyReport) {
-    let change = audit::compare(&audit::answer_of(recorded), &audit::answer_of(fresh));
-    report.new_fingerprint = fresh.meta.system_fingerprint.clone();
-    report.fingerprint_changed = recorded.meta.system_fingerprint != fresh.meta.system_fingerprint;
-    report.max_logprob_delta = match &change {
-        Change::LogprobsOnly { .. } => Some(change.max_delta()),
-        _ => None,
-    };
-    report.verdict = match &change {
-        Change::Identical => Verdict::Same,
-        Change::LogprobsOnly { .. } if change.max_delta() <= tolerance => Verdict::Same,
-        Change::LogprobsOnly { .. } => Verdict::LogprobsDrifted,
-        Change::Text { .. } => Verdict::DifferentText,
-    };
-    report.differs = report.verdict != Verdict::Same || report.fingerprint_changed;
-    report.change = Some(change);
-}
-
-/// Counts over all results (`summary` in `--json`).
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Summary {
-    /// Recordings re-sent.
-    pub checked: usize,
-    /// Same content and fingerprint.
-    pub same: usize,
-    /// Same text, logprobs moved beyond the tolerance.
-    pub logprobs_drifted: usize,
-    /// Content changed.
-    pub different_text: usize,
-    /// Fingerprint changed.
-    pub different_fingerprint: usize,
-    /// Could not be verified.
-    pub errors: usize,
-    /// Recordings that differ.
-    pub differ: usize,
-    /// Re-recorded by `--update`.
-    pub updated: usize,
-}
-
-impl Summary {
-    /// Tallies the reports.
-    pub fn of(reports: &[KeyReport]) -> Summary {
-        let mut s = Summary {
-            checked: reports.len(),
-            ..Summary::default()
-        };
-        for r in reports {
-            match r.verdict {
-                Verdict::Same if !r.fingerprint_changed => s.same += 1,
-                Verdict::Same => {}
-                Verdict::LogprobsDrifted => s.logprobs_drifted += 1,
-                Verdict::DifferentText => s.different_text += 1,
-                Verdict::Error => {}
-            }
-            s.different_fingerprint += usize::from(r.fingerprint_changed);
-            s.errors += usize::from(r.error.is_some());
-            s.differ += usize::from(r.differs);
-            s.updated += usize::from(r.updated);
-        }
-        s
     }
 }
 
@@ -279,17 +123,17 @@ impl Summary {
 pub async fn run(
     config: &Config,
     recordings: &dyn Tier,
-    args: &VerifyArgs,
+    options: &Options,
+    terminal: &Terminal,
     out: &mut dyn Write,
 ) -> Result<bool, CommandError> {
-    if !(args.logprob_tolerance.is_finite() && args.logprob_tolerance >= 0.0) {
+    if !(options.logprob_tolerance.is_finite() && options.logprob_tolerance >= 0.0) {
         return Err(CommandError::Usage(format!(
             "--logprob-tolerance {} must be a number >= 0",
-            args.logprob_tolerance
+            options.logprob_tolerance
         )));
     }
-    let filter = Filter::from(&args.filter);
-    let keys = select(recordings, &filter, args.sample)?;
+    let keys = select(recordings, &options.filter, options.sample)?;
     if keys.is_empty() {
         return Err(CommandError::NotFound(format!(
             "nothing to verify: no recording in {} matches",
@@ -302,33 +146,32 @@ pub async fn run(
     {
         let mut pending = futures_util::stream::iter(
             keys.iter()
-                .map(|key| verify_one(&asker, recordings, key, args, config.store.history)),
+                .map(|key| verify_one(&asker, recordings, key, options, config.store.history)),
         )
-        .buffer_unordered(usize::from(args.concurrency));
+        .buffer_unordered(options.concurrency.max(1));
         while let Some(report) = pending.next().await {
             reports.push(report);
             progress.tick(reports.len());
         }
     }
     progress.finish();
-    if args.update {
+    if options.update {
         recordings.flush()?;
     }
     reports.sort_by(|a, b| a.key.cmp(&b.key));
     let summary = Summary::of(&reports);
-    if args.json {
+    if options.json {
         let doc = serde_json::json!({
             "llmtape_verify": AUDIT_SCHEMA,
             "source": recordings.location(),
             "upstream": asker.display(),
-            "logprob_tolerance": args.logprob_tolerance,
+            "logprob_tolerance": options.logprob_tolerance,
             "summary": summary,
             "results": reports,
         });
-        serde_json::to_writer_pretty(&mut *out, &doc).map_err(std::io::Error::from)?;
-        writeln!(out)?;
+        write_json(out, &doc)?;
     } else {
-        print_text(out, &reports, &summary, asker.display(), args)?;
+        print_text(out, &reports, &summary, asker.display(), options, terminal)?;
     }
     if summary.errors > 0 {
         return Err(CommandError::Incomplete(format!(
@@ -344,7 +187,7 @@ async fn verify_one(
     asker: &Asker,
     recordings: &dyn Tier,
     key: &RequestKey,
-    args: &VerifyArgs,
+    options: &Options,
     history: usize,
 ) -> KeyReport {
     let recorded = match recordings.get(key) {
@@ -373,34 +216,14 @@ async fn verify_one(
         }
     };
     fresh.meta.request = recorded.meta.request.clone();
-    judge(&recorded, &fresh, args.logprob_tolerance, &mut report);
-    if args.update && report.differs {
+    judge(&recorded, &fresh, options.logprob_tolerance, &mut report);
+    if options.update && report.differs {
         match recordings.put(key, &fresh, history, true) {
             Ok(written) => report.updated = written,
             Err(error) => report.error = Some(format!("the new answer was not stored: {error}")),
         }
     }
     report
-}
-
-fn error_report(key: &RequestKey, reason: &str) -> KeyReport {
-    KeyReport {
-        key: key.to_hex(),
-        method: String::new(),
-        path: String::new(),
-        namespace: String::new(),
-        model: None,
-        verdict: Verdict::Error,
-        differs: false,
-        fingerprint_changed: false,
-        old_fingerprint: None,
-        new_fingerprint: None,
-        max_logprob_delta: None,
-        change: None,
-        error: Some(reason.to_string()),
-        attempts: 0,
-        updated: false,
-    }
 }
 
 /// The keys to verify: every recording `filter` keeps, or `sample` of them
@@ -424,73 +247,15 @@ fn select(
     Ok(picker.keys())
 }
 
-/// Keeps every key, or a uniform random sample of `limit` keys: each key
-/// gets a random rank (a keyed hash under a per-run seed) and the lowest
-/// ranks are kept, in a heap of at most `limit` entries.
-struct Picker {
-    limit: Option<usize>,
-    seed: [u8; 32],
-    ranked: BinaryHeap<([u8; 32], RequestKey)>,
-    all: Vec<RequestKey>,
-}
-
-impl Picker {
-    fn new(limit: Option<usize>) -> Picker {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let mut hasher = blake3::Hasher::new_derive_key("llmtape verify sample seed");
-        hasher.update(&nanos.to_le_bytes());
-        hasher.update(&std::process::id().to_le_bytes());
-        Picker {
-            limit,
-            seed: *hasher.finalize().as_bytes(),
-            ranked: BinaryHeap::new(),
-            all: Vec::new(),
-        }
-    }
-
-    fn offer(&mut self, entry: &Recording, filter: &Filter) {
-        if !filter.keeps(entry) {
-            return;
-        }
-        let Some(key) = entry.key() else {
-            tracing::warn!(key = %entry.meta.key, "skipping a recording with an invalid key");
-            return;
-        };
-        match self.limit {
-            None => self.all.push(key),
-            Some(limit) => {
-                let rank = *blake3::keyed_hash(&self.seed, key.as_bytes()).as_bytes();
-                self.ranked.push((rank, key));
-                if self.ranked.len() > limit {
-                    self.ranked.pop();
-                }
-            }
-        }
-    }
-
-    fn keys(self) -> Vec<RequestKey> {
-        let mut keys = match self.limit {
-            None => self.all,
-            Some(_) => self.ranked.into_iter().map(|(_, key)| key).collect(),
-        };
-        keys.sort();
-        keys
-    }
-}
-
 /// One aligned line per recording, then the summary line.
 fn print_text(
     out: &mut dyn Write,
     reports: &[KeyReport],
     summary: &Summary,
     upstream: &str,
-    args: &VerifyArgs,
+    options: &Options,
+    terminal: &Terminal,
 ) -> Result<(), CommandError> {
-    /// Hex characters of a key shown, as `ls` shows them.
-    const KEY_SHOWN: usize = 16;
-    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let request = |r: &KeyReport| format!("{} {}", r.method, r.path);
     let model = |r: &KeyReport| r.model.clone().unwrap_or_else(|| "-".into());
     let request_width = reports.iter().map(|r| request(r).len()).max().unwrap_or(0);
@@ -503,15 +268,11 @@ fn print_text(
             (Verdict::DifferentText, _, _) => "31",
             _ => "33",
         };
-        let verdict = if colour {
-            format!("\x1b[{code}m{verdict}\x1b[0m")
-        } else {
-            verdict
-        };
+        let verdict = terminal.paint(code, &verdict);
         writeln!(
             out,
-            "{:<KEY_SHOWN$}  {:<request_width$}  {:<model_width$}  {verdict}",
-            &r.key[..KEY_SHOWN.min(r.key.len())],
+            "{:<16}  {:<request_width$}  {:<model_width$}  {verdict}",
+            short_key(&r.key),
             request(r),
             model(r),
         )?;
@@ -525,10 +286,13 @@ fn print_text(
         summary.different_fingerprint,
         summary.errors
     );
-    if args.logprob_tolerance > 0.0 {
-        line.push_str(&format!(" (logprob tolerance {})", args.logprob_tolerance));
+    if options.logprob_tolerance > 0.0 {
+        line.push_str(&format!(
+            " (logprob tolerance {})",
+            options.logprob_tolerance
+        ));
     }
-    if args.update {
+    if options.update {
         line.push_str(&format!("; {} updated", summary.updated));
     }
     writeln!(out, "{line}")?;
@@ -538,109 +302,61 @@ fn print_text(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Value;
+    use crate::record::recording::test_entry;
 
-    fn chat(content: &str, fp: &str, first_logprob: f64) -> Recording {
-        let tokens: Vec<Value> = content
-            .split_inclusive(' ')
-            .enumerate()
-            .map(|(i, t)| serde_json::json!({"token": t, "logprob": if i == 0 { first_logprob } else { -0.01 }}))
-            .collect();
+    fn answer(text: &str, fp: &str) -> crate::record::recording::Recording {
         let body = serde_json::json!({
             "model": "gpt-4o", "system_fingerprint": fp,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                         "logprobs": {"content": tokens}, "finish_reason": "stop"}]
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "finish_reason": "stop"}]
         });
-        crate::record::recording::test_entry(
-            &"ab".repeat(32),
-            body.to_string(),
-            fp,
-            Some("gpt-4o"),
-            "2026-01-01T00:00:00.000Z",
-        )
-    }
-
-    fn judged(old: &Recording, new: &Recording, tolerance: f64) -> KeyReport {
-        let mut report = KeyReport::for_entry(old);
-        judge(old, new, tolerance, &mut report);
-        report
+        test_entry(&"ab".repeat(32), body.to_string(), fp, Some("gpt-4o"), "t")
     }
 
     #[test]
-    fn verdicts_follow_text_logprobs_tolerance_and_fingerprint() {
-        let old = chat("Paris is nice", "fp_a", -0.1);
-        let same = judged(&old, &chat("Paris is nice", "fp_a", -0.1), 0.0);
-        assert_eq!((same.verdict, same.differs), (Verdict::Same, false));
-        assert_eq!(same.describe(), "same");
-
-        let drift = judged(&old, &chat("Paris is nice", "fp_a", -0.3), 0.0);
-        assert_eq!(drift.verdict, Verdict::LogprobsDrifted);
-        assert!(drift.differs);
-        assert!((drift.max_logprob_delta.unwrap() - 0.2).abs() < 1e-12);
-
-        let tolerated = judged(&old, &chat("Paris is nice", "fp_a", -0.3), 0.25);
-        assert_eq!(
-            (tolerated.verdict, tolerated.differs),
-            (Verdict::Same, false)
-        );
-        assert!(tolerated
-            .describe()
-            .starts_with("same (logprobs within tolerance"));
-
-        let text = judged(&old, &chat("Paris is lovely", "fp_a", -0.1), 1.0);
-        assert_eq!((text.verdict, text.differs), (Verdict::DifferentText, true));
-
-        let flipped = judged(&old, &chat("Paris is lovely", "fp_b", -0.1), 0.0);
-        assert!(flipped.fingerprint_changed && flipped.differs);
-        assert_eq!(
-            flipped.describe(),
-            "different text, different fingerprint fp_a -> fp_b"
-        );
-        let only_fp = judged(&old, &chat("Paris is nice", "fp_b", -0.1), 0.0);
-        assert_eq!(only_fp.verdict, Verdict::Same);
-        assert!(only_fp.differs, "a fingerprint change alone counts");
-        assert_eq!(only_fp.describe(), "different fingerprint fp_a -> fp_b");
-
-        let summary = Summary::of(&[same, drift, tolerated, text, flipped, only_fp]);
-        assert_eq!(
-            (
-                summary.same,
-                summary.logprobs_drifted,
-                summary.different_text,
-                summary.different_fingerprint,
-                summary.differ
-            ),
-            (2, 1, 2, 2, 4)
-        );
-    }
-
-    #[test]
-    fn a_sample_is_the_asked_size_and_varies_between_runs() {
-        let entries: Vec<Recording> = (0u8..50)
-            .map(|i| {
-                let mut e = chat("x", "fp", -0.1);
-                e.meta.key = format!("{i:02x}").repeat(32);
-                e
-            })
-            .collect();
-        let pick = || {
-            let mut picker = Picker::new(Some(5));
-            for e in &entries {
-                picker.offer(e, &Filter::default());
-            }
-            picker.keys()
+    fn text_is_one_aligned_line_per_key_then_the_summary() {
+        let recorded = answer("Paris", "fp_a");
+        let mut same = judge::KeyReport::for_entry(&recorded);
+        judge(&recorded, &answer("Paris", "fp_a"), 0.0, &mut same);
+        let mut changed = judge::KeyReport::for_entry(&recorded);
+        changed.key = "cd".repeat(32);
+        changed.model = None;
+        judge(&recorded, &answer("Lyon", "fp_b"), 0.0, &mut changed);
+        let failed = error_report(&RequestKey::from_hex(&"ef".repeat(32)).unwrap(), "boom");
+        let reports = [same, changed, failed];
+        let summary = Summary::of(&reports);
+        let options = Options {
+            update: true,
+            ..Options::default()
         };
-        let first = pick();
-        assert_eq!(first.len(), 5);
-        assert!(first.windows(2).all(|w| w[0] < w[1]), "sorted, distinct");
-        assert!(
-            (0..20).any(|_| pick() != first),
-            "twenty more samples of 5 out of 50 are not all the same"
+        let render = |terminal: Terminal| {
+            let mut out = Vec::new();
+            print_text(
+                &mut out,
+                &reports,
+                &summary,
+                "http://up",
+                &options,
+                &terminal,
+            )
+            .unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(
+            render(Terminal::plain()),
+            "abababababababab  POST /v1/chat/completions  gpt-4o  same\n\
+             cdcdcdcdcdcdcdcd  POST /v1/chat/completions  -       different text, different fingerprint fp_a -> fp_b\n\
+             efefefefefefefef                             -       error: boom\n\
+             verified 3 recording(s) against http://up: 1 same, 0 logprobs drifted, 1 different text, 1 different fingerprint, 1 error(s); 0 updated\n"
         );
-        let mut all = Picker::new(None);
-        for e in &entries {
-            all.offer(e, &Filter::default());
-        }
-        assert_eq!(all.keys().len(), 50);
+        let colour = render(Terminal {
+            colour: true,
+            ..Terminal::plain()
+        });
+        assert!(colour.contains("gpt-4o  \x1b[32msame\x1b[0m\n"), "{colour}");
+        assert!(
+            colour.contains("  \x1b[31merror: boom\x1b[0m\n"),
+            "{colour}"
+        );
     }
 }
