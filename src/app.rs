@@ -131,8 +131,8 @@ fn open_recordings(config: &Config) -> Result<Box<dyn Tier>, CommandError> {
 /// given, otherwise the store.
 fn open_listing(config: &Config, with_history: bool) -> Result<Listing, CommandError> {
     Ok(match &config.store.fixtures {
-        Some(dir) => Listing::from_fixtures(&FixtureDir::load(dir)?),
-        None => Listing::from_store(&SledStore::open_existing(&config.store.path)?, with_history)?,
+        Some(dir) => Listing::from_tier(&FixtureDir::load(dir)?, with_history)?,
+        None => Listing::from_tier(&SledStore::open_existing(&config.store.path)?, with_history)?,
     })
 }
 

@@ -13,31 +13,32 @@ use crate::cmd::lint;
 use crate::cmd::transfer::{Progress, Summary};
 use crate::key::RequestKey;
 use crate::store::fixtures::{self, FixtureError};
-use crate::store::{SledStore, StoreError, TierError};
+use crate::store::{Tier, TierError};
 
-/// Writes the store's recordings (those `filter` keeps) as fixture files
+/// Writes the recordings of a store (or another fixtures folder) that
+/// `filter` keeps as fixture files
 /// under `out`. Corrupt entries, entries whose key is unusable and
 /// credential-like recordings are skipped with their reason; a store that
 /// cannot be read, or a folder that cannot be written, fails the export.
-pub fn export(store: &SledStore, out: &Path, filter: &Filter) -> Result<Summary, TierError> {
+pub fn export(store: &dyn Tier, out: &Path, filter: &Filter) -> Result<Summary, TierError> {
     std::fs::create_dir_all(out).map_err(|source| FixtureError::Io {
         path: out.to_path_buf(),
         source,
     })?;
-    let progress = Progress::new("exporting", store.len());
+    let progress = Progress::new("exporting", store.count());
     let mut summary = Summary::default();
     let mut used: HashMap<PathBuf, RequestKey> = HashMap::new();
     for (done, item) in store.iter().enumerate() {
         progress.tick(done + 1);
         let entry = match item {
             Ok(entry) => entry,
-            Err(error @ StoreError::Corrupt { .. }) => {
+            Err(error) if error.is_corrupt() => {
                 summary
                     .skipped
                     .push(("(corrupt entry)".into(), error.to_string()));
                 continue;
             }
-            Err(error) => return Err(error.into()),
+            Err(error) => return Err(error),
         };
         if !filter.keeps(&entry) {
             continue;
@@ -111,6 +112,7 @@ fn occupant(path: &Path, key: &RequestKey) -> Occupant {
 mod tests {
     use super::*;
     use crate::record::recording::test_entry;
+    use crate::store::SledStore;
 
     fn key(hex: &str) -> RequestKey {
         RequestKey::from_hex(&hex.repeat(32)).unwrap()

@@ -6,8 +6,7 @@
 //! each command prints is its own.
 
 use crate::record::recording::Recording;
-use crate::store::FixtureDir;
-use crate::store::{SledStore, StoreError};
+use crate::store::{Tier, TierError};
 
 /// Hex characters of a key shown in one-line listings: 64 bits, unique in
 /// any store a person reads line by line.
@@ -23,10 +22,10 @@ pub struct Listing {
 }
 
 impl Listing {
-    /// Reads a store. Corrupt entries are reported on stderr and skipped
-    /// (the command still has something to show); history is read only
-    /// when `with_history`.
-    pub fn from_store(store: &SledStore, with_history: bool) -> Result<Listing, StoreError> {
+    /// Reads a store or fixtures folder. Corrupt entries are reported on
+    /// stderr and skipped (the command still has something to show);
+    /// history is read only when `with_history`.
+    pub fn from_tier(store: &dyn Tier, with_history: bool) -> Result<Listing, TierError> {
         let mut recordings = Vec::new();
         let mut corrupt = 0usize;
         for item in store.iter() {
@@ -38,7 +37,7 @@ impl Listing {
                     };
                     recordings.push((entry, history));
                 }
-                Err(error @ StoreError::Corrupt { .. }) => {
+                Err(error) if error.is_corrupt() => {
                     corrupt += 1;
                     eprintln!("llmtape: warning: {error}");
                 }
@@ -50,16 +49,8 @@ impl Listing {
         }
         Ok(Listing {
             recordings,
-            location: store.path().display().to_string(),
+            location: store.location().display().to_string(),
         })
-    }
-
-    /// Reads a fixtures folder.
-    pub fn from_fixtures(dir: &FixtureDir) -> Listing {
-        Listing {
-            recordings: dir.all(),
-            location: dir.root().display().to_string(),
-        }
     }
 }
 
@@ -86,6 +77,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::key::RequestKey;
     use crate::record::recording::test_entry;
+    use crate::store::SledStore;
 
     /// A listing of `(key hex, fingerprint, model, recorded_at)` recordings
     /// with plain JSON bodies and no history.
@@ -126,7 +118,7 @@ pub(crate) mod tests {
             let entry = test_entry(&key.to_hex(), "{}", fp, Some("m"), "t");
             store.put(&key, &entry, 5).unwrap();
         }
-        let with = Listing::from_store(&store, true).unwrap();
+        let with = Listing::from_tier(&store, true).unwrap();
         let keys: Vec<&str> = with
             .recordings
             .iter()
@@ -138,7 +130,7 @@ pub(crate) mod tests {
             with.recordings[0].0.meta.system_fingerprint.as_deref(),
             Some("fp_2")
         );
-        let without = Listing::from_store(&store, false).unwrap();
+        let without = Listing::from_tier(&store, false).unwrap();
         assert!(without.recordings.iter().all(|(_, h)| h.is_empty()));
         assert_eq!(without.location, store.path().display().to_string());
     }
