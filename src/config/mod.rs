@@ -268,12 +268,12 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is not valid TOML, or a value has the wrong type.
-    #[error("{origin}: {message}")]
+    #[error("{origin}: {}", one_line(&source.to_string()))]
     Syntax {
         /// The file, or "configuration".
         origin: String,
-        /// What the TOML parser said, in one line.
-        message: String,
+        /// What the TOML parser said (the message shows it in one line).
+        source: toml::de::Error,
     },
     /// One or more values are wrong; each names its key and the fix.
     #[error("{origin}: {}", problems.join("; "))]
@@ -749,12 +749,10 @@ impl Config {
 /// Parses TOML into [`RawConfig`], first reporting every unknown key by its
 /// full dotted name (and its new name where we know it).
 fn parse_raw(text: &str, origin: &str) -> Result<RawConfig, ConfigError> {
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| ConfigError::Syntax {
-            origin: origin.to_string(),
-            message: one_line(&e.to_string()),
-        })?;
+    let table: toml::Table = text.parse().map_err(|source| ConfigError::Syntax {
+        origin: origin.to_string(),
+        source,
+    })?;
     let problems = unknown_keys(&table);
     if !problems.is_empty() {
         return Err(ConfigError::Invalid {
@@ -762,9 +760,9 @@ fn parse_raw(text: &str, origin: &str) -> Result<RawConfig, ConfigError> {
             problems,
         });
     }
-    RawConfig::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Syntax {
+    RawConfig::deserialize(toml::Value::Table(table)).map_err(|source| ConfigError::Syntax {
         origin: origin.to_string(),
-        message: one_line(&e.to_string()),
+        source,
     })
 }
 

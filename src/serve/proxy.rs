@@ -42,7 +42,7 @@ use crate::serve::flight::{Ending, Flight, Flights, Lead, Role};
 use crate::serve::metrics::Metrics;
 use crate::serve::nearest::{self, Nearest};
 use crate::serve::replay::{self, HotCache, Rendered};
-use crate::serve::upstream::{error_chain, Upstream, UpstreamSetupError};
+use crate::serve::upstream::{Upstream, UpstreamSetupError};
 use crate::store::Recordings;
 use crate::store::StoreError;
 
@@ -280,9 +280,7 @@ impl Proxy {
                 return (error_response(&error, None), None);
             }
             Err(CollectError::Read(e)) => {
-                let error = ProxyError::ClientBody {
-                    reason: error_chain(e.as_ref()),
-                };
+                let error = ProxyError::ClientBody { source: e };
                 return (error_response(&error, None), None);
             }
         };
@@ -741,7 +739,7 @@ impl Proxy {
             },
             None => ProxyError::UpstreamBody {
                 upstream,
-                reason: error_chain(error.as_ref()),
+                source: error,
             },
         }
     }
