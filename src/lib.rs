@@ -40,3 +40,4 @@ pub mod record;
 pub mod route;
 pub mod serve;
 pub mod store;
+mod sync;

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod error;
 pub mod flight;
+pub mod hot_cache;
 pub mod metrics;
 pub mod nearest;
 pub mod proxy;

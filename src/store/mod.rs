@@ -7,6 +7,7 @@
 //! fixtures folder never rewrites a committed file unless asked to.
 
 pub mod fixtures;
+mod pointer_index;
 pub mod response_log;
 mod sled_store;
 

@@ -202,7 +202,7 @@ impl ResponseLog {
         let record = encode(key, entry)?;
         let len = u32::try_from(record.len())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "record over 4 GiB"))?;
-        let _appending = self.appending.lock().unwrap_or_else(|p| p.into_inner());
+        let _appending = crate::sync::lock(&self.appending);
         let offset = self.end.load(Ordering::Acquire);
         write_all_at(&self.file, &record, offset)?;
         self.end.store(offset + u64::from(len), Ordering::Release);

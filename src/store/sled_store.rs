@@ -19,26 +19,23 @@
 //! before the response log existed, and a lost or damaged log, heal as
 //! they are read.
 
-use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
-use crate::key::{KeyHashBuilder, RequestKey};
+use crate::key::RequestKey;
 use crate::record::recording::{DecodeError, Recording};
+use crate::store::pointer_index::{set_pointer, PointerIndex, POINTER_TREE};
 use crate::store::response_log::{LogPointer, Replayable, ResponseLog};
+use crate::sync;
 
 const ENTRIES_TREE: &str = "entries";
 const HISTORY_TREE: &str = "history";
-/// The tree of [`LogPointer`]s. Its on-disk name is still "replay", the
-/// name it had before the response log was named for what it holds:
-/// renaming it would orphan the pointers of every existing store.
-const POINTER_TREE: &str = "replay";
 
 /// sled's page cache. Hits do not read entries from sled (they come from
 /// the response log), so this mostly holds the small pointer tree and the leaves
@@ -74,7 +71,7 @@ fn closed_here(path: &Path) -> bool {
     let Ok(path) = path.canonicalize() else {
         return false;
     };
-    let opened = OPENED_HERE.lock().unwrap_or_else(|e| e.into_inner());
+    let opened = sync::lock(&OPENED_HERE);
     opened
         .iter()
         .any(|(p, mark)| *p == path && mark.strong_count() == 0)
@@ -83,7 +80,7 @@ fn closed_here(path: &Path) -> bool {
 /// Records that this process holds the store at `path` until `mark` drops.
 fn mark_open(path: &Path, mark: &Arc<OpenMark>) {
     let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-    let mut opened = OPENED_HERE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut opened = sync::lock(&OPENED_HERE);
     opened.retain(|(p, _)| *p != path);
     opened.push((path, Arc::downgrade(mark)));
 }
@@ -99,73 +96,9 @@ pub struct SledStore {
     /// The replayable parts of every recording, appended.
     response_log: Arc<ResponseLog>,
     /// `pointer_tree` mirrored in memory.
-    pointer_index: Arc<Pointers>,
+    pointer_index: Arc<PointerIndex>,
     path: PathBuf,
     _open: Arc<OpenMark>,
-}
-
-/// The pointer tree in memory, sharded by key so that hits never share a
-/// lock with each other. Writers hold `writing` across their sled
-/// transaction and the map update, so the map always ends in the state of
-/// the last committed transaction (two writers to one key cannot leave the
-/// map with the loser's pointer).
-#[derive(Debug)]
-struct Pointers {
-    shards: Vec<RwLock<PointerMap>>,
-    writing: Mutex<()>,
-}
-
-type PointerMap = HashMap<RequestKey, LogPointer, KeyHashBuilder>;
-
-/// Shards of the pointer map; a power of two above the core counts we run on.
-const POINTER_SHARDS: usize = 32;
-
-impl Pointers {
-    fn new(all: impl IntoIterator<Item = (RequestKey, LogPointer)>) -> Pointers {
-        let mut maps: Vec<PointerMap> = (0..POINTER_SHARDS)
-            .map(|_| HashMap::with_hasher(KeyHashBuilder))
-            .collect();
-        for (key, pointer) in all {
-            maps[Self::shard_of(&key)].insert(key, pointer);
-        }
-        Pointers {
-            shards: maps.into_iter().map(RwLock::new).collect(),
-            writing: Mutex::new(()),
-        }
-    }
-
-    fn shard_of(key: &RequestKey) -> usize {
-        key.as_bytes()[0] as usize % POINTER_SHARDS
-    }
-
-    fn get(&self, key: &RequestKey) -> Option<LogPointer> {
-        self.shards[Self::shard_of(key)]
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-            .copied()
-    }
-
-    fn set(&self, key: &RequestKey, pointer: Option<LogPointer>) {
-        let mut map = self.shards[Self::shard_of(key)]
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
-        match pointer {
-            Some(pointer) => map.insert(*key, pointer),
-            None => map.remove(key),
-        };
-    }
-
-    fn writing(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.writing.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|m| m.read().unwrap_or_else(|p| p.into_inner()).len())
-            .sum()
-    }
 }
 
 /// What went wrong with the store.
@@ -264,26 +197,17 @@ impl SledStore {
             source,
         })?;
         let pointer_tree = tree(POINTER_TREE)?;
-        let mut all = Vec::new();
-        for item in pointer_tree.iter() {
-            let (key, value) = item.map_err(|source| StoreError::Open {
+        let pointer_index =
+            PointerIndex::load(&pointer_tree).map_err(|source| StoreError::Open {
                 path: path.to_path_buf(),
                 source,
             })?;
-            // A malformed pair only costs its key the fast path.
-            if let (Ok(key), Some(pointer)) = (
-                <[u8; 32]>::try_from(&key[..]),
-                LogPointer::from_bytes(&value),
-            ) {
-                all.push((RequestKey::from_bytes(key), pointer));
-            }
-        }
         let store = SledStore {
             entries: tree(ENTRIES_TREE)?,
             history: tree(HISTORY_TREE)?,
             pointer_tree,
             response_log: Arc::new(response_log),
-            pointer_index: Arc::new(Pointers::new(all)),
+            pointer_index: Arc::new(pointer_index),
             db,
             path: path.to_path_buf(),
             _open: mark,
@@ -612,19 +536,6 @@ fn open_error(path: &Path, source: sled::Error) -> StoreError {
             source,
         },
     }
-}
-
-/// Sets or clears `key`'s log pointer inside a transaction.
-fn set_pointer(
-    pointers: &sled::transaction::TransactionalTree,
-    key: &RequestKey,
-    pointer: Option<LogPointer>,
-) -> Result<(), sled::transaction::UnabortableTransactionError> {
-    match pointer {
-        Some(pointer) => pointers.insert(key.as_bytes().as_slice(), &pointer.to_bytes()[..])?,
-        None => pointers.remove(key.as_bytes().as_slice())?,
-    };
-    Ok(())
 }
 
 fn hex(bytes: &[u8]) -> String {
