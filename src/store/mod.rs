@@ -9,6 +9,7 @@
 pub mod fixtures;
 mod pointer_index;
 pub mod response_log;
+mod sled_lock;
 mod sled_store;
 
 pub use sled_store::{SledStore, StoreError};

@@ -21,8 +21,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -32,7 +31,7 @@ use crate::key::RequestKey;
 use crate::record::recording::{DecodeError, Recording};
 use crate::store::pointer_index::{set_pointer, PointerIndex, POINTER_TREE};
 use crate::store::response_log::{LogPointer, Replayable, ResponseLog};
-use crate::sync;
+use crate::store::sled_lock::{open_db, OpenFailure, OpenMark};
 
 const ENTRIES_TREE: &str = "entries";
 const HISTORY_TREE: &str = "history";
@@ -42,48 +41,6 @@ const HISTORY_TREE: &str = "history";
 /// `ls`, `show` and recording touch. sled's real memory use is a multiple of
 /// this figure, so it is kept small.
 const SLED_CACHE_BYTES: u64 = 8 * 1024 * 1024;
-
-/// sled's own text for a store locked by another process; matched to turn
-/// its generic I/O error into [`StoreError::Locked`]. Matching on text is
-/// the exception here, not the rule: sled 0.34 reports a held lock only as
-/// an `io::ErrorKind::Other` error with this message (no kind, no type of
-/// its own), so the text is its only signal.
-const SLED_LOCK_MESSAGE: &str = "could not acquire lock";
-
-/// How long [`SledStore::open`] waits for a store this process has just closed.
-/// sled 0.34 releases its file lock from background threads a moment after
-/// the last handle drops (spacejam/sled#1234, #1289), so a reopen in the
-/// same process can find the lock still held by nobody that is left.
-const RELEASE_WAIT: Duration = Duration::from_secs(3);
-const RELEASE_POLL: Duration = Duration::from_millis(5);
-
-/// Stores this process has opened, by canonical path. A live mark means a
-/// handle is still open here (a second open is truly locked); a dead one
-/// means it was closed and sled may still be letting go of the lock.
-static OPENED_HERE: Mutex<Vec<(PathBuf, Weak<OpenMark>)>> = Mutex::new(Vec::new());
-
-/// Held by every clone of a [`Store`]; dropped with the last one.
-#[derive(Debug)]
-struct OpenMark;
-
-/// Whether this process had the store at `path` open and has closed it.
-fn closed_here(path: &Path) -> bool {
-    let Ok(path) = path.canonicalize() else {
-        return false;
-    };
-    let opened = sync::lock(&OPENED_HERE);
-    opened
-        .iter()
-        .any(|(p, mark)| *p == path && mark.strong_count() == 0)
-}
-
-/// Records that this process holds the store at `path` until `mark` drops.
-fn mark_open(path: &Path, mark: &Arc<OpenMark>) {
-    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-    let mut opened = sync::lock(&OPENED_HERE);
-    opened.retain(|(p, _)| *p != path);
-    opened.push((path, Arc::downgrade(mark)));
-}
 
 /// An open store.
 #[derive(Clone)]
@@ -162,29 +119,18 @@ impl SledStore {
     ///
     /// A store held by another process is [`StoreError::Locked`] at once. A
     /// store this process has just closed is waited for (at most
-    /// [`RELEASE_WAIT`]) while sled's threads release it.
+    /// 3 s) while sled's threads release it (see `store::sled_lock`).
     pub fn open(path: &Path) -> Result<SledStore, StoreError> {
-        let open_db = || {
-            sled::Config::new()
-                .path(path)
-                // sled's default 1 GiB page cache is far more than we need.
-                .cache_capacity(SLED_CACHE_BYTES)
-                .open()
-                .map_err(|source| open_error(path, source))
-        };
-        let deadline = Instant::now() + RELEASE_WAIT;
-        let db = loop {
-            match open_db() {
-                Err(StoreError::Locked { .. })
-                    if Instant::now() < deadline && closed_here(path) =>
-                {
-                    std::thread::sleep(RELEASE_POLL);
-                }
-                result => break result?,
-            }
-        };
-        let mark = Arc::new(OpenMark);
-        mark_open(path, &mark);
+        // sled's default 1 GiB page cache is far more than we need.
+        let (db, mark) = open_db(path, SLED_CACHE_BYTES).map_err(|failure| match failure {
+            OpenFailure::Locked => StoreError::Locked {
+                path: path.to_path_buf(),
+            },
+            OpenFailure::Sled(source) => StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            },
+        })?;
         let tree = |name: &str| {
             db.open_tree(name).map_err(|source| StoreError::Open {
                 path: path.to_path_buf(),
@@ -519,22 +465,6 @@ impl SledStore {
             path: self.path.clone(),
             source,
         }
-    }
-}
-
-fn open_error(path: &Path, source: sled::Error) -> StoreError {
-    match &source {
-        sled::Error::Io(e)
-            if e.kind() == io::ErrorKind::Other && e.to_string().contains(SLED_LOCK_MESSAGE) =>
-        {
-            StoreError::Locked {
-                path: path.to_path_buf(),
-            }
-        }
-        _ => StoreError::Open {
-            path: path.to_path_buf(),
-            source,
-        },
     }
 }
 
