@@ -12,7 +12,7 @@
 //!
 //! A lookup takes one read lock and allocates nothing. Shards are
 //! `RwLock`s, so hits on one shard do not wait for each other; poisoning
-//! is handled as everywhere else ([`crate::sync`]).
+//! is handled as everywhere else (`crate::sync`).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher};
