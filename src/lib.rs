@@ -41,3 +41,4 @@ pub mod record;
 pub mod route;
 pub mod serve;
 pub mod store;
+mod sync;

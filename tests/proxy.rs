@@ -473,7 +473,7 @@ async fn a_lost_or_damaged_replay_tape_loses_no_recording() {
     let mock = MockUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let store_dir = dir.path().join("store");
-    let tape = store_dir.join(llmtape::store::response_log::TAPE_FILE);
+    let tape = store_dir.join(llmtape::store::response_log::RESPONSE_LOG_FILE);
     let mut proxy = TestProxy::start_with_store(&mock.url(), "", &store_dir).await;
     let chat = post(&proxy.url("/v1/chat/completions"), CHAT).await;
     let stream = post(&proxy.url("/v1/chat/completions"), CHAT_STREAM).await;

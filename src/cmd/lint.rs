@@ -14,15 +14,10 @@ use serde_json::Value;
 use crate::error::CommandError;
 use crate::store::fixtures;
 
-/// Headers whose presence in a fixture is a leak, whatever their value.
-const CREDENTIAL_HEADERS: &[&str] = &[
-    "authorization",
-    "proxy-authorization",
-    "api-key",
-    "x-api-key",
-    "cookie",
-    "set-cookie",
-];
+// A credential header in a fixture is a leak whatever its value; the list
+// is the one redaction uses, so what is never recorded and what lint
+// reports cannot drift apart.
+use crate::record::redact::is_credential;
 
 /// Shortest run after `sk-` that counts as a key; real keys are far
 /// longer, and test dummies like `sk-test-dummy` stay below it.
@@ -121,7 +116,7 @@ fn walk(value: &Value, path: &mut String, out: &mut Vec<Finding>) {
         }
         Value::Array(items) => {
             if let [Value::String(name), Value::String(_)] = items.as_slice() {
-                if CREDENTIAL_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+                if is_credential(name) {
                     out.push(Finding {
                         pointer: path.clone(),
                         what: "a credential header",
@@ -141,9 +136,7 @@ fn walk(value: &Value, path: &mut String, out: &mut Vec<Finding>) {
                 let len = path.len();
                 path.push('/');
                 path.push_str(&key.replace('~', "~0").replace('/', "~1"));
-                if CREDENTIAL_HEADERS.contains(&key.to_ascii_lowercase().as_str())
-                    && item.is_string()
-                {
+                if is_credential(key) && item.is_string() {
                     out.push(Finding {
                         pointer: path.clone(),
                         what: "a credential header",

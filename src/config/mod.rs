@@ -7,15 +7,26 @@
 //! the environment itself: the CLI hands it an [`Overrides`] value, which
 //! keeps precedence (flag > environment > file > defaults) in one place and
 //! lets tests build configs from strings.
+//!
+//! This file holds the validated types and the second stage
+//! ([`Config::from_raw`]); `raw` the first (the serde types, known and
+//! renamed keys); `choices` the few-word settings; `error` [`ConfigError`].
 
-use std::fmt;
+mod choices;
+mod error;
+mod raw;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 use http::{HeaderName, Uri};
-use serde::Deserialize;
+
+pub use choices::{Mode, Scope, Timing};
+pub use error::ConfigError;
+pub use raw::{RawConfig, RawKey, RawRedact, RawReplay, RawServer, RawStore, RawUpstream};
+
+use raw::parse_raw;
 
 /// Default listen address: loopback only, so a fresh start exposes nothing.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -47,88 +58,6 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 pub const DEFAULT_MAX_RECORDED_BYTES: usize = 64 * 1024 * 1024;
 /// The name of the config file picked up from the working directory.
 pub const LOCAL_CONFIG_FILE: &str = "proxy.toml";
-
-/// What the proxy does with a request on a cached route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Mode {
-    /// Replay a hit; forward and record a miss.
-    #[default]
-    Auto,
-    /// Always forward and re-record.
-    Record,
-    /// Replay a hit; answer a miss with 404, never contact the upstream.
-    Replay,
-    /// Forward everything, store nothing.
-    Passthrough,
-}
-
-impl Mode {
-    /// Every mode, in the order the docs list them.
-    pub const ALL: [Mode; 4] = [Mode::Auto, Mode::Record, Mode::Replay, Mode::Passthrough];
-
-    /// The mode's name as it appears in config, headers and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Auto => "auto",
-            Mode::Record => "record",
-            Mode::Replay => "replay",
-            Mode::Passthrough => "passthrough",
-        }
-    }
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Mode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Mode::ALL
-            .into_iter()
-            .find(|m| m.as_str().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| {
-                format!("unknown mode {s:?}: expected one of auto, record, replay, passthrough")
-            })
-    }
-}
-
-/// Whether the caller's API key is part of the request key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Scope {
-    /// One cache for everyone: a replay with a dummy key hits.
-    #[default]
-    Global,
-    /// Each API key sees only its own recordings.
-    ApiKey,
-}
-
-/// How a recorded stream is paced on replay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Timing {
-    /// Send everything at once.
-    #[default]
-    Instant,
-    /// Reproduce the recorded gaps between events.
-    Recorded,
-}
-
-impl FromStr for Timing {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim() {
-            "instant" => Ok(Timing::Instant),
-            "recorded" => Ok(Timing::Recorded),
-            other => Err(format!(
-                "unknown replay timing {other:?}: expected instant or recorded"
-            )),
-        }
-    }
-}
 
 /// The validated configuration the server runs with.
 #[derive(Debug, Clone)]
@@ -254,196 +183,6 @@ pub struct Overrides {
     /// `--fixtures` / `LLMTAPE_FIXTURES`.
     pub fixtures: Option<PathBuf>,
 }
-
-/// A configuration that cannot be used; the message lists every problem.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The config file could not be read.
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML, or a value has the wrong type.
-    #[error("{origin}: {message}")]
-    Syntax {
-        /// The file, or "configuration".
-        origin: String,
-        /// What the TOML parser said, in one line.
-        message: String,
-    },
-    /// One or more values are wrong; each names its key and the fix.
-    #[error("{origin}: {}", problems.join("; "))]
-    Invalid {
-        /// The file, or "configuration".
-        origin: String,
-        /// Every problem found.
-        problems: Vec<String>,
-    },
-}
-
-/// The TOML file, as written. Every field optional; unknown keys rejected.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawConfig {
-    /// Top-level `mode`.
-    pub mode: Option<String>,
-    /// `[server]`
-    #[serde(default)]
-    pub server: RawServer,
-    /// `[upstream]`
-    #[serde(default)]
-    pub upstream: RawUpstream,
-    /// `[store]`
-    #[serde(default)]
-    pub store: RawStore,
-    /// `[key]`
-    #[serde(default)]
-    pub key: RawKey,
-    /// `[replay]`
-    #[serde(default)]
-    pub replay: RawReplay,
-    /// `[redact]`
-    #[serde(default)]
-    pub redact: RawRedact,
-}
-
-/// `[server]` as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(missing_docs)]
-pub struct RawServer {
-    pub listen: Option<String>,
-    pub max_body_bytes: Option<u64>,
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
-    pub shutdown_timeout: Option<String>,
-    pub max_in_flight: Option<u64>,
-    pub max_header_bytes: Option<u64>,
-    pub admin_token_env: Option<String>,
-}
-
-/// `[upstream]` as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(missing_docs)]
-pub struct RawUpstream {
-    pub url: Option<String>,
-    pub api_key_env: Option<String>,
-    pub connect_timeout: Option<String>,
-    pub first_byte_timeout: Option<String>,
-    pub idle_timeout: Option<String>,
-}
-
-/// `[store]` as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(missing_docs)]
-pub struct RawStore {
-    pub path: Option<PathBuf>,
-    pub fixtures: Option<PathBuf>,
-    pub record_errors: Option<bool>,
-    pub history: Option<u64>,
-    pub max_recorded_bytes: Option<u64>,
-}
-
-/// `[key]` as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(missing_docs)]
-pub struct RawKey {
-    pub ignore_fields: Option<Vec<String>>,
-    pub scope: Option<String>,
-    pub sampling_namespaces: Option<Vec<String>>,
-}
-
-/// `[replay]` as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(missing_docs)]
-pub struct RawReplay {
-    pub timing: Option<String>,
-}
-
-/// `[redact]` as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(missing_docs)]
-pub struct RawRedact {
-    pub headers: Option<Vec<String>>,
-}
-
-/// Every key the file may hold, by section ("" is the top level).
-const KNOWN_KEYS: &[(&str, &[&str])] = &[
-    (
-        "",
-        &[
-            "mode", "server", "upstream", "store", "key", "replay", "redact",
-        ],
-    ),
-    (
-        "server",
-        &[
-            "listen",
-            "max_body_bytes",
-            "tls_cert",
-            "tls_key",
-            "shutdown_timeout",
-            "max_in_flight",
-            "max_header_bytes",
-            "admin_token_env",
-        ],
-    ),
-    (
-        "upstream",
-        &[
-            "url",
-            "api_key_env",
-            "connect_timeout",
-            "first_byte_timeout",
-            "idle_timeout",
-        ],
-    ),
-    (
-        "store",
-        &[
-            "path",
-            "fixtures",
-            "record_errors",
-            "history",
-            "max_recorded_bytes",
-        ],
-    ),
-    ("key", &["ignore_fields", "scope", "sampling_namespaces"]),
-    ("replay", &["timing"]),
-    ("redact", &["headers"]),
-];
-
-/// Keys people write by habit or from other tools, and where they live here.
-const RENAMED_KEYS: &[(&str, &str)] = &[
-    ("listen", "server.listen"),
-    ("upstream_url", "upstream.url"),
-    ("upstream.base_url", "upstream.url"),
-    ("base_url", "upstream.url"),
-    ("store_path", "store.path"),
-    ("store.dir", "store.path"),
-    ("fixtures", "store.fixtures"),
-    ("upstream.timeout", "upstream.first_byte_timeout"),
-    ("upstream.response_timeout", "upstream.first_byte_timeout"),
-    (
-        "upstream.api_key",
-        "upstream.api_key_env (name an environment variable, never the key itself)",
-    ),
-    ("server.max_body_size", "server.max_body_bytes"),
-    ("server.max_body", "server.max_body_bytes"),
-    ("key.ignore", "key.ignore_fields"),
-    ("key.ignore_headers", "redact.headers"),
-    ("replay.pacing", "replay.timing"),
-    ("redact.fields", "redact.headers"),
-];
 
 impl Config {
     /// Builds the configuration the way `llmtape` does on the command line:
@@ -746,69 +485,6 @@ impl Config {
     }
 }
 
-/// Parses TOML into [`RawConfig`], first reporting every unknown key by its
-/// full dotted name (and its new name where we know it).
-fn parse_raw(text: &str, origin: &str) -> Result<RawConfig, ConfigError> {
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| ConfigError::Syntax {
-            origin: origin.to_string(),
-            message: one_line(&e.to_string()),
-        })?;
-    let problems = unknown_keys(&table);
-    if !problems.is_empty() {
-        return Err(ConfigError::Invalid {
-            origin: origin.to_string(),
-            problems,
-        });
-    }
-    RawConfig::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Syntax {
-        origin: origin.to_string(),
-        message: one_line(&e.to_string()),
-    })
-}
-
-fn unknown_keys(table: &toml::Table) -> Vec<String> {
-    let allowed = |section: &str| {
-        KNOWN_KEYS
-            .iter()
-            .find(|(name, _)| *name == section)
-            .map(|(_, keys)| *keys)
-    };
-    let mut problems = Vec::new();
-    let mut report = |dotted: String, section: &str| {
-        let hint = RENAMED_KEYS
-            .iter()
-            .find(|(old, _)| *old == dotted)
-            .map(|(_, new)| format!("; it is now `{new}`"))
-            .unwrap_or_else(|| {
-                let keys = allowed(section).unwrap_or(&[]);
-                let place = if section.is_empty() {
-                    "at the top level".to_string()
-                } else {
-                    format!("in [{section}]")
-                };
-                format!("; known keys {place}: {}", keys.join(", "))
-            });
-        problems.push(format!("unknown key `{dotted}`{hint}"));
-    };
-    let top = allowed("").unwrap_or(&[]);
-    for (name, value) in table {
-        if !top.contains(&name.as_str()) {
-            report(name.clone(), "");
-            continue;
-        }
-        if let (toml::Value::Table(inner), Some(keys)) = (value, allowed(name)) {
-            for key in inner.keys() {
-                if !keys.contains(&key.as_str()) {
-                    report(format!("{name}.{key}"), name);
-                }
-            }
-        }
-    }
-    problems
-}
-
 /// Parses and checks the upstream base URL.
 fn parse_upstream_url(text: &str) -> Result<Uri, String> {
     let uri: Uri = text.trim().parse().map_err(|e| {
@@ -838,10 +514,6 @@ fn redact_preview(value: &str) -> String {
     } else {
         value.to_string()
     }
-}
-
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]
@@ -882,27 +554,6 @@ mod tests {
     }
 
     #[test]
-    fn unknown_keys_are_named_with_their_section() {
-        let err = Config::from_toml("[server]\nlisten = \"127.0.0.1:1\"\nport = 3\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("unknown key `server.port`"), "{err}");
-        assert!(err.contains("known keys in [server]"), "{err}");
-    }
-
-    #[test]
-    fn renamed_keys_name_their_new_place() {
-        let err = Config::from_toml("listen = \"127.0.0.1:1\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("it is now `server.listen`"), "{err}");
-        let err = Config::from_toml("[upstream]\ntimeout = \"3s\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("upstream.first_byte_timeout"), "{err}");
-    }
-
-    #[test]
     fn every_problem_is_reported_at_once() {
         let text = "mode = \"fast\"\n[server]\nlisten = \"nowhere\"\n[upstream]\nurl = \"ftp://x\"\nidle_timeout = \"soon\"\n";
         let err = Config::from_toml(text).unwrap_err().to_string();
@@ -915,14 +566,6 @@ mod tests {
             assert!(err.contains(needle), "missing {needle} in {err}");
         }
         assert!(!err.contains('\n'), "one line: {err}");
-    }
-
-    #[test]
-    fn a_wrong_type_is_a_clear_error() {
-        let err = Config::from_toml("[server]\nmax_body_bytes = \"big\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("max_body_bytes"), "{err}");
     }
 
     #[test]
@@ -949,11 +592,5 @@ mod tests {
             .to_string();
         assert!(err.contains("api_key_env"), "{err}");
         assert!(!err.contains("dummy-secret"), "{err}");
-    }
-
-    #[test]
-    fn modes_parse_case_insensitively_and_reject_unknowns() {
-        assert_eq!("Replay".parse::<Mode>().unwrap(), Mode::Replay);
-        assert!("replay-only".parse::<Mode>().is_err());
     }
 }

@@ -14,10 +14,8 @@
 //! emptied when full, which keeps memory flat and costs only a
 //! re-canonicalisation of requests seen again later.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
-use crate::key::{Canonical, KeyHashBuilder, KeyRules, RequestKey, RequestParts};
+use crate::key::sharded::ShardedMap;
+use crate::key::{Canonical, KeyRules, RequestKey, RequestParts};
 
 /// blake3 `derive_key` context of the raw-request hash (memory only, never
 /// stored, so it can change freely).
@@ -34,7 +32,8 @@ pub const DEFAULT_CAPACITY: usize = 32 * 1024;
 /// Remembers the key of recently seen raw requests.
 #[derive(Debug)]
 pub struct KeyMemo {
-    shards: Vec<Mutex<HashMap<[u8; 32], RequestKey, KeyHashBuilder>>>,
+    /// Raw-request hash -> key.
+    keys: ShardedMap<[u8; 32], RequestKey>,
     per_shard: usize,
 }
 
@@ -52,9 +51,7 @@ impl KeyMemo {
     /// A memo holding at most about `capacity` keys (0 disables it).
     pub fn new(capacity: usize) -> KeyMemo {
         KeyMemo {
-            shards: (0..SHARDS)
-                .map(|_| Mutex::new(HashMap::with_hasher(KeyHashBuilder)))
-                .collect(),
+            keys: ShardedMap::new(SHARDS),
             per_shard: capacity.div_ceil(SHARDS),
         }
     }
@@ -70,21 +67,20 @@ impl KeyMemo {
             };
         }
         let raw = raw_hash(parts, rules);
-        let shard = &self.shards[raw[0] as usize % SHARDS];
-        if let Some(key) = shard.lock().unwrap_or_else(|p| p.into_inner()).get(&raw) {
+        if let Some(key) = self.keys.get(&raw) {
             return Keyed {
-                key: *key,
+                key,
                 canonical: None,
             };
         }
         // Canonicalise outside the lock: it is the slow part.
         let canonical = Canonical::new(parts, rules);
         let key = canonical.key();
-        let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= self.per_shard {
-            map.clear();
+        let mut shard = self.keys.write(&raw);
+        if shard.map.len() >= self.per_shard {
+            shard.map.clear();
         }
-        map.insert(raw, key);
+        shard.map.insert(raw, key);
         Keyed {
             key,
             canonical: Some(canonical),
@@ -93,10 +89,7 @@ impl KeyMemo {
 
     /// Keys remembered now.
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
-            .sum()
+        self.keys.len()
     }
 
     /// True when nothing is remembered.

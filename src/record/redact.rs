@@ -22,7 +22,9 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
-/// Credentials and session state: never stored, whatever the config says.
+/// Credentials and session state: never stored, whatever the config says,
+/// and a leak wherever they appear in a fixture (`llmtape lint`). The one
+/// list of them; lowercase.
 const CREDENTIALS: &[&str] = &[
     "authorization",
     "proxy-authorization",
@@ -31,6 +33,12 @@ const CREDENTIALS: &[&str] = &[
     "cookie",
     "set-cookie",
 ];
+
+/// True for a credential or session header (the `CREDENTIALS` list), in any
+/// letter case: `Authorization` in a hand-written fixture counts too.
+pub fn is_credential(name: &str) -> bool {
+    CREDENTIALS.iter().any(|c| c.eq_ignore_ascii_case(name))
+}
 
 /// The prefix of llmtape's own headers (`x-llmtape-cache`, ...).
 pub const OWN_HEADER_PREFIX: &str = "x-llmtape-";
@@ -52,6 +60,7 @@ impl Redactor {
 
     /// True for a header that must never be stored or logged.
     pub fn is_secret(&self, name: &HeaderName) -> bool {
+        // A `HeaderName` is lowercase already.
         CREDENTIALS.contains(&name.as_str()) || self.extra.contains(name)
     }
 
@@ -155,6 +164,13 @@ mod tests {
         strip_hop_by_hop(&mut headers);
         assert_eq!(headers.len(), 1);
         assert!(headers.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn credentials_are_recognised_in_any_case() {
+        assert!(is_credential("authorization") && is_credential("Set-Cookie"));
+        assert!(is_credential("X-API-KEY"));
+        assert!(!is_credential("content-type") && !is_credential("x-api-keys"));
     }
 
     #[test]

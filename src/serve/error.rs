@@ -5,11 +5,20 @@
 //! raise their usual exceptions with our message inside. The status of each
 //! variant is decided in one exhaustive `match`, so a new variant forces a
 //! decision.
+//!
+//! Variants keep the error that caused them as their `source`. The message
+//! a caller reads names the whole chain ([`Chain`]), because an SDK shows
+//! only the message: "could not reach the upstream ...: tcp connect error:
+//! Connection refused" says what to fix, "client error (Connect)" does not.
 
+use std::error::Error as StdError;
+use std::fmt;
 use std::time::Duration;
 
 use http::StatusCode;
 use serde_json::json;
+
+use crate::body::BoxError;
 
 /// Who caused a failure: picks the status class and the log level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,10 +41,10 @@ pub enum ProxyError {
         limit: usize,
     },
     /// The request body could not be read from the client.
-    #[error("could not read the request body: {reason}")]
+    #[error("could not read the request body: {}", Chain(source.as_ref()))]
     ClientBody {
         /// What went wrong.
-        reason: String,
+        source: BoxError,
     },
     /// A `x-llmtape-*` header has a value we do not understand.
     #[error("invalid {header} header {value:?}: expected one of {expected}")]
@@ -63,12 +72,13 @@ pub enum ProxyError {
         nearest: Option<String>,
     },
     /// The upstream could not be reached.
-    #[error("llmtape could not reach the upstream {upstream}: {reason}")]
+    #[error("llmtape could not reach the upstream {upstream}: {}", Chain(source))]
     UpstreamUnreachable {
         /// The upstream base URL.
         upstream: String,
-        /// Why.
-        reason: String,
+        /// The client's error (connect, TLS, DNS, or the connection failing
+        /// before response headers).
+        source: hyper_util::client::legacy::Error,
     },
     /// The upstream did not answer in time.
     #[error("the upstream {upstream} did not {what} within {}", humantime::format_duration(*timeout))]
@@ -81,12 +91,12 @@ pub enum ProxyError {
         timeout: Duration,
     },
     /// The upstream broke off its response.
-    #[error("the upstream {upstream} failed while sending its response: {reason}")]
+    #[error("the upstream {upstream} failed while sending its response: {}", Chain(source.as_ref()))]
     UpstreamBody {
         /// The upstream base URL.
         upstream: String,
-        /// Why.
-        reason: String,
+        /// The body's error.
+        source: BoxError,
     },
     /// Too many requests in flight.
     #[error("llmtape is already handling {limit} requests (server.max_in_flight); retry shortly")]
@@ -95,11 +105,58 @@ pub enum ProxyError {
         limit: usize,
     },
     /// We could not build the upstream request.
-    #[error("llmtape could not build the upstream request: {reason}")]
+    #[error("llmtape could not build the upstream request: {source}")]
     Internal {
         /// Why.
-        reason: String,
+        source: UpstreamRequestError,
     },
+}
+
+/// Why the request to the upstream could not be built (a bug or a path
+/// the upstream URL cannot carry, never the upstream's fault).
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamRequestError {
+    /// The request builder refused a part.
+    #[error(transparent)]
+    Request(#[from] http::Error),
+    /// The base path joined with the request's path is not a valid URI path.
+    #[error("bad upstream path {path:?}: {source}")]
+    Path {
+        /// The joined path and query.
+        path: String,
+        /// Why it does not parse.
+        source: http::uri::InvalidUri,
+    },
+    /// The URI parts do not form a URI.
+    #[error(transparent)]
+    Uri(#[from] http::uri::InvalidUriParts),
+}
+
+/// Shows an error and its sources in one line, `error: source: source`,
+/// leaving out a source whose text the line already holds (many errors
+/// repeat their cause in their own message).
+pub struct Chain<'a>(pub &'a (dyn StdError + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut text = self.0.to_string();
+        let mut source = self.0.source();
+        while let Some(inner) = source {
+            let next = inner.to_string();
+            if !text.contains(&next) {
+                text.push_str(": ");
+                text.push_str(&next);
+            }
+            source = inner.source();
+        }
+        f.write_str(&text)
+    }
+}
+
+impl fmt::Debug for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
 }
 
 impl ProxyError {
@@ -184,6 +241,34 @@ mod tests {
         assert_eq!(body["error"]["code"], "replay_miss");
         let message = body["error"]["message"].as_str().unwrap();
         assert!(message.contains(&"ab".repeat(32)) && message.contains("mode=replay"));
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn the_message_names_the_whole_chain_and_the_source_is_kept() {
+        let cause: BoxError = Box::new(Outer(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "connection reset",
+        )));
+        let err = ProxyError::ClientBody { source: cause };
+        assert_eq!(
+            err.to_string(),
+            "could not read the request body: outer: connection reset"
+        );
+        let source = err.source().expect("the cause is kept");
+        assert!(source.downcast_ref::<Outer>().is_some());
+    }
+
+    #[test]
+    fn a_chain_leaves_out_a_cause_the_message_repeats() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("read failed: {0}")]
+        struct Repeats(#[source] std::io::Error);
+        let err = Repeats(std::io::Error::other("disk on fire"));
+        assert_eq!(Chain(&err).to_string(), "read failed: disk on fire");
     }
 
     #[test]

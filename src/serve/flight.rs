@@ -59,7 +59,7 @@ impl Flight {
     fn lock(&self) -> MutexGuard<'_, Shared> {
         // Each update is a single push or assignment, so a panic elsewhere
         // cannot leave the state half-written.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.state)
     }
 
     fn bump(&self) {
@@ -108,7 +108,7 @@ pub enum Role {
 impl Flights {
     /// Joins the flight for `key`, or starts one.
     pub fn join(self: &Arc<Self>, key: RequestKey) -> Role {
-        let mut map = self.by_key.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = crate::sync::lock(&self.by_key);
         if let Some(flight) = map.get(&key) {
             return Role::Follower(flight.clone());
         }
@@ -122,7 +122,7 @@ impl Flights {
     }
 
     fn land(&self, key: &RequestKey, flight: &Arc<Flight>) {
-        let mut map = self.by_key.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = crate::sync::lock(&self.by_key);
         if map.get(key).is_some_and(|f| Arc::ptr_eq(f, flight)) {
             map.remove(key);
         }
@@ -130,7 +130,7 @@ impl Flights {
 
     /// Flights currently in the air.
     pub fn len(&self) -> usize {
-        self.by_key.lock().unwrap_or_else(|p| p.into_inner()).len()
+        crate::sync::lock(&self.by_key).len()
     }
 
     /// True when no flight is in the air.

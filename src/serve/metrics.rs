@@ -77,10 +77,7 @@ pub struct Metrics {
 impl Metrics {
     /// Counts an upstream answer with `status`; 0 means no answer (502/504).
     pub fn upstream_answered(&self, status: u16) {
-        let mut map = self
-            .upstream_status
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut map = crate::sync::lock(&self.upstream_status);
         *map.entry(status).or_insert(0) += 1;
     }
 
@@ -123,12 +120,7 @@ impl Metrics {
         );
         let _ = writeln!(out, "# HELP llmtape_upstream_responses_total Upstream answers by status (0: unreachable or timed out).");
         let _ = writeln!(out, "# TYPE llmtape_upstream_responses_total counter");
-        for (status, count) in self
-            .upstream_status
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
+        for (status, count) in crate::sync::lock(&self.upstream_status).iter() {
             let _ = writeln!(
                 out,
                 "llmtape_upstream_responses_total{{status=\"{status}\"}} {count}"

@@ -6,6 +6,7 @@ pub mod answer;
 pub mod error;
 pub mod flight;
 pub mod headers;
+pub mod hot_cache;
 pub mod metrics;
 pub mod nearest;
 pub mod proxy;

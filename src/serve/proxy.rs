@@ -33,11 +33,12 @@ use crate::serve::answer::Answer;
 use crate::serve::error::ProxyError;
 use crate::serve::flight::{Flights, Lead, Patience, Role};
 use crate::serve::headers::{self, Outcome, MISS_NEAREST_HEADER};
+use crate::serve::hot_cache::HotCache;
 use crate::serve::metrics::Metrics;
 use crate::serve::nearest::{self, Nearest};
-use crate::serve::replay::{HotCache, Rendered};
+use crate::serve::replay::Rendered;
 use crate::serve::request;
-use crate::serve::upstream::{error_chain, Upstream, UpstreamSetupError};
+use crate::serve::upstream::{Upstream, UpstreamSetupError};
 use crate::store::Tier;
 
 /// Bytes of rendered recordings kept in memory for the fastest hits: a
@@ -222,9 +223,7 @@ impl Proxy {
                 return Answer::error(&error, None);
             }
             Err(CollectError::Read(e)) => {
-                let error = ProxyError::ClientBody {
-                    reason: error_chain(e.as_ref()),
-                };
+                let error = ProxyError::ClientBody { source: e };
                 return Answer::error(&error, None);
             }
         };

@@ -19,7 +19,7 @@ use hyper_util::rt::TokioExecutor;
 use crate::body::ProxyBody;
 use crate::config::UpstreamConfig;
 use crate::record::redact::{strip_hop_by_hop, Sensitive};
-use crate::serve::error::ProxyError;
+use crate::serve::error::{ProxyError, UpstreamRequestError};
 
 /// Idle pooled connections are closed after this; OpenAI's edge closes
 /// idle keep-alive connections after a few minutes anyway.
@@ -126,9 +126,7 @@ impl Upstream {
             .method(method)
             .uri(uri)
             .body(body)
-            .map_err(|e| ProxyError::Internal {
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| ProxyError::Internal { source: e.into() })?;
         *request.headers_mut() = self.forward_headers(headers);
 
         match tokio::time::timeout(self.first_byte_timeout, self.client.request(request)).await {
@@ -139,7 +137,7 @@ impl Upstream {
             }),
             Ok(Err(e)) => Err(classify_client_error(
                 &self.display,
-                &e,
+                e,
                 self.first_byte_timeout,
             )),
             Ok(Ok(response)) => Ok(response),
@@ -149,12 +147,19 @@ impl Upstream {
     fn uri_for(&self, path_and_query: &str) -> Result<Uri, ProxyError> {
         let mut parts = self.base.clone().into_parts();
         let joined = format!("{}{}", self.base_path, path_and_query);
-        parts.path_and_query = Some(joined.parse().map_err(|e| ProxyError::Internal {
-            reason: format!("bad upstream path {joined:?}: {e}"),
-        })?);
-        Uri::from_parts(parts).map_err(|e| ProxyError::Internal {
-            reason: e.to_string(),
-        })
+        let path_and_query = match joined.parse() {
+            Ok(path_and_query) => path_and_query,
+            Err(source) => {
+                return Err(ProxyError::Internal {
+                    source: UpstreamRequestError::Path {
+                        path: joined,
+                        source,
+                    },
+                })
+            }
+        };
+        parts.path_and_query = Some(path_and_query);
+        Uri::from_parts(parts).map_err(|e| ProxyError::Internal { source: e.into() })
     }
 
     fn forward_headers(&self, incoming: &HeaderMap) -> HeaderMap {
@@ -195,11 +200,10 @@ impl Upstream {
 
 fn classify_client_error(
     upstream: &str,
-    error: &hyper_util::client::legacy::Error,
+    error: hyper_util::client::legacy::Error,
     timeout: Duration,
 ) -> ProxyError {
-    let chain = error_chain(error);
-    if chain.contains("timed out") || chain.contains("Timeout") {
+    if is_timeout(&error) {
         return ProxyError::UpstreamTimeout {
             upstream: upstream.to_string(),
             what: "accept the connection",
@@ -208,23 +212,27 @@ fn classify_client_error(
     }
     ProxyError::UpstreamUnreachable {
         upstream: upstream.to_string(),
-        reason: chain,
+        source: error,
     }
 }
 
-/// The error and its sources in one line.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        let next = inner.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
+/// True when a timeout is anywhere in the error's chain: the connector's
+/// `connect_timeout` (hyper-util reports it as an `io::Error` of kind
+/// `TimedOut`), the OS giving up on a connect (`ETIMEDOUT`, the same
+/// kind), or a tokio timer expiring.
+fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if error
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
+            || error.is::<tokio::time::error::Elapsed>()
+        {
+            return true;
         }
-        source = inner.source();
+        next = error.source();
     }
-    text
+    false
 }
 
 #[cfg(test)]
@@ -285,6 +293,71 @@ mod tests {
         let out = up.forward_headers(&azure);
         assert_eq!(out["api-key"], "sk-test-real-dummy");
         assert!(!out.contains_key("authorization"));
+    }
+
+    /// A client whose connector fails every connect with an `io::Error`
+    /// of `kind`, wrapped by hyper-util exactly as a real connect failure.
+    async fn client_error(
+        kind: std::io::ErrorKind,
+        message: &'static str,
+    ) -> hyper_util::client::legacy::Error {
+        let connector = tower::service_fn(move |_: Uri| {
+            std::future::ready(Err::<
+                hyper_util::rt::TokioIo<tokio::net::TcpStream>,
+                std::io::Error,
+            >(std::io::Error::new(kind, message)))
+        });
+        let client: Client<_, ProxyBody> = Client::builder(TokioExecutor::new()).build(connector);
+        let request = Request::get("http://127.0.0.1:9/")
+            .body(crate::body::full(bytes::Bytes::new()))
+            .unwrap();
+        client.request(request).await.unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn a_connect_timeout_is_recognised_by_type() {
+        let timeout = Duration::from_secs(7);
+        // hyper-util's connect timeout: an io::Error of kind TimedOut
+        // around tokio's Elapsed; the text says neither "timed out" nor
+        // "Timeout".
+        let error = client_error(std::io::ErrorKind::TimedOut, "deadline has elapsed").await;
+        match classify_client_error("http://up", error, timeout) {
+            ProxyError::UpstreamTimeout { what, timeout, .. } => {
+                assert_eq!(what, "accept the connection");
+                assert_eq!(timeout, Duration::from_secs(7));
+            }
+            other => panic!("not a timeout: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn other_connect_errors_are_unreachable_and_keep_their_cause() {
+        // The text mentions a timeout, the kind does not: not a timeout.
+        let error = client_error(
+            std::io::ErrorKind::ConnectionRefused,
+            "refused (the server timed out earlier)",
+        )
+        .await;
+        let error = classify_client_error("http://up", error, Duration::from_secs(7));
+        let ProxyError::UpstreamUnreachable { .. } = &error else {
+            panic!("not unreachable: {error:?}");
+        };
+        assert!(
+            error.to_string().starts_with(
+                "llmtape could not reach the upstream http://up: client error (Connect)"
+            ),
+            "{error}"
+        );
+        assert!(error.to_string().contains("refused"), "{error}");
+        let mut source = std::error::Error::source(&error);
+        let mut kinds = Vec::new();
+        while let Some(inner) = source {
+            if let Some(io) = inner.downcast_ref::<std::io::Error>() {
+                kinds.push(io.kind());
+            }
+            source = inner.source();
+        }
+        assert_eq!(kinds, vec![std::io::ErrorKind::ConnectionRefused]);
     }
 
     #[tokio::test]

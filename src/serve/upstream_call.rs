@@ -25,12 +25,11 @@ use crate::record::recorder::{
 use crate::record::recording::Recording;
 use crate::record::sse::is_event_stream;
 use crate::serve::answer::error_response;
-use crate::serve::error::ProxyError;
+use crate::serve::error::{Chain, ProxyError};
 use crate::serve::flight::{Ending, Lead};
 use crate::serve::headers::{self, Outcome, FINGERPRINT_CHANGED_HEADER, NOT_RECORDED_HEADER};
 use crate::serve::proxy::{Miss, Proxy};
 use crate::serve::request;
-use crate::serve::upstream::error_chain;
 
 /// After a client leaves mid-stream, how long the proxy keeps reading the
 /// upstream to record the (already paid for) answer. The idle timeout
@@ -152,7 +151,7 @@ impl Proxy {
             },
             None => ProxyError::UpstreamBody {
                 upstream,
-                reason: error_chain(error.as_ref()),
+                source: error,
             },
         }
     }
@@ -244,8 +243,8 @@ impl Sink for StoreSink {
             }
             End::Broken(error) => {
                 s.metrics.upstream_answered(0);
-                let error = self.proxy.body_error(clone_error(error));
-                tracing::warn!(key = %self.key, %error, "upstream answer broke off; not recorded");
+                let upstream = s.upstream.display();
+                tracing::warn!(key = %self.key, upstream, error = %Chain(error.as_ref()), "upstream answer broke off; not recorded");
             }
         }
         if let Some(lead) = self.lead.take() {
@@ -260,14 +259,6 @@ impl Sink for StoreSink {
 
     fn wants_rest(&self) -> bool {
         self.lead.is_some()
-    }
-}
-
-/// A boxed error's text as an error of its own (boxed errors do not clone).
-fn clone_error(error: &BoxError) -> BoxError {
-    match error.downcast_ref::<IdleTimeoutError>() {
-        Some(timeout) => Box::new(*timeout),
-        None => error_chain(error.as_ref()).into(),
     }
 }
 

@@ -115,7 +115,7 @@ impl FixtureDir {
 
     /// Deletes the fixture file holding `key`; returns whether there was one.
     pub fn remove(&self, key: &RequestKey) -> Result<bool, FixtureError> {
-        let mut map = self.loaded.write().unwrap_or_else(|p| p.into_inner());
+        let mut map = crate::sync::write(&self.loaded);
         let Some(loaded) = map.get(key) else {
             return Ok(false);
         };
@@ -155,7 +155,7 @@ impl FixtureDir {
         history: usize,
         replace: bool,
     ) -> Result<bool, FixtureError> {
-        let mut map = self.loaded.write().unwrap_or_else(|p| p.into_inner());
+        let mut map = crate::sync::write(&self.loaded);
         let (path, past) = match map.get(key) {
             Some(_) if !replace => return Ok(false),
             Some(old) => {
@@ -194,7 +194,7 @@ impl FixtureDir {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<RequestKey, Loaded>> {
         // A panic while holding the lock cannot leave the map half-updated
         // (inserts are single operations), so a poisoned lock is still usable.
-        self.loaded.read().unwrap_or_else(|p| p.into_inner())
+        crate::sync::read(&self.loaded)
     }
 }
 

@@ -12,7 +12,9 @@
 
 pub mod fixture_dir;
 pub mod fixtures;
+mod pointer_index;
 pub mod response_log;
+mod sled_lock;
 mod sled_store;
 
 use std::path::Path;

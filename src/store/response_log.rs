@@ -1,4 +1,4 @@
-//! The replay tape: every recording's replayable parts (status, headers,
+//! The response log: every recording's replayable parts (status, headers,
 //! recorded-at, stream event lengths, body), appended to one file beside the
 //! sled store, so that a hit the hot cache does not hold costs one lookup
 //! in memory (the store mirrors the pointers) and one positional read,
@@ -7,13 +7,13 @@
 //! Why: sled keeps values inside its B-tree leaves (up to 16 entries a
 //! leaf), so reading one recording that is not in sled's cache pulls and
 //! decodes a whole leaf of them, and sled's memory grows with every leaf it
-//! has touched. The tape keeps large values out of sled: the store holds a
-//! 12-byte [`Pointer`] per key, written in the same transaction as the
-//! entry, so a pointer always names the tape record of the current entry.
+//! has touched. The log keeps large values out of sled: the store holds a
+//! 12-byte [`LogPointer`] per key, written in the same transaction as the
+//! entry, so a pointer always names the log record of the current entry.
 //!
-//! The tape is derived data, never the only copy: a record that cannot be
-//! read or does not check out is reported as [`TapeError`], and the store
-//! falls back to the entry itself. Records are append-only; an append that
+//! The log is derived data, private to the store and never the only copy:
+//! a record that cannot be read or does not check out is reported as
+//! [`ResponseLogError`], and the store falls back to the entry itself. Records are append-only; an append that
 //! fails or is torn by a crash leaves garbage that no pointer names.
 //!
 //! Record: `MAGIC (4) | key (32) | payload_len u32 LE | payload |
@@ -33,27 +33,29 @@ use bytes::{Bytes, BytesMut};
 use crate::key::RequestKey;
 use crate::record::recording::{split_events, Recording};
 
-/// The tape's file name inside the store directory.
-pub const TAPE_FILE: &str = "llmtape-replay.tape";
+/// The log's file name inside the store directory. It keeps the name it
+/// had when this was called the replay tape, so that existing stores keep
+/// their log (a renamed file would only be rebuilt, but at a cost).
+pub const RESPONSE_LOG_FILE: &str = "llmtape-replay.tape";
 
 const MAGIC: &[u8; 4] = b"LTP1";
 const RECORD_HEAD: usize = MAGIC.len() + 32 + 4;
-/// A CRC-32 of the key and payload: the tape is our own derived data, so
+/// A CRC-32 of the key and payload: the log is our own derived data, so
 /// the checksum only has to catch torn and damaged records, not forgery,
 /// and CRC-32 does that at a fraction of a cryptographic hash's cost (it
 /// is computed on every hit the hot cache does not hold).
 const CHECKSUM_LEN: usize = 4;
 
-/// Where a record lives on the tape.
+/// Where a record lives in the response log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Pointer {
+pub struct LogPointer {
     /// Byte offset of the record.
     pub offset: u64,
     /// Length of the whole record.
     pub len: u32,
 }
 
-impl Pointer {
+impl LogPointer {
     /// Stored form: offset u64 LE, len u32 LE.
     pub fn to_bytes(self) -> [u8; 12] {
         let mut out = [0u8; 12];
@@ -63,9 +65,9 @@ impl Pointer {
     }
 
     /// Parses the stored form; `None` for anything else.
-    pub fn from_bytes(bytes: &[u8]) -> Option<Pointer> {
+    pub fn from_bytes(bytes: &[u8]) -> Option<LogPointer> {
         let bytes: &[u8; 12] = bytes.try_into().ok()?;
-        Some(Pointer {
+        Some(LogPointer {
             offset: u64::from_le_bytes(bytes[..8].try_into().ok()?),
             len: u32::from_le_bytes(bytes[8..].try_into().ok()?),
         })
@@ -135,13 +137,14 @@ impl Replayable {
     }
 }
 
-/// Why a tape record could not be used.
+/// Why a response log record could not be used. (The messages keep the
+/// name users have seen in logs, "replay tape".)
 #[derive(Debug, thiserror::Error)]
-pub enum TapeError {
+pub enum ResponseLogError {
     /// The read itself failed.
     #[error("cannot read the replay tape {path}: {source}")]
     Io {
-        /// The tape file.
+        /// The log file.
         path: PathBuf,
         /// The OS error.
         #[source]
@@ -157,23 +160,23 @@ pub enum TapeError {
     },
 }
 
-/// The open tape file.
+/// The open response log file.
 #[derive(Debug)]
-pub struct Tape {
+pub struct ResponseLog {
     file: File,
     /// Appends take this lock; reads take none.
     appending: Mutex<()>,
     /// Where the next record goes: the end of what has been written. Reads
     /// check pointers against it, so a damaged pointer cannot make a read
-    /// allocate more than the tape holds.
+    /// allocate more than the log holds.
     end: AtomicU64,
     path: PathBuf,
 }
 
-impl Tape {
-    /// Opens (or creates) the tape in the store directory `dir`.
-    pub fn open(dir: &Path) -> io::Result<Tape> {
-        let path = dir.join(TAPE_FILE);
+impl ResponseLog {
+    /// Opens (or creates) the log in the store directory `dir`.
+    pub fn open(dir: &Path) -> io::Result<ResponseLog> {
+        let path = dir.join(RESPONSE_LOG_FILE);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -181,7 +184,7 @@ impl Tape {
             .truncate(false)
             .open(&path)?;
         let end = file.metadata()?.len();
-        Ok(Tape {
+        Ok(ResponseLog {
             file,
             appending: Mutex::new(()),
             end: AtomicU64::new(end),
@@ -189,27 +192,31 @@ impl Tape {
         })
     }
 
-    /// The tape file.
+    /// The log file.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
     /// Appends the replayable parts of `entry` under `key`.
-    pub fn append(&self, key: &RequestKey, entry: &Recording) -> io::Result<Pointer> {
+    pub fn append(&self, key: &RequestKey, entry: &Recording) -> io::Result<LogPointer> {
         let record = encode(key, entry)?;
         let len = u32::try_from(record.len())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "record over 4 GiB"))?;
-        let _appending = self.appending.lock().unwrap_or_else(|p| p.into_inner());
+        let _appending = crate::sync::lock(&self.appending);
         let offset = self.end.load(Ordering::Acquire);
         write_all_at(&self.file, &record, offset)?;
         self.end.store(offset + u64::from(len), Ordering::Release);
-        Ok(Pointer { offset, len })
+        Ok(LogPointer { offset, len })
     }
 
     /// Reads the record at `pointer` and checks that it is whole and is
     /// `key`'s.
-    pub fn read(&self, key: &RequestKey, pointer: Pointer) -> Result<Replayable, TapeError> {
-        let damaged = |reason| TapeError::Damaged {
+    pub fn read(
+        &self,
+        key: &RequestKey,
+        pointer: LogPointer,
+    ) -> Result<Replayable, ResponseLogError> {
+        let damaged = |reason| ResponseLogError::Damaged {
             offset: pointer.offset,
             reason,
         };
@@ -228,7 +235,7 @@ impl Tape {
         read_exact_at(&self.file, &mut buf, pointer.offset).map_err(|source| {
             match source.kind() {
                 io::ErrorKind::UnexpectedEof => damaged("past the end of the tape"),
-                _ => TapeError::Io {
+                _ => ResponseLogError::Io {
                     path: self.path.clone(),
                     source,
                 },
@@ -445,7 +452,7 @@ mod tests {
     #[test]
     fn a_record_reads_back_as_the_entry_replays() {
         let dir = tempfile::tempdir().unwrap();
-        let tape = Tape::open(dir.path()).unwrap();
+        let log = ResponseLog::open(dir.path()).unwrap();
         let a = RequestKey::from_bytes([1; 32]);
         let b = RequestKey::from_bytes([2; 32]);
         let mut plain = test_entry(
@@ -460,27 +467,27 @@ mod tests {
             ("x-request-id".into(), "req_1".into()),
         ];
         let stream = stream_entry(&b);
-        let pa = tape.append(&a, &plain).unwrap();
-        let pb = tape.append(&b, &stream).unwrap();
+        let pa = log.append(&a, &plain).unwrap();
+        let pb = log.append(&b, &stream).unwrap();
         assert_eq!(pb.offset, u64::from(pa.len));
-        assert_eq!(tape.read(&a, pa).unwrap(), Replayable::from_entry(&plain));
-        let replayed = tape.read(&b, pb).unwrap();
+        assert_eq!(log.read(&a, pa).unwrap(), Replayable::from_entry(&plain));
+        let replayed = log.read(&b, pb).unwrap();
         assert_eq!(replayed, Replayable::from_entry(&stream));
         let events = replayed.event_slices().unwrap();
         assert_eq!(events[1], (9, Bytes::from_static(b"data: [DONE]\n\n")));
 
         // Reopened, appends go after what is there.
-        drop(tape);
-        let tape = Tape::open(dir.path()).unwrap();
-        let pc = tape.append(&a, &plain).unwrap();
+        drop(log);
+        let log = ResponseLog::open(dir.path()).unwrap();
+        let pc = log.append(&a, &plain).unwrap();
         assert_eq!(pc.offset, pb.offset + u64::from(pb.len));
-        assert!(tape.read(&a, pa).is_ok());
+        assert!(log.read(&a, pa).is_ok());
     }
 
     #[test]
     fn a_damaged_or_foreign_record_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        let tape = Tape::open(dir.path()).unwrap();
+        let log = ResponseLog::open(dir.path()).unwrap();
         let a = RequestKey::from_bytes([1; 32]);
         let entry = test_entry(
             &a.to_hex(),
@@ -489,35 +496,35 @@ mod tests {
             None,
             "2026-12-01T00:00:00.000Z",
         );
-        let pointer = tape.append(&a, &entry).unwrap();
+        let pointer = log.append(&a, &entry).unwrap();
         let other = RequestKey::from_bytes([9; 32]);
         assert!(matches!(
-            tape.read(&other, pointer),
-            Err(TapeError::Damaged { .. })
+            log.read(&other, pointer),
+            Err(ResponseLogError::Damaged { .. })
         ));
-        let huge = Pointer {
+        let huge = LogPointer {
             offset: 0,
             len: u32::MAX,
         };
         assert!(matches!(
-            tape.read(&a, huge),
-            Err(TapeError::Damaged { .. })
+            log.read(&a, huge),
+            Err(ResponseLogError::Damaged { .. })
         ));
-        let past_end = Pointer {
+        let past_end = LogPointer {
             offset: pointer.offset + 8,
             len: pointer.len,
         };
         assert!(matches!(
-            tape.read(&a, past_end),
-            Err(TapeError::Damaged { .. })
+            log.read(&a, past_end),
+            Err(ResponseLogError::Damaged { .. })
         ));
         // Flip one body byte on disk.
-        let path = dir.path().join(TAPE_FILE);
+        let path = dir.path().join(RESPONSE_LOG_FILE);
         let mut bytes = std::fs::read(&path).unwrap();
         let at = pointer.len as usize - CHECKSUM_LEN - 2;
         bytes[at] ^= 0x20;
         std::fs::write(&path, &bytes).unwrap();
-        let err = tape.read(&a, pointer).unwrap_err();
+        let err = log.read(&a, pointer).unwrap_err();
         assert!(err.to_string().contains("checksum"), "{err}");
     }
 
@@ -537,11 +544,11 @@ mod tests {
 
     #[test]
     fn pointers_round_trip_and_reject_other_lengths() {
-        let p = Pointer {
+        let p = LogPointer {
             offset: 1 << 40,
             len: 77,
         };
-        assert_eq!(Pointer::from_bytes(&p.to_bytes()), Some(p));
-        assert_eq!(Pointer::from_bytes(&[0; 11]), None);
+        assert_eq!(LogPointer::from_bytes(&p.to_bytes()), Some(p));
+        assert_eq!(LogPointer::from_bytes(&[0; 11]), None);
     }
 }

@@ -9,77 +9,38 @@
 //! Values are [`Recording`] encodings with a checksum; one that fails to decode
 //! is reported as [`StoreError::Corrupt`] and callers treat it as a miss.
 //!
-//! A third tree, `replay`, maps a key to a [`Pointer`] into the replay
-//! [`Tape`] (the replayable parts of its current entry, outside sled), set
-//! in the same transaction as the entry. The tree is mirrored in memory
-//! (about 50 bytes a recording, loaded at open), so [`Store::replayable`]
-//! serves a hit with one map lookup and one positional read, without
-//! touching sled. A key without a usable pointer falls back to the entry
-//! and gets a pointer then, so stores written before the tape existed, and
-//! a lost or damaged tape, heal as they are read.
+//! A third tree, the pointer tree, maps a key to a [`LogPointer`] into the
+//! [`ResponseLog`] (the replayable parts of its current entry, in a file
+//! beside sled), set in the same transaction as the entry. The tree is
+//! mirrored in memory (about 50 bytes a recording, loaded at open), so
+//! [`SledStore::replayable`] serves a hit with one map lookup and one
+//! positional read, without touching sled. A key without a usable pointer
+//! falls back to the entry and gets a pointer then, so stores written
+//! before the response log existed, and a lost or damaged log, heal as
+//! they are read.
 
-use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
-use crate::key::{KeyHashBuilder, RequestKey};
+use crate::key::RequestKey;
 use crate::record::recording::{DecodeError, Recording};
-use crate::store::response_log::{Pointer, Replayable, Tape};
+use crate::store::pointer_index::{set_pointer, PointerIndex, POINTER_TREE};
+use crate::store::response_log::{LogPointer, Replayable, ResponseLog};
+use crate::store::sled_lock::{open_db, OpenFailure, OpenMark};
 
 const ENTRIES_TREE: &str = "entries";
 const HISTORY_TREE: &str = "history";
-const REPLAY_TREE: &str = "replay";
 
 /// sled's page cache. Hits do not read entries from sled (they come from
-/// the tape), so this mostly holds the small `replay` tree and the leaves
+/// the response log), so this mostly holds the small pointer tree and the leaves
 /// `ls`, `show` and recording touch. sled's real memory use is a multiple of
 /// this figure, so it is kept small.
 const SLED_CACHE_BYTES: u64 = 8 * 1024 * 1024;
-
-/// sled's own text for a store locked by another process; matched to turn
-/// its generic I/O error into [`StoreError::Locked`].
-const SLED_LOCK_MESSAGE: &str = "could not acquire lock";
-
-/// How long [`SledStore::open`] waits for a store this process has just closed.
-/// sled 0.34 releases its file lock from background threads a moment after
-/// the last handle drops (spacejam/sled#1234, #1289), so a reopen in the
-/// same process can find the lock still held by nobody that is left.
-const RELEASE_WAIT: Duration = Duration::from_secs(3);
-const RELEASE_POLL: Duration = Duration::from_millis(5);
-
-/// Stores this process has opened, by canonical path. A live mark means a
-/// handle is still open here (a second open is truly locked); a dead one
-/// means it was closed and sled may still be letting go of the lock.
-static OPENED_HERE: Mutex<Vec<(PathBuf, Weak<OpenMark>)>> = Mutex::new(Vec::new());
-
-/// Held by every clone of a [`Store`]; dropped with the last one.
-#[derive(Debug)]
-struct OpenMark;
-
-/// Whether this process had the store at `path` open and has closed it.
-fn closed_here(path: &Path) -> bool {
-    let Ok(path) = path.canonicalize() else {
-        return false;
-    };
-    let opened = OPENED_HERE.lock().unwrap_or_else(|e| e.into_inner());
-    opened
-        .iter()
-        .any(|(p, mark)| *p == path && mark.strong_count() == 0)
-}
-
-/// Records that this process holds the store at `path` until `mark` drops.
-fn mark_open(path: &Path, mark: &Arc<OpenMark>) {
-    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-    let mut opened = OPENED_HERE.lock().unwrap_or_else(|e| e.into_inner());
-    opened.retain(|(p, _)| *p != path);
-    opened.push((path, Arc::downgrade(mark)));
-}
 
 /// An open store.
 #[derive(Clone)]
@@ -87,75 +48,14 @@ pub struct SledStore {
     db: sled::Db,
     entries: sled::Tree,
     history: sled::Tree,
-    replay: sled::Tree,
-    tape: Arc<Tape>,
-    pointers: Arc<Pointers>,
+    /// Key -> [`LogPointer`], on disk.
+    pointer_tree: sled::Tree,
+    /// The replayable parts of every recording, appended.
+    response_log: Arc<ResponseLog>,
+    /// `pointer_tree` mirrored in memory.
+    pointer_index: Arc<PointerIndex>,
     path: PathBuf,
     _open: Arc<OpenMark>,
-}
-
-/// The `replay` tree in memory, sharded by key so that hits never share a
-/// lock with each other. Writers hold `writing` across their sled
-/// transaction and the map update, so the map always ends in the state of
-/// the last committed transaction (two writers to one key cannot leave the
-/// map with the loser's pointer).
-#[derive(Debug)]
-struct Pointers {
-    shards: Vec<RwLock<PointerMap>>,
-    writing: Mutex<()>,
-}
-
-type PointerMap = HashMap<RequestKey, Pointer, KeyHashBuilder>;
-
-/// Shards of the pointer map; a power of two above the core counts we run on.
-const POINTER_SHARDS: usize = 32;
-
-impl Pointers {
-    fn new(all: impl IntoIterator<Item = (RequestKey, Pointer)>) -> Pointers {
-        let mut maps: Vec<PointerMap> = (0..POINTER_SHARDS)
-            .map(|_| HashMap::with_hasher(KeyHashBuilder))
-            .collect();
-        for (key, pointer) in all {
-            maps[Self::shard_of(&key)].insert(key, pointer);
-        }
-        Pointers {
-            shards: maps.into_iter().map(RwLock::new).collect(),
-            writing: Mutex::new(()),
-        }
-    }
-
-    fn shard_of(key: &RequestKey) -> usize {
-        key.as_bytes()[0] as usize % POINTER_SHARDS
-    }
-
-    fn get(&self, key: &RequestKey) -> Option<Pointer> {
-        self.shards[Self::shard_of(key)]
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-            .copied()
-    }
-
-    fn set(&self, key: &RequestKey, pointer: Option<Pointer>) {
-        let mut map = self.shards[Self::shard_of(key)]
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
-        match pointer {
-            Some(pointer) => map.insert(*key, pointer),
-            None => map.remove(key),
-        };
-    }
-
-    fn writing(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.writing.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|m| m.read().unwrap_or_else(|p| p.into_inner()).len())
-            .sum()
-    }
 }
 
 /// What went wrong with the store.
@@ -193,9 +93,10 @@ pub enum StoreError {
         #[source]
         source: sled::Error,
     },
-    /// The replay tape file cannot be opened.
+    /// The response log file cannot be opened. (The message keeps the
+    /// name users have seen for it.)
     #[error("cannot open the replay tape in store {path}: {source}")]
-    Tape {
+    ResponseLog {
         /// The store directory.
         path: PathBuf,
         /// The OS error.
@@ -218,29 +119,18 @@ impl SledStore {
     ///
     /// A store held by another process is [`StoreError::Locked`] at once. A
     /// store this process has just closed is waited for (at most
-    /// [`RELEASE_WAIT`]) while sled's threads release it.
+    /// 3 s) while sled's threads release it (see `store::sled_lock`).
     pub fn open(path: &Path) -> Result<SledStore, StoreError> {
-        let open_db = || {
-            sled::Config::new()
-                .path(path)
-                // sled's default 1 GiB page cache is far more than we need.
-                .cache_capacity(SLED_CACHE_BYTES)
-                .open()
-                .map_err(|source| open_error(path, source))
-        };
-        let deadline = Instant::now() + RELEASE_WAIT;
-        let db = loop {
-            match open_db() {
-                Err(StoreError::Locked { .. })
-                    if Instant::now() < deadline && closed_here(path) =>
-                {
-                    std::thread::sleep(RELEASE_POLL);
-                }
-                result => break result?,
-            }
-        };
-        let mark = Arc::new(OpenMark);
-        mark_open(path, &mark);
+        // sled's default 1 GiB page cache is far more than we need.
+        let (db, mark) = open_db(path, SLED_CACHE_BYTES).map_err(|failure| match failure {
+            OpenFailure::Locked => StoreError::Locked {
+                path: path.to_path_buf(),
+            },
+            OpenFailure::Sled(source) => StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            },
+        })?;
         let tree = |name: &str| {
             db.open_tree(name).map_err(|source| StoreError::Open {
                 path: path.to_path_buf(),
@@ -248,43 +138,35 @@ impl SledStore {
             })
         };
         // sled has created the directory and holds its lock by now.
-        let tape = Tape::open(path).map_err(|source| StoreError::Tape {
+        let response_log = ResponseLog::open(path).map_err(|source| StoreError::ResponseLog {
             path: path.to_path_buf(),
             source,
         })?;
-        let replay = tree(REPLAY_TREE)?;
-        let mut all = Vec::new();
-        for item in replay.iter() {
-            let (key, value) = item.map_err(|source| StoreError::Open {
+        let pointer_tree = tree(POINTER_TREE)?;
+        let pointer_index =
+            PointerIndex::load(&pointer_tree).map_err(|source| StoreError::Open {
                 path: path.to_path_buf(),
                 source,
             })?;
-            // A malformed pair only costs its key the fast path.
-            if let (Ok(key), Some(pointer)) =
-                (<[u8; 32]>::try_from(&key[..]), Pointer::from_bytes(&value))
-            {
-                all.push((RequestKey::from_bytes(key), pointer));
-            }
-        }
         let store = SledStore {
             entries: tree(ENTRIES_TREE)?,
             history: tree(HISTORY_TREE)?,
-            replay,
-            tape: Arc::new(tape),
-            pointers: Arc::new(Pointers::new(all)),
+            pointer_tree,
+            response_log: Arc::new(response_log),
+            pointer_index: Arc::new(pointer_index),
             db,
             path: path.to_path_buf(),
             _open: mark,
         };
-        store.build_tape_if_missing();
+        store.build_response_log_if_missing();
         Ok(store)
     }
 
-    /// A store written before the replay tape existed has entries and no
-    /// pointers: give every entry its tape record now, once, so that hits
-    /// are fast from the start and [`Store::indexed_len`] counts them all.
-    fn build_tape_if_missing(&self) {
-        let legacy = self.replay.is_empty() && !self.entries.is_empty();
+    /// A store written before the response log existed has entries and no
+    /// pointers: give every entry its log record now, once, so that hits
+    /// are fast from the start and [`SledStore::indexed_len`] counts them all.
+    fn build_response_log_if_missing(&self) {
+        let legacy = self.pointer_tree.is_empty() && !self.entries.is_empty();
         if !legacy {
             return;
         }
@@ -305,18 +187,18 @@ impl SledStore {
         tracing::info!(recordings = built, "replay tape built");
     }
 
-    /// Recordings in the replay index: every recording, except any whose
-    /// tape record could not be written (each such failure is logged) or
-    /// whose entry is corrupt. Unlike [`Store::len`] this costs no scan,
+    /// Recordings in the pointer index: every recording, except any whose
+    /// response log record could not be written (each such failure is
+    /// logged) or whose entry is corrupt. Unlike [`SledStore::len`] this costs no scan,
     /// so `/_llmtape/health` and `/_llmtape/metrics` use it.
     pub fn indexed_len(&self) -> usize {
-        self.pointers.len()
+        self.pointer_index.len()
     }
 
     /// Whether the in-memory pointer index holds `key`: every recording
     /// committed with its response log record does.
     pub fn indexed(&self, key: &RequestKey) -> bool {
-        self.pointers.get(key).is_some()
+        self.pointer_index.get(key).is_some()
     }
 
     /// Opens an existing store; refuses to create one (for `ls`, `show`).
@@ -356,27 +238,29 @@ impl SledStore {
         history: usize,
     ) -> Result<(), StoreError> {
         let value = entry.encode();
-        let pointer = self.append_to_tape(key, entry);
+        let pointer = self.append_to_log(key, entry);
         let sequence = self.db.generate_id().map_err(|e| self.io(e))?;
         let mut history_key = Vec::with_capacity(40);
         history_key.extend_from_slice(key.as_bytes());
         history_key.extend_from_slice(&sequence.to_be_bytes());
 
-        let writing = self.pointers.writing();
-        let result: Result<(), TransactionError<()>> = (&self.entries, &self.history, &self.replay)
-            .transaction(|(entries, past, replay)| {
-                let previous = entries.insert(key.as_bytes().as_slice(), value.as_slice())?;
-                if let (Some(previous), true) = (previous, history > 0) {
-                    past.insert(history_key.as_slice(), previous)?;
-                }
-                set_pointer(replay, key, pointer)?;
-                Ok::<(), ConflictableTransactionError<()>>(())
-            });
+        let writing = self.pointer_index.writing();
+        let result: Result<(), TransactionError<()>> =
+            (&self.entries, &self.history, &self.pointer_tree).transaction(
+                |(entries, past, pointers)| {
+                    let previous = entries.insert(key.as_bytes().as_slice(), value.as_slice())?;
+                    if let (Some(previous), true) = (previous, history > 0) {
+                        past.insert(history_key.as_slice(), previous)?;
+                    }
+                    set_pointer(pointers, key, pointer)?;
+                    Ok::<(), ConflictableTransactionError<()>>(())
+                },
+            );
         result.map_err(|e| match e {
             TransactionError::Storage(source) => self.io(source),
             TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
         })?;
-        self.pointers.set(key, pointer);
+        self.pointer_index.set(key, pointer);
         drop(writing);
         self.trim_history(key, history)
     }
@@ -400,22 +284,24 @@ impl SledStore {
             past.push((id, old.encode()));
         }
         let value = entry.encode();
-        let pointer = self.append_to_tape(key, entry);
-        let _writing = self.pointers.writing();
-        let result: Result<(), TransactionError<()>> = (&self.entries, &self.history, &self.replay)
-            .transaction(|(entries, history, replay)| {
-                for (id, old) in &past {
-                    history.insert(id.as_slice(), old.as_slice())?;
-                }
-                entries.insert(key.as_bytes().as_slice(), value.as_slice())?;
-                set_pointer(replay, key, pointer)?;
-                Ok::<(), ConflictableTransactionError<()>>(())
-            });
+        let pointer = self.append_to_log(key, entry);
+        let _writing = self.pointer_index.writing();
+        let result: Result<(), TransactionError<()>> =
+            (&self.entries, &self.history, &self.pointer_tree).transaction(
+                |(entries, history, pointers)| {
+                    for (id, old) in &past {
+                        history.insert(id.as_slice(), old.as_slice())?;
+                    }
+                    entries.insert(key.as_bytes().as_slice(), value.as_slice())?;
+                    set_pointer(pointers, key, pointer)?;
+                    Ok::<(), ConflictableTransactionError<()>>(())
+                },
+            );
         result.map_err(|e| match e {
             TransactionError::Storage(source) => self.io(source),
             TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
         })?;
-        self.pointers.set(key, pointer);
+        self.pointer_index.set(key, pointer);
         Ok(())
     }
 
@@ -436,18 +322,18 @@ impl SledStore {
     /// there was one. The entry and its pointer go in one transaction, so
     /// a crash cannot leave a pointer to a deleted entry.
     pub fn remove(&self, key: &RequestKey) -> Result<bool, StoreError> {
-        let writing = self.pointers.writing();
-        let result: Result<bool, TransactionError<()>> =
-            (&self.entries, &self.replay).transaction(|(entries, replay)| {
+        let writing = self.pointer_index.writing();
+        let result: Result<bool, TransactionError<()>> = (&self.entries, &self.pointer_tree)
+            .transaction(|(entries, pointer_tree)| {
                 let existed = entries.remove(key.as_bytes().as_slice())?.is_some();
-                set_pointer(replay, key, None)?;
+                set_pointer(pointer_tree, key, None)?;
                 Ok::<bool, ConflictableTransactionError<()>>(existed)
             });
         let existed = result.map_err(|e| match e {
             TransactionError::Storage(source) => self.io(source),
             TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
         })?;
-        self.pointers.set(key, None);
+        self.pointer_index.set(key, None);
         drop(writing);
         self.trim_history(key, 0)?;
         Ok(existed)
@@ -525,22 +411,24 @@ impl SledStore {
     /// plant corrupt entries.
     #[doc(hidden)]
     pub fn put_raw(&self, key: &RequestKey, value: &[u8]) -> Result<(), StoreError> {
-        let _writing = self.pointers.writing();
-        self.replay.remove(key.as_bytes()).map_err(|e| self.io(e))?;
-        self.pointers.set(key, None);
+        let _writing = self.pointer_index.writing();
+        self.pointer_tree
+            .remove(key.as_bytes())
+            .map_err(|e| self.io(e))?;
+        self.pointer_index.set(key, None);
         self.entries
             .insert(key.as_bytes(), value)
             .map(|_| ())
             .map_err(|e| self.io(e))
     }
 
-    /// The current recording for `key` as replay needs it: from the tape
-    /// (one in-memory lookup and one positional read, no parsing), or,
-    /// when the key has no usable tape record, from the entry, which then
-    /// gets one.
+    /// The current recording for `key` as replay needs it: from the
+    /// response log (one in-memory lookup and one positional read, no
+    /// parsing), or, when the key has no usable log record, from the
+    /// entry, which then gets one.
     pub fn replayable(&self, key: &RequestKey) -> Result<Option<Replayable>, StoreError> {
-        if let Some(pointer) = self.pointers.get(key) {
-            match self.tape.read(key, pointer) {
+        if let Some(pointer) = self.pointer_index.get(key) {
+            match self.response_log.read(key, pointer) {
                 Ok(replayable) => return Ok(Some(replayable)),
                 Err(error) => {
                     tracing::warn!(key = %key, %error, "replay tape record unusable; reading the entry instead")
@@ -560,25 +448,25 @@ impl SledStore {
         Ok(Some(Replayable::from_entry(&entry).compact()))
     }
 
-    /// Gives `key` a tape record for `entry`, read as `raw`, unless the
+    /// Gives `key` a response log record for `entry`, read as `raw`, unless the
     /// entry changed meanwhile (a concurrent re-recording sets its own).
     fn heal(&self, key: &RequestKey, entry: &Recording, raw: &[u8]) {
-        let Some(pointer) = self.append_to_tape(key, entry) else {
+        let Some(pointer) = self.append_to_log(key, entry) else {
             return;
         };
         let id = Recording::stored_id(raw);
-        let _writing = self.pointers.writing();
-        let result: Result<bool, TransactionError<()>> =
-            (&self.entries, &self.replay).transaction(|(entries, replay)| {
+        let _writing = self.pointer_index.writing();
+        let result: Result<bool, TransactionError<()>> = (&self.entries, &self.pointer_tree)
+            .transaction(|(entries, pointers)| {
                 let current = entries.get(key.as_bytes())?;
                 let unchanged = current.is_some_and(|c| c.ends_with(id));
                 if unchanged {
-                    set_pointer(replay, key, Some(pointer))?;
+                    set_pointer(pointers, key, Some(pointer))?;
                 }
                 Ok::<bool, ConflictableTransactionError<()>>(unchanged)
             });
         match result {
-            Ok(true) => self.pointers.set(key, Some(pointer)),
+            Ok(true) => self.pointer_index.set(key, Some(pointer)),
             Ok(false) => {}
             Err(error) => {
                 tracing::warn!(key = %key, ?error, "could not record the replay tape pointer")
@@ -586,13 +474,14 @@ impl SledStore {
         }
     }
 
-    /// Appends `entry` to the tape. A failure is logged, not returned: the
-    /// tape is a shortcut, and the entry is still stored without it.
-    fn append_to_tape(&self, key: &RequestKey, entry: &Recording) -> Option<Pointer> {
-        match self.tape.append(key, entry) {
+    /// Appends `entry` to the response log. A failure is logged, not
+    /// returned: the log is a shortcut, and the entry is still stored
+    /// without it.
+    fn append_to_log(&self, key: &RequestKey, entry: &Recording) -> Option<LogPointer> {
+        match self.response_log.append(key, entry) {
             Ok(pointer) => Some(pointer),
             Err(error) => {
-                tracing::warn!(key = %key, %error, tape = %self.tape.path().display(), "cannot append to the replay tape; hits on this key read the entry");
+                tracing::warn!(key = %key, %error, tape = %self.response_log.path().display(), "cannot append to the replay tape; hits on this key read the entry");
                 None
             }
         }
@@ -604,35 +493,6 @@ impl SledStore {
             source,
         }
     }
-}
-
-fn open_error(path: &Path, source: sled::Error) -> StoreError {
-    match &source {
-        sled::Error::Io(e)
-            if e.kind() == io::ErrorKind::Other && e.to_string().contains(SLED_LOCK_MESSAGE) =>
-        {
-            StoreError::Locked {
-                path: path.to_path_buf(),
-            }
-        }
-        _ => StoreError::Open {
-            path: path.to_path_buf(),
-            source,
-        },
-    }
-}
-
-/// Sets or clears `key`'s tape pointer inside a transaction.
-fn set_pointer(
-    replay: &sled::transaction::TransactionalTree,
-    key: &RequestKey,
-    pointer: Option<Pointer>,
-) -> Result<(), sled::transaction::UnabortableTransactionError> {
-    match pointer {
-        Some(pointer) => replay.insert(key.as_bytes().as_slice(), &pointer.to_bytes()[..])?,
-        None => replay.remove(key.as_bytes().as_slice())?,
-    };
-    Ok(())
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -681,7 +541,7 @@ mod tests {
         assert!(store.replayable(&key).unwrap().is_none());
         let first = entry(&key, "{\"n\":1}", "fp_a");
         store.put(&key, &first, 3).unwrap();
-        assert!(store.pointers.get(&key).is_some());
+        assert!(store.pointer_index.get(&key).is_some());
         assert_eq!(
             store.replayable(&key).unwrap().unwrap(),
             Replayable::from_entry(&first)
@@ -693,10 +553,10 @@ mod tests {
             b"{\"n\":2}"
         );
 
-        // Reopened, the pointers are loaded from the replay tree.
+        // Reopened, the pointers are loaded from the pointer tree.
         drop(store);
         let store = SledStore::open(dir.path()).unwrap();
-        assert!(store.pointers.get(&key).is_some());
+        assert!(store.pointer_index.get(&key).is_some());
         assert_eq!(
             &store.replayable(&key).unwrap().unwrap().body[..],
             b"{\"n\":2}"
@@ -712,24 +572,26 @@ mod tests {
             let store = SledStore::open(dir.path()).unwrap();
             store.put(&key, &recorded, 3).unwrap();
         }
-        // Every byte of the tape overwritten: no record checks out.
-        let tape = dir.path().join(crate::store::response_log::TAPE_FILE);
-        let len = std::fs::metadata(&tape).unwrap().len() as usize;
-        std::fs::write(&tape, vec![0xee; len]).unwrap();
+        // Every byte of the response log overwritten: no record checks out.
+        let log = dir
+            .path()
+            .join(crate::store::response_log::RESPONSE_LOG_FILE);
+        let len = std::fs::metadata(&log).unwrap().len() as usize;
+        std::fs::write(&log, vec![0xee; len]).unwrap();
         let store = SledStore::open(dir.path()).unwrap();
-        let before = store.pointers.get(&key).unwrap();
+        let before = store.pointer_index.get(&key).unwrap();
         assert_eq!(
             store.replayable(&key).unwrap().unwrap(),
             Replayable::from_entry(&recorded)
         );
         // Healed: a new record, appended after the damaged one, now serves.
-        let after = store.pointers.get(&key).unwrap();
+        let after = store.pointer_index.get(&key).unwrap();
         assert!(after.offset > before.offset);
-        assert!(store.tape.read(&key, after).is_ok());
+        assert!(store.response_log.read(&key, after).is_ok());
         drop(store);
 
-        // The tape deleted outright: the same.
-        std::fs::remove_file(&tape).unwrap();
+        // The response log deleted outright: the same.
+        std::fs::remove_file(&log).unwrap();
         let store = SledStore::open(dir.path()).unwrap();
         assert_eq!(
             store.replayable(&key).unwrap().unwrap(),
@@ -739,18 +601,18 @@ mod tests {
 
     #[test]
     fn an_entry_without_a_pointer_replays_and_gets_one() {
-        // As in a store written before the tape existed.
+        // As in a store written before the response log existed.
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
         let key = RequestKey::from_bytes([8; 32]);
         let recorded = entry(&key, "{\"old\":true}", "fp");
         store.put_raw(&key, &recorded.encode()).unwrap();
-        assert!(store.pointers.get(&key).is_none());
+        assert!(store.pointer_index.get(&key).is_none());
         assert_eq!(
             store.replayable(&key).unwrap().unwrap(),
             Replayable::from_entry(&recorded)
         );
-        assert!(store.pointers.get(&key).is_some());
+        assert!(store.pointer_index.get(&key).is_some());
         // A corrupt entry planted over it loses the pointer and is an error.
         store.put_raw(&key, b"LLMTAPE1garbage").unwrap();
         assert!(matches!(
@@ -775,12 +637,16 @@ mod tests {
             assert_eq!(store.indexed_len(), 0);
             assert_eq!(store.len(), 6);
         }
-        std::fs::remove_file(dir.path().join(crate::store::response_log::TAPE_FILE)).unwrap();
+        std::fs::remove_file(
+            dir.path()
+                .join(crate::store::response_log::RESPONSE_LOG_FILE),
+        )
+        .unwrap();
         let store = SledStore::open(dir.path()).unwrap();
         assert_eq!(store.indexed_len(), 5, "every whole entry is indexed");
         for key in &keys {
-            let pointer = store.pointers.get(key).expect("a pointer");
-            assert!(store.tape.read(key, pointer).is_ok());
+            let pointer = store.pointer_index.get(key).expect("a pointer");
+            assert!(store.response_log.read(key, pointer).is_ok());
         }
     }
 
