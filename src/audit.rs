@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde_json::Value;
 use similar::{ChangeTag, TextDiff};
 
+use crate::key::RequestKey;
 use crate::record::recording::Recording;
 use crate::record::sse;
 
@@ -411,7 +412,7 @@ pub struct Side {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Flip {
     /// The key.
-    pub key: String,
+    pub key: RequestKey,
     /// Request method.
     pub method: String,
     /// Request path.
@@ -435,7 +436,7 @@ pub fn flips(current: &Recording, history: &[Recording]) -> Vec<Flip> {
     all.windows(2)
         .filter(|w| w[0].meta.system_fingerprint != w[1].meta.system_fingerprint)
         .map(|w| Flip {
-            key: current.meta.key.clone(),
+            key: current.meta.key,
             method: current.meta.request.method.clone(),
             path: current.meta.request.path.clone(),
             model: w[1].meta.model.clone(),

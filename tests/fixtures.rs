@@ -129,7 +129,7 @@ async fn export_then_import_is_lossless_and_re_export_is_byte_stable() {
         assert_eq!(imported.len(), original.len());
         for entry in original.iter() {
             let entry = entry.unwrap();
-            let key = entry.key().unwrap();
+            let key = entry.key();
             assert_eq!(imported.get(&key).unwrap().as_ref(), Some(&entry), "{key}");
             assert_eq!(
                 imported.history(&key).unwrap(),
@@ -220,7 +220,7 @@ async fn auto_mode_grows_the_folder_without_touching_existing_files() {
     let (_, history) = reloaded
         .all()
         .into_iter()
-        .find(|(e, _)| e.key() == Some(key))
+        .find(|(e, _)| e.key() == key)
         .unwrap();
     assert_eq!(history[0].body, first.body);
 }
@@ -426,7 +426,7 @@ fn synthetic_store(path: &Path, n: usize) {
         let key = RequestKey::from_bytes(key);
         let entry = Recording {
             meta: RecordingMeta {
-                key: key.to_hex(),
+                key,
                 request: RecordedRequest {
                     method: "POST".into(),
                     path: if embedding {

@@ -366,7 +366,7 @@ fn entry_strategy() -> impl Strategy<Value = Recording> {
                 };
                 Recording {
                     meta: RecordingMeta {
-                        key,
+                        key: RequestKey::from_hex(&key).expect("the strategy makes hex keys"),
                         request: RecordedRequest {
                             method: "POST".into(),
                             path: "/v1/chat/completions".into(),
@@ -536,7 +536,7 @@ proptest! {
         let history: Vec<Recording> = past
             .into_iter()
             .map(|mut e| {
-                e.meta.key = entry.meta.key.clone();
+                e.meta.key = entry.meta.key;
                 e.meta.request = entry.meta.request.clone();
                 e
             })
@@ -680,7 +680,7 @@ fn stream_lengths_that_overflow_are_an_error() {
     let mut meta = serde_json::to_value(
         Recording {
             meta: RecordingMeta {
-                key: "ab".repeat(32),
+                key: RequestKey::from_bytes([0xab; 32]),
                 request: RecordedRequest {
                     method: "POST".into(),
                     path: "/v1/chat/completions".into(),

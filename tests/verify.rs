@@ -246,7 +246,7 @@ async fn update_re_records_and_keeps_the_old_answer_in_history() {
             assert_eq!(current.meta.system_fingerprint.as_deref(), Some("fp_b"));
             assert!(String::from_utf8_lossy(&current.body).contains("Paris is lovely"));
             assert_eq!(current.meta.request, old.meta.request, "same request");
-            assert_eq!(current.meta.key, key.to_hex());
+            assert_eq!(current.meta.key, *key);
             let history = store.history(key).unwrap();
             assert_eq!(history.len(), 1);
             assert_eq!(&history[0], old, "the old recording is kept whole");

@@ -15,6 +15,7 @@ use crate::cmd::listing::{short_key, Listing};
 use crate::cmd::paint::{wrap, Terminal};
 use crate::cmd::write_json;
 use crate::error::CommandError;
+use crate::key::RequestKey;
 use crate::record::recording::Recording;
 
 /// Most logprob rows shown per flip in text output (JSON has them all).
@@ -77,7 +78,7 @@ pub fn run(
         write_json(out, &doc)?;
         return Ok(());
     }
-    let keys: BTreeSet<&str> = flips.iter().map(|f| f.key.as_str()).collect();
+    let keys: BTreeSet<RequestKey> = flips.iter().map(|f| f.key).collect();
     writeln!(
         out,
         "audit of {}: {} fingerprint flip(s) in {} key(s)",
@@ -85,20 +86,20 @@ pub fn run(
         flips.len(),
         keys.len()
     )?;
-    let mut last_key = "";
+    let mut last_key = None;
     for flip in &flips {
         // Flips come grouped by key; the key's line heads its group.
-        if flip.key != last_key {
+        if last_key != Some(flip.key) {
             writeln!(out)?;
             writeln!(
                 out,
                 "{}  {} {}  {}",
-                terminal.paint("1", short_key(&flip.key)),
+                terminal.paint("1", &short_key(&flip.key)),
                 flip.method,
                 flip.path,
                 flip.model.as_deref().unwrap_or("-")
             )?;
-            last_key = &flip.key;
+            last_key = Some(flip.key);
         }
         print_flip(flip, terminal, out)?;
     }

@@ -38,15 +38,7 @@ pub fn import(store: &SledStore, dir: &Path) -> Result<Summary, TierError> {
                 continue;
             }
         };
-        // read_fixture has checked the key; a skip keeps this panic-free
-        // should that check ever move.
-        let Some(key) = entry.key() else {
-            summary.skipped.push((
-                path.display().to_string(),
-                "its key is not 64 hex characters".into(),
-            ));
-            continue;
-        };
+        let key = entry.key();
         let current = store.get(&key).ok().flatten();
         if current.as_ref() == Some(&entry) && store.history(&key)? == history {
             summary.unchanged += 1;

@@ -5,6 +5,7 @@
 //! Opening the store or folder is the dispatcher's ([`crate::app`]); what
 //! each command prints is its own.
 
+use crate::key::RequestKey;
 use crate::record::recording::Recording;
 use crate::store::{Tier, TierError};
 
@@ -31,9 +32,9 @@ impl Listing {
         for item in store.iter() {
             match item {
                 Ok(entry) => {
-                    let history = match (with_history, entry.key()) {
-                        (true, Some(key)) => store.history(&key)?,
-                        _ => Vec::new(),
+                    let history = match with_history {
+                        true => store.history(&entry.key())?,
+                        false => Vec::new(),
                     };
                     recordings.push((entry, history));
                 }
@@ -66,10 +67,10 @@ pub fn request_target(entry: &Recording) -> String {
 
 /// At most the first 16 characters of a hex key: what `ls` prints and what
 /// `show` accepts as a prefix.
-pub fn short_key(key: &str) -> &str {
-    // `get` rather than slicing: a damaged recording's key string may not
-    // be ASCII, and a report must not panic on it.
-    key.get(..SHORT_KEY_CHARS.min(key.len())).unwrap_or(key)
+pub fn short_key(key: &RequestKey) -> String {
+    let mut hex = key.to_hex();
+    hex.truncate(SHORT_KEY_CHARS);
+    hex
 }
 
 #[cfg(test)]
@@ -94,19 +95,12 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn targets_carry_the_query_and_short_keys_never_panic() {
+    fn targets_carry_the_query_and_short_keys_are_sixteen_hex() {
         let mut entry = test_entry(&"ab".repeat(32), "{}", "fp", None, "t");
         assert_eq!(request_target(&entry), "/v1/chat/completions");
         entry.meta.request.query = "api-version=1".into();
         assert_eq!(request_target(&entry), "/v1/chat/completions?api-version=1");
-        assert_eq!(short_key(&"ab".repeat(32)), "abababababababab");
-        assert_eq!(short_key("abc"), "abc");
-        assert_eq!(short_key("ééééééééé"), "éééééééé", "a char boundary");
-        assert_eq!(
-            short_key("aéééééééé"),
-            "aéééééééé",
-            "no boundary at 16: whole"
-        );
+        assert_eq!(short_key(&entry.key()), "abababababababab");
     }
 
     #[test]
@@ -119,7 +113,7 @@ pub(crate) mod tests {
             store.put(&key, &entry, 5).unwrap();
         }
         let with = Listing::from_tier(&store, true).unwrap();
-        let keys: Vec<&str> = with
+        let keys: Vec<String> = with
             .recordings
             .iter()
             .map(|(e, _)| short_key(&e.meta.key))

@@ -111,7 +111,7 @@ fn find<'a>(
     let found: Vec<&(Recording, Vec<Recording>)> = listing
         .recordings
         .iter()
-        .filter(|(e, _)| e.meta.key.starts_with(&prefix))
+        .filter(|(e, _)| e.meta.key.to_hex().starts_with(&prefix))
         .collect();
     match found.as_slice() {
         [] => Err(CommandError::NotFound(format!(
@@ -120,10 +120,10 @@ fn find<'a>(
         ))),
         [one] => Ok(one),
         many => {
-            let keys: Vec<&str> = many
+            let keys: Vec<String> = many
                 .iter()
                 .take(AMBIGUOUS_LISTED)
-                .map(|(e, _)| e.meta.key.as_str())
+                .map(|(e, _)| e.meta.key.to_hex())
                 .collect();
             Err(CommandError::NotFound(format!(
                 "{prefix} matches {} recordings ({}{}); give more characters",

@@ -65,6 +65,23 @@ impl RequestKey {
     }
 }
 
+/// Stored and exported as its 64 hex characters, so recordings and
+/// fixture files read the same as before the key was typed; anything else
+/// is a decode error (a damaged value), never a key.
+impl serde::Serialize for RequestKey {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RequestKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        RequestKey::from_hex(&text)
+            .ok_or_else(|| serde::de::Error::custom("a request key is 64 hex characters"))
+    }
+}
+
 impl fmt::Display for RequestKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Written into a stack buffer in one go: the key is formatted for

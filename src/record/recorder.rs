@@ -63,7 +63,7 @@ impl Exchange {
         let (model, system_fingerprint) = body_identity(&body);
         Recording {
             meta: RecordingMeta {
-                key: self.key.to_hex(),
+                key: self.key,
                 request: RecordedRequest::from_canonical(&self.canonical),
                 response: RecordedResponse {
                     status: self.status.as_u16(),

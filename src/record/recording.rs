@@ -34,8 +34,8 @@ pub struct Recording {
 /// Everything about a recording except the body bytes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecordingMeta {
-    /// The request key, 64 hex characters.
-    pub key: String,
+    /// The request key (64 hex characters when stored).
+    pub key: RequestKey,
     /// The canonical request.
     pub request: RecordedRequest,
     /// The response's status and headers.
@@ -180,9 +180,9 @@ impl Recording {
         })
     }
 
-    /// The key this entry is stored under.
-    pub fn key(&self) -> Option<RequestKey> {
-        RequestKey::from_hex(&self.meta.key)
+    /// The key this recording is stored under.
+    pub fn key(&self) -> RequestKey {
+        self.meta.key
     }
 
     /// A stream's events as slices of the body, with their offsets. A
@@ -296,7 +296,7 @@ pub(crate) fn test_entry(
 ) -> Recording {
     Recording {
         meta: RecordingMeta {
-            key: key.to_string(),
+            key: RequestKey::from_hex(key).expect("test keys are 64 hex characters"),
             request: RecordedRequest {
                 method: "POST".into(),
                 path: "/v1/chat/completions".into(),
@@ -325,7 +325,7 @@ mod tests {
     pub(crate) fn sample() -> Recording {
         Recording {
             meta: RecordingMeta {
-                key: "ab".repeat(32),
+                key: RequestKey::from_bytes([0xab; 32]),
                 request: RecordedRequest {
                     method: "POST".into(),
                     path: "/v1/chat/completions".into(),

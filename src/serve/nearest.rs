@@ -2,7 +2,7 @@
 //! namespace, and the JSON paths where the request differs from it.
 
 use crate::diff;
-use crate::key::Canonical;
+use crate::key::{Canonical, RequestKey};
 
 use crate::record::recording::{RecordedRequest, RequestBody};
 use crate::store::Tier;
@@ -16,8 +16,8 @@ const NEAREST_PATHS_SHOWN: usize = 8;
 
 /// The recording closest to a missed request.
 pub struct Nearest {
-    /// Its key (hex).
-    pub key: String,
+    /// Its key.
+    pub key: RequestKey,
     /// When it was recorded.
     pub recorded_at: String,
     /// JSON pointers where the missed request differs from it.
@@ -73,7 +73,7 @@ pub fn nearest(recordings: &dyn Tier, canonical: &Canonical) -> Option<Nearest> 
                 paths.insert(0, "(query)".to_string());
             }
             Nearest {
-                key: e.meta.key.clone(),
+                key: e.meta.key,
                 recorded_at: e.meta.recorded_at.clone(),
                 paths,
             }

@@ -215,7 +215,7 @@ mod tests {
             None,
             "2026-11-22T00:00:00.000Z",
         );
-        let key = first.key().unwrap();
+        let key = first.key();
         assert!(fixtures.put(&key, &first, 5, false).unwrap());
         let path = dir.path().join(relative_path(&first));
         let written = std::fs::read_to_string(&path).unwrap();

@@ -196,7 +196,7 @@ pub fn to_fixture(entry: &Recording, history: &[Recording]) -> FixtureFile {
     let current = recording_of(entry);
     FixtureFile {
         llmtape_fixture: FIXTURE_FORMAT,
-        key: entry.meta.key.clone(),
+        key: entry.meta.key.to_hex(),
         request: entry.meta.request.clone(),
         response: current.response,
         system_fingerprint: current.system_fingerprint,
@@ -321,14 +321,14 @@ pub fn from_fixture(file: &FixtureFile) -> Result<(Recording, Vec<Recording>), S
             file.llmtape_fixture
         ));
     }
-    if RequestKey::from_hex(&file.key).is_none() {
+    let Some(key) = RequestKey::from_hex(&file.key) else {
         return Err(format!("key {:?} is not 64 hex characters", file.key));
-    }
+    };
     let entry = |recording: &FixtureRecording| -> Result<Recording, String> {
         let (body, stream) = body_bytes(&recording.response.body)?;
         Ok(Recording {
             meta: RecordingMeta {
-                key: file.key.clone(),
+                key,
                 request: file.request.clone(),
                 response: RecordedResponse {
                     status: recording.response.status,
@@ -422,7 +422,8 @@ pub fn relative_path(entry: &Recording) -> PathBuf {
         })
         .map(sanitize)
         .unwrap_or_else(|| "_".to_string());
-    let short = &entry.meta.key[..16.min(entry.meta.key.len())];
+    let hex = entry.meta.key.to_hex();
+    let short = &hex[..16];
     PathBuf::from(route)
         .join(model)
         .join(format!("{short}.json"))
@@ -526,7 +527,7 @@ mod tests {
     fn entry(body: &'static [u8], stream: Option<Vec<StreamEvent>>) -> Recording {
         Recording {
             meta: RecordingMeta {
-                key: "0123456789abcdef".repeat(4),
+                key: RequestKey::from_hex(&"0123456789abcdef".repeat(4)).unwrap(),
                 request: RecordedRequest {
                     method: "POST".into(),
                     path: "/v1/chat/completions".into(),

@@ -38,8 +38,8 @@ impl Verdict {
 /// The outcome for one recording (one element of `results` in `--json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct KeyReport {
-    /// The key, 64 hex characters.
-    pub key: String,
+    /// The key.
+    pub key: RequestKey,
     /// Request method.
     pub method: String,
     /// Request path.
@@ -74,7 +74,7 @@ impl KeyReport {
     pub(super) fn for_entry(entry: &Recording) -> KeyReport {
         let r = &entry.meta.request;
         KeyReport {
-            key: entry.meta.key.clone(),
+            key: entry.meta.key,
             method: r.method.clone(),
             path: r.path.clone(),
             namespace: r.namespace.clone(),
@@ -205,7 +205,7 @@ impl Summary {
 /// A report for a key that could not be judged at all.
 pub(super) fn error_report(key: &RequestKey, reason: &str) -> KeyReport {
     KeyReport {
-        key: key.to_hex(),
+        key: *key,
         method: String::new(),
         path: String::new(),
         namespace: String::new(),

@@ -158,7 +158,7 @@ pub async fn run(
     if options.update {
         recordings.flush()?;
     }
-    reports.sort_by(|a, b| a.key.cmp(&b.key));
+    reports.sort_by_key(|report| report.key);
     let summary = Summary::of(&reports);
     if options.json {
         let doc = serde_json::json!({
@@ -319,7 +319,7 @@ mod tests {
         let mut same = judge::KeyReport::for_entry(&recorded);
         judge(&recorded, &answer("Paris", "fp_a"), 0.0, &mut same);
         let mut changed = judge::KeyReport::for_entry(&recorded);
-        changed.key = "cd".repeat(32);
+        changed.key = RequestKey::from_bytes([0xcd; 32]);
         changed.model = None;
         judge(&recorded, &answer("Lyon", "fp_b"), 0.0, &mut changed);
         let failed = error_report(&RequestKey::from_hex(&"ef".repeat(32)).unwrap(), "boom");

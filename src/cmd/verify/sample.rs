@@ -39,10 +39,7 @@ impl Picker {
         if !filter.keeps(entry) {
             return;
         }
-        let Some(key) = entry.key() else {
-            tracing::warn!(key = %entry.meta.key, "skipping a recording with an invalid key");
-            return;
-        };
+        let key = entry.key();
         match self.limit {
             None => self.all.push(key),
             Some(limit) => {
@@ -74,8 +71,8 @@ mod tests {
     fn a_sample_is_the_asked_size_and_varies_between_runs() {
         let entries: Vec<Recording> = (0u8..50)
             .map(|i| {
-                let mut e = test_entry("", "{}", "fp", Some("m"), "t");
-                e.meta.key = format!("{i:02x}").repeat(32);
+                let mut e = test_entry(&"00".repeat(32), "{}", "fp", Some("m"), "t");
+                e.meta.key = RequestKey::from_hex(&format!("{i:02x}").repeat(32)).unwrap();
                 e
             })
             .collect();
