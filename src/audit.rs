@@ -252,6 +252,7 @@ pub enum Change {
 
 impl Change {
     /// `identical`, `logprobs` or `text`.
+    #[cfg(test)]
     pub fn as_str(&self) -> &'static str {
         match self {
             Change::Identical => "identical",

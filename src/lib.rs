@@ -28,17 +28,17 @@
 #![warn(missing_docs)]
 
 pub mod app;
-pub mod audit;
+pub(crate) mod audit;
 pub mod body;
 pub mod cli;
 pub mod cmd;
 pub mod config;
-pub mod diff;
+pub(crate) mod diff;
 pub mod error;
 pub mod key;
 pub mod logs;
 pub mod record;
-pub mod route;
+pub(crate) mod route;
 pub mod serve;
 pub mod store;
 mod sync;

@@ -8,19 +8,19 @@
 //! recordings and picks stdout; so each report can be rendered into a
 //! `Vec<u8>` in a unit test.
 
-pub mod audit;
-pub mod explain;
+pub(crate) mod audit;
+pub(crate) mod explain;
 pub mod export;
-pub mod filter;
-pub mod import;
-pub mod lint;
-pub mod listing;
-pub mod ls;
-pub mod paint;
-pub mod probe;
-pub mod show;
-pub mod transfer;
-pub mod verify;
+pub(crate) mod filter;
+pub(crate) mod import;
+pub(crate) mod lint;
+pub(crate) mod listing;
+pub(crate) mod ls;
+pub(crate) mod paint;
+pub(crate) mod probe;
+pub(crate) mod show;
+pub(crate) mod transfer;
+pub(crate) mod verify;
 
 use std::io::Write;
 

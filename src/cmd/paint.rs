@@ -42,6 +42,7 @@ impl Terminal {
     }
 
     /// A pipe or a file: no header, no colour, the default width.
+    #[cfg(test)]
     pub fn plain() -> Terminal {
         Terminal {
             interactive: false,

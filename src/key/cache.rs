@@ -88,11 +88,13 @@ impl KeyMemo {
     }
 
     /// Keys remembered now.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.keys.len()
     }
 
     /// True when nothing is remembered.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -16,10 +16,10 @@
 //! bodies; [`cache`] remembers the keys of repeated raw requests; [`sharded`]
 //! is the map every key-addressed cache is built on.
 
-pub mod cache;
+pub(crate) mod cache;
 mod canonical;
 mod multipart;
-pub mod sharded;
+pub(crate) mod sharded;
 
 use std::fmt;
 

@@ -131,11 +131,13 @@ impl<K: HashKey, V, S> ShardedMap<K, V, S> {
     }
 
     /// True when no shard holds an entry.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// The number of shards.
+    #[cfg(test)]
     pub fn shard_count(&self) -> usize {
         self.shards.len()
     }

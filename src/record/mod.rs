@@ -8,4 +8,4 @@
 pub mod recorder;
 pub mod recording;
 pub mod redact;
-pub mod sse;
+pub(crate) mod sse;

@@ -129,11 +129,13 @@ impl Flights {
     }
 
     /// Flights currently in the air.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         crate::sync::lock(&self.by_key).len()
     }
 
     /// True when no flight is in the air.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -85,6 +85,7 @@ impl<T: Weigh> HotCache<T> {
     }
 
     /// Bytes of renderings held now.
+    #[cfg(test)]
     pub fn bytes(&self) -> usize {
         self.renderings.sum(|shard| shard.state)
     }

@@ -2,16 +2,16 @@
 //! answer a request (upstream client, single flight, replay, admin).
 
 pub mod admin;
-pub mod answer;
-pub mod error;
-pub mod flight;
-pub mod headers;
-pub mod hot_cache;
-pub mod metrics;
-pub mod nearest;
+pub(crate) mod answer;
+pub(crate) mod error;
+pub(crate) mod flight;
+pub(crate) mod headers;
+pub(crate) mod hot_cache;
+pub(crate) mod metrics;
+pub(crate) mod nearest;
 pub mod proxy;
 pub mod replay;
-pub mod request;
+pub(crate) mod request;
 pub mod server;
-pub mod upstream;
-pub mod upstream_call;
+pub(crate) mod upstream;
+pub(crate) mod upstream_call;

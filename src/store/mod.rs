@@ -10,7 +10,7 @@
 //! history), while a fixtures folder never rewrites a committed file unless
 //! asked to.
 
-pub mod fixture_dir;
+pub(crate) mod fixture_dir;
 pub mod fixtures;
 mod pointer_index;
 pub mod response_log;

@@ -53,7 +53,7 @@
 //! smallest value and takes every value at most `tolerance` above it. The
 //! command fails (exit 1) only when every request failed.
 
-pub mod tally;
+pub(crate) mod tally;
 
 use std::io::Write;
 

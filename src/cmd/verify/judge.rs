@@ -23,18 +23,6 @@ pub enum Verdict {
     Error,
 }
 
-impl Verdict {
-    /// The words in text output.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Same => "same",
-            Verdict::LogprobsDrifted => "logprobs drifted",
-            Verdict::DifferentText => "different text",
-            Verdict::Error => "error",
-        }
-    }
-}
-
 /// The outcome for one recording (one element of `results` in `--json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct KeyReport {

@@ -61,8 +61,8 @@
 //! Exit codes: 0 when nothing differs, 1 when something differs or could
 //! not be verified, 2 for configuration and store problems.
 
-pub mod ask;
-pub mod judge;
+pub(crate) mod ask;
+pub(crate) mod judge;
 mod sample;
 
 use std::io::Write;
