@@ -1,28 +1,43 @@
 //! llmtape: a record-and-replay caching reverse proxy for OpenAI-compatible
 //! APIs.
 //!
-//! How a request flows:
-//! 1. [`server`] accepts a connection (plain or TLS) and hands each request
-//!    to the [`proxy`] service; `/_llmtape/*` goes to [`admin`].
-//! 2. [`proxy`] picks the mode and the [`route`]; uncached routes are
-//!    forwarded untouched by [`upstream`].
-//! 3. On a cached route the body is collected ([`body`]) and reduced to a
-//!    canonical form whose blake3 hash is the [`key`] (a repeat of the same
-//!    bytes takes its key from the [`memo`]).
-//! 4. A hit comes from [`replay`]'s hot cache, or from [`recordings`] (the
-//!    sled [`store`], whose replay [`tape`] serves hits without sled, or a
-//!    [`fixtures`] folder), byte for byte.
-//! 5. A miss joins or leads a [`flight`] (identical concurrent misses share
-//!    one upstream call), goes to [`upstream`], and a successful answer
-//!    becomes an [`entry`] via [`record`] ([`sse`] splits streams into
-//!    events; [`redact`] drops credentials first). A replay-mode miss is
-//!    explained by [`miss`].
+//! The modules follow a request's data flow; dependencies run one way,
+//! from the top of this list down.
 //!
-//! Around it: [`config`] and [`cli`] describe the knobs, [`app`] runs
-//! commands, [`inspect`] prints recordings, [`export`] and [`lint`] move and
-//! check fixture files, [`audit`] compares answers (used by [`verify`] and
-//! [`probe`]), [`diff`] finds differing JSON paths, [`metrics`] counts, [`logs`]
-//! formats log lines.
+//! **The serve path** ([`serve`]):
+//! 1. `serve::server` accepts a connection (plain or TLS) and hands each
+//!    request to the `serve::proxy` service; `/_llmtape/*` goes to
+//!    `serve::admin`.
+//! 2. `serve::proxy` decides: the mode (`serve::request` reads the
+//!    override headers), the `route`, the [`key`] (the body collected by
+//!    [`body`], canonicalised, or found in `key::cache` for repeated
+//!    bytes), then the tier. It returns an `serve::answer::Answer`, the
+//!    response with its outcome (`serve::headers`).
+//! 3. A hit is replayed (`serve::replay`) from `serve::hot_cache`, or from
+//!    the [`store`]'s tier, byte for byte.
+//! 4. A miss joins or leads a `serve::flight` (identical concurrent misses
+//!    share one upstream call), and `serve::upstream_call` sends it through
+//!    `serve::upstream`; a replay-mode miss is explained by `serve::nearest`.
+//!
+//! **Recording internals** ([`record`]): the answer comes back through
+//! `record::recording_body::RecordingBody`, which forwards each chunk and
+//! feeds the `record::recorder` on the side (`record::sse` finds a
+//! stream's events and its end, [`record::redact`] drops credentials); the
+//! result is a [`record::recording::Recording`].
+//!
+//! **Where recordings live** ([`store`]): the `store::Tier` seam, with the
+//! sled store (`store::SledStore`, whose private response log serves hits
+//! without sled) and a fixtures folder (`store::FixtureDir`, files in the
+//! [`store::fixtures`] format) behind it.
+//!
+//! **Commands** ([`cmd`]): ls, show, explain, audit, export, import, lint,
+//! verify and probe, each with plain options; `audit` compares answers and
+//! `diff` finds differing JSON paths for them. [`cli`] holds the clap
+//! types, [`app`] turns them into a command's options, [`error`] is the
+//! commands' one error type.
+//!
+//! **Around it**: [`config`] (two-stage: raw TOML, then validated types),
+//! [`logs`] (the plain log line), `sync` (lock poisoning, handled once).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

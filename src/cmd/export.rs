@@ -1,7 +1,7 @@
 //! `llmtape export`: the store's recordings written as fixture files (one
 //! pretty JSON file each, history included), without loss. A file whose
 //! text would not change is not touched; a recording that holds
-//! credential-like text is refused ([`crate::cmd::lint`]).
+//! credential-like text is refused (`crate::cmd::lint`).
 //!
 //! The fixture format and file layout are [`crate::store::fixtures`]'s.
 

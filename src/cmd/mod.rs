@@ -1,6 +1,6 @@
 //! The offline commands: each reads or changes recordings (or asks the
 //! upstream) and prints a report. One file per command, plus the pieces two
-//! commands share ([`listing`], [`paint`], [`filter`], [`transfer`]).
+//! commands share (`listing`, `paint`, `filter`, `transfer`).
 //!
 //! A command takes a plain options struct and a writer, and fails with
 //! [`crate::error::CommandError`]. It knows nothing of clap ([`crate::cli`])

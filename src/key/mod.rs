@@ -13,7 +13,7 @@
 //!
 //! This file holds the key and what a request is reduced to; `canonical`
 //! holds the canonical form, its JSON and its hash; `multipart` splits form
-//! bodies; [`cache`] remembers the keys of repeated raw requests; [`sharded`]
+//! bodies; `cache` remembers the keys of repeated raw requests; `sharded`
 //! is the map every key-addressed cache is built on.
 
 pub(crate) mod cache;

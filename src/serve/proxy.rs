@@ -2,10 +2,10 @@
 //! upstream call that is recorded, or a plain forward) and delegates it.
 //!
 //! Data flow: body (collected under a limit) -> key -> tier -> replay on a
-//! hit | single flight, then [`crate::serve::upstream_call`] on a miss.
+//! hit | single flight, then `crate::serve::upstream_call` on a miss.
 //! Routes that are never cached, and passthrough mode, forward the request
 //! untouched with its body streamed. The service never errors: every
-//! failure becomes an OpenAI-shaped answer (see [`crate::serve::answer`]).
+//! failure becomes an OpenAI-shaped answer (see `crate::serve::answer`).
 
 use std::convert::Infallible;
 use std::future::Future;

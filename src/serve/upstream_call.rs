@@ -19,10 +19,9 @@ use http_body_util::{BodyExt, StreamBody};
 
 use crate::body::{full, BoxError, IdleTimeout, IdleTimeoutError, ProxyBody};
 use crate::key::RequestKey;
-use crate::record::recorder::{
-    should_record, End, Exchange, NotRecorded, Recorder, RecordingBody, Sink, State,
-};
+use crate::record::recorder::{should_record, Exchange, NotRecorded, Recorder, State};
 use crate::record::recording::Recording;
+use crate::record::recording_body::{End, RecordingBody, Sink};
 use crate::record::sse::is_event_stream;
 use crate::serve::answer::error_response;
 use crate::serve::error::{Chain, ProxyError};
