@@ -16,15 +16,13 @@
 //! `npm ci` there). Without a usable SDK these tests skip with a note on
 //! stderr, except under CI (`$CI` set), where they fail.
 
-mod support;
-
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 

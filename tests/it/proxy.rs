@@ -1,12 +1,10 @@
 //! The record-and-replay core, end to end over real sockets: llmtape on
 //! 127.0.0.1:0 in front of the mock upstream in `support`.
 
-mod support;
-
+use crate::support::*;
 use http::{Method, StatusCode};
 use llmtape::key::RequestKey;
 use llmtape::store::Store;
-use support::*;
 
 #[tokio::test]
 async fn a_repeat_call_is_a_byte_identical_hit_with_one_upstream_call() {

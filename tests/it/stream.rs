@@ -1,14 +1,12 @@
 //! Server-sent-event streams: forwarded live, recorded on the side,
 //! committed only when whole, replayed byte for byte (instantly or paced).
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use http::StatusCode;
 use llmtape::key::RequestKey;
 use llmtape::store::Store;
-use support::*;
 
 const STREAM_CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Count"}],"seed":7,"stream":true}"#;
 

@@ -15,8 +15,6 @@
 //! nothing per request (the shared `MockUpstream` remembers every request
 //! it sees, which would show up as growth in this process's RSS).
 
-mod support;
-
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -24,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::{TestProxy, WAIT};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -32,7 +31,6 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use support::{TestProxy, WAIT};
 use tokio::net::TcpListener;
 
 use llmtape::store::Store;

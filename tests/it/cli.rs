@@ -1,13 +1,11 @@
 //! The `llmtape` binary: ready line, precedence, exit codes, graceful
 //! shutdown, `ls` and `show`, and a store held by a running `serve`.
 
-mod support;
-
 use std::path::Path;
 use std::process::Stdio;
 
+use crate::support::*;
 use http::StatusCode;
-use support::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 

@@ -3,15 +3,13 @@
 //! backoff with `retry-after`, and probe's exact counts on a known
 //! distribution.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::support::*;
 use llmtape::key::RequestKey;
 use llmtape::store::Store;
 use serde_json::Value;
-use support::*;
 
 fn question(n: usize) -> String {
     format!(

@@ -2,11 +2,9 @@
 //! `llmtape audit` finding exactly the planted flips, in text and JSON,
 //! on a store and on a fixtures folder.
 
-mod support;
-
+use crate::support::*;
 use llmtape::key::RequestKey;
 use llmtape::store::Store;
-use support::*;
 
 fn question(n: usize) -> String {
     format!(

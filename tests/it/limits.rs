@@ -1,8 +1,7 @@
 //! Limits and operations: in-flight cap, recording cap, header size,
 //! metrics, and admin endpoints closed to non-loopback clients.
 
-mod support;
-
+use crate::support::*;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -10,7 +9,6 @@ use llmtape::config::Config;
 use llmtape::proxy::Proxy;
 use llmtape::recordings::Recordings;
 use llmtape::store::Store;
-use support::*;
 
 const STREAM_CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Count"}],"seed":7,"stream":true}"#;
 

@@ -2,15 +2,13 @@
 //! folder with no store and no upstream, growing a folder in auto mode,
 //! misses that explain themselves, `key explain` and `lint`.
 
-mod support;
-
 use std::path::Path;
 
+use crate::support::*;
 use http::{Method, StatusCode};
 use llmtape::fixtures::FixtureDir;
 use llmtape::key::RequestKey;
 use llmtape::store::Store;
-use support::*;
 
 const STREAM_CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Count"}],"seed":7,"stream":true}"#;
 
