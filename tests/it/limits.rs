@@ -8,9 +8,6 @@ use http_body_util::{BodyExt, Full};
 use llmtape::config::Config;
 use llmtape::proxy::Proxy;
 use llmtape::recordings::Recordings;
-use llmtape::store::Store;
-
-const STREAM_CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Count"}],"seed":7,"stream":true}"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_max_in_flight_requests_get_503_with_retry_after() {

@@ -3,8 +3,6 @@
 
 use crate::support::*;
 use http::{Method, StatusCode};
-use llmtape::key::RequestKey;
-use llmtape::store::Store;
 
 #[tokio::test]
 async fn a_repeat_call_is_a_byte_identical_hit_with_one_upstream_call() {
@@ -467,14 +465,13 @@ async fn a_corrupt_entry_is_a_miss_and_is_replaced() {
 
 #[tokio::test]
 async fn a_lost_or_damaged_replay_tape_loses_no_recording() {
-    const CHAT_STREAM: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Count"}],"seed":7,"stream":true}"#;
     let mock = MockUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let store_dir = dir.path().join("store");
     let tape = store_dir.join(llmtape::tape::TAPE_FILE);
     let mut proxy = TestProxy::start_with_store(&mock.url(), "", &store_dir).await;
     let chat = post(&proxy.url("/v1/chat/completions"), CHAT).await;
-    let stream = post(&proxy.url("/v1/chat/completions"), CHAT_STREAM).await;
+    let stream = post(&proxy.url("/v1/chat/completions"), STREAM_CHAT).await;
     proxy.stop().await;
     assert!(
         std::fs::metadata(&tape).unwrap().len() > 0,
@@ -494,7 +491,7 @@ async fn a_lost_or_damaged_replay_tape_loses_no_recording() {
         let mut proxy =
             TestProxy::start_with_store(&mock.url(), "mode = \"replay\"\n", &store_dir).await;
         let url = proxy.url("/v1/chat/completions");
-        for (request, recorded) in [(CHAT, &chat), (CHAT_STREAM, &stream)] {
+        for (request, recorded) in [(CHAT, &chat), (STREAM_CHAT, &stream)] {
             let hit = post(&url, request).await;
             assert_eq!(
                 (hit.status, hit.cache()),
@@ -551,7 +548,7 @@ async fn the_recording_holds_fingerprint_model_request_and_latency() {
     assert_eq!(entry.meta.model.as_deref(), Some("gpt-4o-mini"));
     assert_eq!(entry.meta.request.path, "/v1/chat/completions");
     assert_eq!(entry.body, reply.body);
-    let llmtape::entry::RequestBody::Json(body) = &entry.meta.request.body else {
+    let RequestBody::Json(body) = &entry.meta.request.body else {
         panic!("request body should be JSON");
     };
     assert_eq!(body["seed"], 42);

@@ -24,8 +24,6 @@ use std::time::Instant;
 use crate::support::*;
 use serde_json::Value;
 
-const REPO: &str = env!("CARGO_MANIFEST_DIR");
-
 /// The Python interpreter with `openai` importable, or `None` after saying
 /// why on stderr (outside CI; under CI this panics instead).
 async fn python() -> Option<PathBuf> {

@@ -3,8 +3,6 @@
 use crate::support::*;
 use http::StatusCode;
 
-const STREAM_CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Count"}],"seed":7,"stream":true}"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_identical_concurrent_misses_make_one_upstream_call() {
     let mock = MockUpstream::start().await;

@@ -5,10 +5,6 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 use http::StatusCode;
-use llmtape::key::RequestKey;
-use llmtape::store::Store;
-
-const STREAM_CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Count"}],"seed":7,"stream":true}"#;
 
 /// Asks llmtape, in replay mode, whether a recording exists for `body`.
 async fn is_recorded(proxy: &TestProxy, path: &str, body: &str) -> bool {
@@ -21,7 +17,7 @@ async fn is_recorded(proxy: &TestProxy, path: &str, body: &str) -> bool {
 }
 
 /// The stored entry for `key`, after stopping the proxy.
-async fn stored(proxy: &mut TestProxy, key: &str) -> Option<llmtape::entry::Entry> {
+async fn stored(proxy: &mut TestProxy, key: &str) -> Option<Entry> {
     proxy.stop().await;
     let store = Store::open(&proxy.store_dir).unwrap();
     store.get(&RequestKey::from_hex(key).unwrap()).unwrap()

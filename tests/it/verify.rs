@@ -7,23 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::support::*;
-use llmtape::key::RequestKey;
-use llmtape::store::Store;
 use serde_json::Value;
-
-fn question(n: usize) -> String {
-    format!(
-        r#"{{"model":"gpt-4o","messages":[{{"role":"user","content":"question {n}"}}],"seed":1,"temperature":0,"logprobs":true}}"#
-    )
-}
-
-fn script(content: &str, fingerprint: &str, first_logprob: f64) -> Script {
-    Script {
-        contents: vec![content.into()],
-        fingerprints: vec![fingerprint.into()],
-        first_logprobs: vec![first_logprob],
-    }
-}
 
 /// A temp dir with a store of `count` chat recordings ("Paris is nice",
 /// fp_a, first logprob -0.1) and a config file pointing at the mock.

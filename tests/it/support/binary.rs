@@ -1,6 +1,12 @@
-//! The real `llmtape` binary as a child process.
+//! The real `llmtape` binary as a child process: one-shot commands, a
+//! running `serve` with its ready line, and a test of this binary run
+//! again in a process of its own.
 
 use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
 
 use super::WAIT;
 
@@ -9,8 +15,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_llmtape");
 
 /// A `llmtape` command with a clean environment (no LLMTAPE_* leaking in
 /// from the developer's shell) in `cwd`.
-pub fn llmtape(cwd: &Path) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(BIN);
+pub fn llmtape(cwd: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
     cmd.current_dir(cwd).kill_on_drop(true);
     for (name, _) in std::env::vars() {
         if name.starts_with("LLMTAPE_") {
@@ -21,7 +27,7 @@ pub fn llmtape(cwd: &Path) -> tokio::process::Command {
 }
 
 /// Runs a command to completion; returns (exit code, stdout, stderr).
-pub async fn run(mut cmd: tokio::process::Command) -> (i32, String, String) {
+pub async fn run(mut cmd: Command) -> (i32, String, String) {
     let out = tokio::time::timeout(WAIT, cmd.output())
         .await
         .expect("command finishes in time")
@@ -31,4 +37,112 @@ pub async fn run(mut cmd: tokio::process::Command) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// `llmtape serve` on a free port of 127.0.0.1 in front of `upstream`,
+/// with its store at `store`.
+pub fn serve_cmd(cwd: &Path, upstream: &str, store: &Path) -> Command {
+    let mut cmd = llmtape(cwd);
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        upstream,
+        "--store",
+    ])
+    .arg(store);
+    cmd
+}
+
+/// A running `llmtape serve` child and the address from its ready line.
+///
+/// Its stderr goes to a file, read with [`Serve::log`]: a pipe that nobody
+/// drains while a load runs would fill and stall the child.
+pub struct Serve {
+    pub child: Child,
+    /// The ready line, `llmtape listening on http://ADDR (...)`.
+    pub ready: String,
+    pub addr: String,
+    log: tempfile::NamedTempFile,
+    /// Held so the child never writes into a closed pipe.
+    _stdout: Lines<BufReader<ChildStdout>>,
+}
+
+impl Serve {
+    /// Spawns `cmd` (a `serve` command) and waits for its ready line.
+    pub async fn start(mut cmd: Command) -> Serve {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        cmd.stdout(Stdio::piped()).stderr(log.reopen().unwrap());
+        let mut child = cmd.spawn().expect("llmtape starts");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let ready = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .expect("ready line in time")
+            .unwrap()
+            .unwrap_or_else(|| {
+                panic!(
+                    "serve exited before its ready line: {}",
+                    read_log(log.path())
+                )
+            });
+        let addr = ready
+            .strip_prefix("llmtape listening on http://")
+            .and_then(|rest| rest.split(' ').next())
+            .unwrap_or_else(|| panic!("unexpected ready line: {ready}"))
+            .to_string();
+        Serve {
+            child,
+            ready,
+            addr,
+            log,
+            _stdout: lines,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("still running")
+    }
+
+    /// What the child wrote to stderr so far.
+    pub fn log(&self) -> String {
+        read_log(self.log.path())
+    }
+
+    /// Sends `signal` (as `kill` takes it, e.g. `-TERM`) and returns at once.
+    pub async fn send_signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.pid().to_string()])
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success(), "kill {signal} works");
+    }
+
+    /// Waits for the child to exit.
+    pub async fn wait(&mut self) -> ExitStatus {
+        tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("serve exits in time; its log: {}", self.log()))
+            .unwrap()
+    }
+
+    /// Sends `signal` and waits for the child to exit.
+    pub async fn signal(&mut self, signal: &str) -> ExitStatus {
+        self.send_signal(signal).await;
+        self.wait().await
+    }
+
+    /// SIGTERM, and the exit status.
+    pub async fn terminate(&mut self) -> ExitStatus {
+        self.signal("-TERM").await
+    }
+}
+
+fn read_log(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
 }

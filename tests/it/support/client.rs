@@ -5,10 +5,19 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use super::WAIT;
+
+/// An HTTP/1 client that keeps connections alive between requests.
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// A new [`HttpClient`], with a pool of its own.
+pub fn http_client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
 
 /// What a test sees of a response.
 #[derive(Debug, Clone)]
@@ -40,7 +49,7 @@ pub async fn send(
     headers: &[(&str, &str)],
     body: impl Into<Bytes>,
 ) -> Reply {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let client = http_client();
     let mut builder = Request::builder().method(method).uri(url);
     for (name, value) in headers {
         builder = builder.header(*name, *value);
@@ -66,7 +75,7 @@ pub async fn send(
 /// POSTs JSON and returns the response with its body unread, for reading a
 /// stream frame by frame.
 pub async fn open_stream(url: &str, body: &str, headers: &[(&str, &str)]) -> Response<Incoming> {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let client = http_client();
     let mut builder = Request::builder()
         .method(Method::POST)
         .uri(url)

@@ -36,6 +36,16 @@ pub struct Script {
     pub first_logprobs: Vec<f64>,
 }
 
+/// A script with one answer: `content`, `fingerprint`, and the first
+/// token's logprob.
+pub fn script(content: &str, fingerprint: &str, first_logprob: f64) -> Script {
+    Script {
+        contents: vec![content.into()],
+        fingerprints: vec![fingerprint.into()],
+        first_logprobs: vec![first_logprob],
+    }
+}
+
 /// Shared mock state.
 pub struct MockState {
     calls: AtomicUsize,

@@ -13,6 +13,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+// The library items that many tests name, imported here only.
+pub use llmtape::entry::{Entry, RequestBody};
+pub use llmtape::key::RequestKey;
+pub use llmtape::store::Store;
+
 pub use binary::*;
 pub use client::*;
 pub use mock::*;
@@ -21,7 +26,22 @@ pub use proxy::*;
 /// Upper bound for any single wait in a test.
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// The repository's root: `fixtures/`, `proxy.toml`, `tests/sdk`,
+/// `tests/node`.
+pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+/// A chat request the mock answers with `reply #N`.
 pub const CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hi"}],"seed":42,"temperature":0}"#;
+
+/// A chat request that streams (three content events and `[DONE]`).
+pub const STREAM_CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Count"}],"seed":7,"stream":true}"#;
+
+/// Chat request number `n` for a scripted mock, asking for logprobs.
+pub fn question(n: usize) -> String {
+    format!(
+        r#"{{"model":"gpt-4o","messages":[{{"role":"user","content":"question {n}"}}],"seed":1,"temperature":0,"logprobs":true}}"#
+    )
+}
 
 /// Every file under `dir`, recursively.
 pub fn all_files(dir: &Path) -> Vec<PathBuf> {
@@ -38,6 +58,12 @@ pub fn all_files(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// The number in the environment variable `name`, when it is set and
+/// parses: how a long-running test is made longer from the command line.
+pub fn env_number<T: std::str::FromStr>(name: &str) -> Option<T> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
 /// Counts of a key in a map, for readability in asserts.
