@@ -60,6 +60,8 @@ pub struct MockState {
     pub script: Mutex<Option<Script>>,
     /// The next this-many calls answer 429 with `retry-after: 1`.
     pub rate_limited: AtomicUsize,
+    /// False for a lean mock: `seen` and `sent_events` stay empty.
+    remember: bool,
 }
 
 type MockBody =
@@ -77,7 +79,19 @@ pub struct MockUpstream {
 }
 
 impl MockUpstream {
+    /// A mock that remembers every request (see [`MockUpstream::seen`]).
     pub async fn start() -> MockUpstream {
+        MockUpstream::start_with(true).await
+    }
+
+    /// A mock that keeps nothing per request, only counts: for a load
+    /// test that sends very many ([`MockUpstream::seen`] and
+    /// [`MockUpstream::events_sent`] stay empty).
+    pub async fn start_lean() -> MockUpstream {
+        MockUpstream::start_with(false).await
+    }
+
+    async fn start_with(remember: bool) -> MockUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(MockState {
@@ -88,6 +102,7 @@ impl MockUpstream {
             sent_events: Mutex::new(Vec::new()),
             script: Mutex::new(None),
             rate_limited: AtomicUsize::new(0),
+            remember,
         });
         let shared = state.clone();
         tokio::spawn(async move {
@@ -158,17 +173,19 @@ async fn answer(
         .map(|c| c.to_bytes())
         .unwrap_or_default();
     let path = parts.uri.path().to_string();
-    state.seen.lock().unwrap().push(SeenRequest {
-        method: parts.method.clone(),
-        path_and_query: parts
-            .uri
-            .path_and_query()
-            .map(|p| p.to_string())
-            .unwrap_or_default(),
-        headers: parts.headers.clone(),
-        body: body.clone(),
-        at: std::time::Instant::now(),
-    });
+    if state.remember {
+        state.seen.lock().unwrap().push(SeenRequest {
+            method: parts.method.clone(),
+            path_and_query: parts
+                .uri
+                .path_and_query()
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
+            headers: parts.headers.clone(),
+            body: body.clone(),
+            at: std::time::Instant::now(),
+        });
+    }
     if state
         .rate_limited
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -398,7 +415,9 @@ fn stream_answer(
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }
-            state.sent_events.lock().unwrap().push((n, i));
+            if state.remember {
+                state.sent_events.lock().unwrap().push((n, i));
+            }
         }
         if end == "cut" {
             let _ = tx.send(Err("mock cut the stream".into())).await;
