@@ -113,19 +113,17 @@ async fn sigterm_finishes_in_flight_requests_and_keeps_their_recordings() {
     let store = dir.path().join("store");
     let mut serve = Serve::start(serve_cmd(dir.path(), &mock.url(), &store)).await;
     let url = serve.url("/v1/chat/completions");
+    // The mock holds the request until it is released below: it is in
+    // flight when the signal lands, however slow the machine.
     let in_flight =
-        tokio::spawn(async move { post_with(&url, CHAT, &[("x-mock-delay-ms", "700")]).await });
-    // Wait (bounded) until the upstream has the request, then signal.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while mock.calls() == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "request never reached the mock"
-        );
-        tokio::task::yield_now().await;
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-    let status = serve.terminate().await;
+        tokio::spawn(async move { post_with(&url, CHAT, &[("x-mock-hold", "1")]).await });
+    mock.wait_for_calls(1).await;
+    serve.send_signal("-TERM").await;
+    serve
+        .wait_for_log("shutting down: waiting for in-flight requests")
+        .await;
+    mock.release(1);
+    let status = serve.wait().await;
     assert!(status.success());
     let reply = in_flight.await.unwrap();
     assert_eq!(

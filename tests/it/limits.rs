@@ -18,23 +18,17 @@ async fn past_max_in_flight_requests_get_503_with_retry_after() {
         .map(|i| {
             let url = url.clone();
             let body = CHAT.replace("Say hi", &format!("held {i}"));
-            tokio::spawn(
-                async move { post_with(&url, &body, &[("x-mock-delay-ms", "1500")]).await },
-            )
+            // Held by the mock until released below, however slow the
+            // machine: both are in flight when the third request comes.
+            tokio::spawn(async move { post_with(&url, &body, &[("x-mock-hold", "1")]).await })
         })
         .collect();
-    let deadline = std::time::Instant::now() + WAIT;
-    while mock.calls() < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "held requests never arrived"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    mock.wait_for_calls(2).await;
     let refused = post(&url, CHAT).await;
     assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(refused.header("retry-after"), Some("1"));
     assert_eq!(refused.json()["error"]["code"], "too_many_in_flight");
+    mock.release(2);
     for task in held {
         assert_eq!(task.await.unwrap().status, StatusCode::OK);
     }

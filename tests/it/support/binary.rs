@@ -4,11 +4,16 @@
 
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
 use super::WAIT;
+
+/// How often [`Serve::wait_for_log`] reads the log: a file gives no
+/// notice of a write.
+const LOG_POLL: Duration = Duration::from_millis(10);
 
 /// The llmtape binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_llmtape");
@@ -111,6 +116,19 @@ impl Serve {
     /// What the child wrote to stderr so far.
     pub fn log(&self) -> String {
         read_log(self.log.path())
+    }
+
+    /// Waits (at most [`WAIT`]) until the child's stderr holds `needle`.
+    pub async fn wait_for_log(&self, needle: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !self.log().contains(needle) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{needle:?} in serve's log within {WAIT:?}; its log: {}",
+                self.log()
+            );
+            tokio::time::sleep(LOG_POLL).await;
+        }
     }
 
     /// Sends `signal` (as `kill` takes it, e.g. `-TERM`) and returns at once.

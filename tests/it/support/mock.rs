@@ -15,6 +15,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
+use super::WAIT;
+
 /// What the mock saw of one request.
 #[derive(Debug, Clone)]
 pub struct SeenRequest {
@@ -60,6 +62,11 @@ pub struct MockState {
     pub script: Mutex<Option<Script>>,
     /// The next this-many calls answer 429 with `retry-after: 1`.
     pub rate_limited: AtomicUsize,
+    /// Requests sent with `x-mock-hold: 1` wait for a permit here before
+    /// they are answered.
+    pub hold: tokio::sync::Semaphore,
+    /// Requests received whole so far (counted after `seen`), for waiting.
+    arrived: tokio::sync::watch::Sender<usize>,
     /// False for a lean mock: `seen` and `sent_events` stay empty.
     remember: bool,
 }
@@ -72,7 +79,8 @@ type MockBody =
 /// Every answer carries the call number (in `id` and in the content), so a
 /// test can tell a replay from a fresh upstream answer. Requests can steer
 /// it with headers the proxy forwards: `x-mock-status: 500` answers with
-/// that status, `x-mock-delay-ms: N` waits before the headers.
+/// that status, `x-mock-delay-ms: N` waits before the headers,
+/// `x-mock-hold: 1` waits for [`MockUpstream::release`] before answering.
 pub struct MockUpstream {
     pub addr: SocketAddr,
     pub state: Arc<MockState>,
@@ -102,6 +110,8 @@ impl MockUpstream {
             sent_events: Mutex::new(Vec::new()),
             script: Mutex::new(None),
             rate_limited: AtomicUsize::new(0),
+            hold: tokio::sync::Semaphore::new(0),
+            arrived: tokio::sync::watch::Sender::new(0),
             remember,
         });
         let shared = state.clone();
@@ -129,6 +139,22 @@ impl MockUpstream {
     /// Upstream calls so far.
     pub fn calls(&self) -> usize {
         self.state.calls.load(Ordering::SeqCst)
+    }
+
+    /// Waits (at most [`WAIT`]) until `n` requests have arrived whole.
+    pub async fn wait_for_calls(&self, n: usize) {
+        let mut arrived = self.state.arrived.subscribe();
+        let reached = tokio::time::timeout(WAIT, arrived.wait_for(|count| *count >= n)).await;
+        assert!(
+            matches!(reached, Ok(Ok(_))),
+            "{n} requests reached the mock within {WAIT:?} (got {})",
+            *self.state.arrived.borrow()
+        );
+    }
+
+    /// Lets `n` more requests sent with `x-mock-hold: 1` be answered.
+    pub fn release(&self, n: usize) {
+        self.state.hold.add_permits(n);
     }
 
     /// Makes chat completions follow `script` from the next call on.
@@ -185,6 +211,15 @@ async fn answer(
             body: body.clone(),
             at: std::time::Instant::now(),
         });
+    }
+    state.arrived.send_modify(|count| *count += 1);
+    if parts.headers.contains_key("x-mock-hold") {
+        state
+            .hold
+            .acquire()
+            .await
+            .expect("the hold is never closed")
+            .forget();
     }
     if state
         .rate_limited
