@@ -176,7 +176,16 @@ async fn requests_are_forwarded_with_credentials_and_identity_encoding() {
 
 #[tokio::test]
 async fn api_key_env_replaces_the_callers_dummy_key() {
-    std::env::set_var("LLMTAPE_IT_REAL_KEY", "sk-test-injected-dummy");
+    // The key comes from the environment, which only a process of its own
+    // may change.
+    if ran_in_own_process(
+        "proxy::api_key_env_replaces_the_callers_dummy_key",
+        &[("LLMTAPE_IT_REAL_KEY", "sk-test-injected-dummy")],
+    )
+    .await
+    {
+        return;
+    }
     let mock = MockUpstream::start().await;
     let proxy = TestProxy::start(
         &mock.url(),

@@ -164,3 +164,38 @@ impl Serve {
 fn read_log(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
+
+/// Set in a child run by [`ran_in_own_process`]: the one test it runs.
+const OWN_PROCESS: &str = "LLMTAPE_IT_OWN_PROCESS";
+
+/// Runs the test `name` (its path in this binary, `module::test`) again,
+/// alone, in a child process of this test binary with `env` added to its
+/// environment. True once that child passed; false in the child itself,
+/// which goes on to run the test's body:
+///
+/// ```ignore
+/// if ran_in_own_process("module::test", &[("NAME", "value")]).await {
+///     return;
+/// }
+/// ```
+///
+/// For a test that needs an environment variable set: the tests of this
+/// binary are threads of one process, where `std::env::set_var` races with
+/// every thread that reads the environment (C code such as getaddrinfo
+/// reads it without Rust's lock).
+pub async fn ran_in_own_process(name: &str, env: &[(&str, &str)]) -> bool {
+    if std::env::var(OWN_PROCESS).as_deref() == Ok(name) {
+        return false;
+    }
+    let mut cmd = Command::new(std::env::current_exe().expect("this test binary's path"));
+    cmd.args([name, "--exact", "--test-threads", "1"])
+        .env(OWN_PROCESS, name)
+        .envs(env.iter().copied())
+        .kill_on_drop(true);
+    let (code, stdout, stderr) = run(cmd).await;
+    assert!(
+        code == 0 && stdout.contains("test result: ok. 1 passed"),
+        "{name} in a process of its own (exit {code}):\n{stdout}\n{stderr}"
+    );
+    true
+}
