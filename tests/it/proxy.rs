@@ -374,12 +374,8 @@ async fn record_errors_true_records_errors() {
 
 #[tokio::test]
 async fn an_unreachable_upstream_is_a_502_naming_it() {
-    // Bind and drop a listener to get a port nothing listens on.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let upstream = format!("http://127.0.0.1:{port}");
+    let closed = ClosedPort::new();
+    let upstream = format!("http://127.0.0.1:{}", closed.addr.port());
     let mut proxy = TestProxy::start(&upstream, "").await;
     let reply = post(&proxy.url("/v1/chat/completions"), CHAT).await;
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY);

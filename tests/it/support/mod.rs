@@ -10,6 +10,7 @@ mod mock;
 mod proxy;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -41,6 +42,27 @@ pub fn question(n: usize) -> String {
     format!(
         r#"{{"model":"gpt-4o","messages":[{{"role":"user","content":"question {n}"}}],"seed":1,"temperature":0,"logprobs":true}}"#
     )
+}
+
+/// A port of 127.0.0.1 where nothing listens, kept so while this lives:
+/// the socket is bound but not listening, so a connection is refused, and
+/// no other test can be given the port meanwhile (as it could be a port
+/// from a listener bound and dropped).
+pub struct ClosedPort {
+    pub addr: SocketAddr,
+    _socket: tokio::net::TcpSocket,
+}
+
+impl ClosedPort {
+    pub fn new() -> ClosedPort {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = socket.local_addr().unwrap();
+        ClosedPort {
+            addr,
+            _socket: socket,
+        }
+    }
 }
 
 /// Every file under `dir`, recursively.
