@@ -67,9 +67,7 @@ async fn an_oversized_request_head_is_refused() {
     let mock = MockUpstream::start().await;
     let proxy = TestProxy::start(&mock.url(), "[server]\nmax_header_bytes = 8192\n").await;
     let huge = "x".repeat(20_000);
-    let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build_http();
+    let client = http_client();
     let request = Request::post(proxy.url("/v1/chat/completions"))
         .header("x-big", huge)
         .body(Full::new(Bytes::from_static(CHAT.as_bytes())))

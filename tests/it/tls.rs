@@ -72,7 +72,11 @@ async fn serves_https_with_the_configured_certificate_over_h1_and_h2() {
                 .to_str()
                 .unwrap()
                 .to_string(),
-            response.into_body().collect().await.unwrap().to_bytes(),
+            tokio::time::timeout(WAIT, response.into_body().collect())
+                .await
+                .expect("body in time")
+                .unwrap()
+                .to_bytes(),
         ));
     }
     assert_eq!(
