@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -20,7 +20,6 @@ use super::WAIT;
 /// What the mock saw of one request.
 #[derive(Debug, Clone)]
 pub struct SeenRequest {
-    pub method: Method,
     pub path_and_query: String,
     pub headers: HeaderMap,
     pub body: Bytes,
@@ -201,7 +200,6 @@ async fn answer(
     let path = parts.uri.path().to_string();
     if state.remember {
         state.seen.lock().unwrap().push(SeenRequest {
-            method: parts.method.clone(),
             path_and_query: parts
                 .uri
                 .path_and_query()

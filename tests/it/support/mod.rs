@@ -2,8 +2,6 @@
 //! counts its calls, an in-process llmtape on 127.0.0.1:0, the real binary
 //! as a child process, and a small HTTP client. Only loopback traffic.
 
-#![allow(dead_code)]
-
 mod binary;
 mod client;
 mod mock;
