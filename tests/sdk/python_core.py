@@ -1,6 +1,6 @@
 """End-to-end check of llmtape with the official `openai` Python SDK.
 
-Run by tests/sdk.rs against an in-process llmtape in front of a mock
+Run by tests/it/sdk.rs against an in-process llmtape in front of a mock
 upstream, or (scenario `fixtures`) serving the committed fixtures/ folder
 in replay mode with no upstream at all. Usage: python_core.py SCENARIO, with OPENAI_BASE_URL pointing at
 the proxy's /v1. Prints exactly one JSON object on stdout.

@@ -3,29 +3,11 @@
 //! backoff with `retry-after`, and probe's exact counts on a known
 //! distribution.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use llmtape::key::RequestKey;
-use llmtape::store::SledStore;
+use crate::support::*;
 use serde_json::Value;
-use support::*;
-
-fn question(n: usize) -> String {
-    format!(
-        r#"{{"model":"gpt-4o","messages":[{{"role":"user","content":"question {n}"}}],"seed":1,"temperature":0,"logprobs":true}}"#
-    )
-}
-
-fn script(content: &str, fingerprint: &str, first_logprob: f64) -> Script {
-    Script {
-        contents: vec![content.into()],
-        fingerprints: vec![fingerprint.into()],
-        first_logprobs: vec![first_logprob],
-    }
-}
 
 /// A temp dir with a store of `count` chat recordings ("Paris is nice",
 /// fp_a, first logprob -0.1) and a config file pointing at the mock.
@@ -329,11 +311,8 @@ async fn rate_limits_are_waited_out_with_retry_after() {
 async fn an_unreachable_upstream_is_an_error_per_key_not_a_crash() {
     let mock = MockUpstream::start().await;
     let setup = recorded(&mock, 2).await;
-    let closed = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap()
-    };
-    write_config(setup.dir.path(), &format!("http://{closed}"));
+    let closed = ClosedPort::new();
+    write_config(setup.dir.path(), &format!("http://{}", closed.addr));
     let (code, stdout, stderr) = verify(&setup, &[]).await;
     assert_eq!(code, 1, "{stderr}");
     assert_eq!(stdout.matches("  error: ").count(), 2, "{stdout}");
@@ -558,13 +537,10 @@ async fn probe_fails_only_when_every_request_fails_and_refuses_bad_input() {
     mock.script(script("Paris is nice", "fp_a", -0.1));
     // Partial failures are counted by `probe::tally` (unit tests); here
     // every request fails, which is the one case that fails the command.
-    let closed = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap()
-    };
+    let closed = ClosedPort::new();
     let dead_dir = dir.path().join("dead");
     std::fs::create_dir(&dead_dir).unwrap();
-    let dead = write_config(&dead_dir, &format!("http://{closed}"));
+    let dead = write_config(&dead_dir, &format!("http://{}", closed.addr));
     let (code, _, stderr) = probe(dir.path(), &dead, &question(1), &["--n", "3"]).await;
     assert_eq!(code, 1, "{stderr}");
     assert!(

@@ -1,16 +1,10 @@
 //! Server-sent-event streams: forwarded live, recorded on the side,
 //! committed only when whole, replayed byte for byte (instantly or paced).
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use http::StatusCode;
-use llmtape::key::RequestKey;
-use llmtape::store::SledStore;
-use support::*;
-
-const STREAM_CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Count"}],"seed":7,"stream":true}"#;
 
 /// Asks llmtape, in replay mode, whether a recording exists for `body`.
 async fn is_recorded(proxy: &TestProxy, path: &str, body: &str) -> bool {
@@ -23,7 +17,7 @@ async fn is_recorded(proxy: &TestProxy, path: &str, body: &str) -> bool {
 }
 
 /// The stored entry for `key`, after stopping the proxy.
-async fn stored(proxy: &mut TestProxy, key: &str) -> Option<llmtape::record::recording::Recording> {
+async fn stored(proxy: &mut TestProxy, key: &str) -> Option<Recording> {
     proxy.stop().await;
     let store = SledStore::open(&proxy.store_dir).unwrap();
     store.get(&RequestKey::from_hex(key).unwrap()).unwrap()

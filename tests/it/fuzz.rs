@@ -12,6 +12,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use serde_json::{json, Map, Number, Value};
 
+use crate::support::env_number;
 use llmtape::config::Timing;
 use llmtape::key::{Canonical, CanonicalBody, KeyRules, RequestKey, RequestParts};
 use llmtape::record::recording::{
@@ -27,10 +28,7 @@ const CASES: u32 = 256;
 const SERDE_JSON_DEPTH_LIMIT: usize = 128;
 
 fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(CASES);
+    let cases = env_number("PROPTEST_CASES").unwrap_or(CASES);
     ProptestConfig {
         cases,
         // Failures are reported in the test output; no files in the tree.

@@ -1,37 +1,25 @@
-//! Test support: a mock upstream that answers differently on every call and
-//! counts its calls, an in-process llmtape on 127.0.0.1:0, and a small
-//! HTTP client. Only loopback traffic.
+//! A mock OpenAI-compatible upstream on 127.0.0.1:0 that answers
+//! differently on every call and counts its calls.
 
-#![allow(dead_code)]
-
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
-use llmtape::config::Config;
-use llmtape::serve::server::Server;
-
-/// Upper bound for any single wait in a test.
-pub const WAIT: Duration = Duration::from_secs(20);
+use super::WAIT;
 
 /// What the mock saw of one request.
 #[derive(Debug, Clone)]
 pub struct SeenRequest {
-    pub method: Method,
     pub path_and_query: String,
     pub headers: HeaderMap,
     pub body: Bytes,
@@ -49,6 +37,16 @@ pub struct Script {
     pub first_logprobs: Vec<f64>,
 }
 
+/// A script with one answer: `content`, `fingerprint`, and the first
+/// token's logprob.
+pub fn script(content: &str, fingerprint: &str, first_logprob: f64) -> Script {
+    Script {
+        contents: vec![content.into()],
+        fingerprints: vec![fingerprint.into()],
+        first_logprobs: vec![first_logprob],
+    }
+}
+
 /// Shared mock state.
 pub struct MockState {
     calls: AtomicUsize,
@@ -63,6 +61,13 @@ pub struct MockState {
     pub script: Mutex<Option<Script>>,
     /// The next this-many calls answer 429 with `retry-after: 1`.
     pub rate_limited: AtomicUsize,
+    /// Requests sent with `x-mock-hold: 1` wait for a permit here before
+    /// they are answered.
+    pub hold: tokio::sync::Semaphore,
+    /// Requests received whole so far (counted after `seen`), for waiting.
+    arrived: tokio::sync::watch::Sender<usize>,
+    /// False for a lean mock: `seen` and `sent_events` stay empty.
+    remember: bool,
 }
 
 type MockBody =
@@ -73,14 +78,27 @@ type MockBody =
 /// Every answer carries the call number (in `id` and in the content), so a
 /// test can tell a replay from a fresh upstream answer. Requests can steer
 /// it with headers the proxy forwards: `x-mock-status: 500` answers with
-/// that status, `x-mock-delay-ms: N` waits before the headers.
+/// that status, `x-mock-delay-ms: N` waits before the headers,
+/// `x-mock-hold: 1` waits for [`MockUpstream::release`] before answering.
 pub struct MockUpstream {
     pub addr: SocketAddr,
     pub state: Arc<MockState>,
 }
 
 impl MockUpstream {
+    /// A mock that remembers every request (see [`MockUpstream::seen`]).
     pub async fn start() -> MockUpstream {
+        MockUpstream::start_with(true).await
+    }
+
+    /// A mock that keeps nothing per request, only counts: for a load
+    /// test that sends very many ([`MockUpstream::seen`] and
+    /// [`MockUpstream::events_sent`] stay empty).
+    pub async fn start_lean() -> MockUpstream {
+        MockUpstream::start_with(false).await
+    }
+
+    async fn start_with(remember: bool) -> MockUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(MockState {
@@ -91,6 +109,9 @@ impl MockUpstream {
             sent_events: Mutex::new(Vec::new()),
             script: Mutex::new(None),
             rate_limited: AtomicUsize::new(0),
+            hold: tokio::sync::Semaphore::new(0),
+            arrived: tokio::sync::watch::Sender::new(0),
+            remember,
         });
         let shared = state.clone();
         tokio::spawn(async move {
@@ -117,6 +138,22 @@ impl MockUpstream {
     /// Upstream calls so far.
     pub fn calls(&self) -> usize {
         self.state.calls.load(Ordering::SeqCst)
+    }
+
+    /// Waits (at most [`WAIT`]) until `n` requests have arrived whole.
+    pub async fn wait_for_calls(&self, n: usize) {
+        let mut arrived = self.state.arrived.subscribe();
+        let reached = tokio::time::timeout(WAIT, arrived.wait_for(|count| *count >= n)).await;
+        assert!(
+            matches!(reached, Ok(Ok(_))),
+            "{n} requests reached the mock within {WAIT:?} (got {})",
+            *self.state.arrived.borrow()
+        );
+    }
+
+    /// Lets `n` more requests sent with `x-mock-hold: 1` be answered.
+    pub fn release(&self, n: usize) {
+        self.state.hold.add_permits(n);
     }
 
     /// Makes chat completions follow `script` from the next call on.
@@ -161,17 +198,27 @@ async fn answer(
         .map(|c| c.to_bytes())
         .unwrap_or_default();
     let path = parts.uri.path().to_string();
-    state.seen.lock().unwrap().push(SeenRequest {
-        method: parts.method.clone(),
-        path_and_query: parts
-            .uri
-            .path_and_query()
-            .map(|p| p.to_string())
-            .unwrap_or_default(),
-        headers: parts.headers.clone(),
-        body: body.clone(),
-        at: std::time::Instant::now(),
-    });
+    if state.remember {
+        state.seen.lock().unwrap().push(SeenRequest {
+            path_and_query: parts
+                .uri
+                .path_and_query()
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
+            headers: parts.headers.clone(),
+            body: body.clone(),
+            at: std::time::Instant::now(),
+        });
+    }
+    state.arrived.send_modify(|count| *count += 1);
+    if parts.headers.contains_key("x-mock-hold") {
+        state
+            .hold
+            .acquire()
+            .await
+            .expect("the hold is never closed")
+            .forget();
+    }
     if state
         .rate_limited
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -401,7 +448,9 @@ fn stream_answer(
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }
-            state.sent_events.lock().unwrap().push((n, i));
+            if state.remember {
+                state.sent_events.lock().unwrap().push((n, i));
+            }
         }
         if end == "cut" {
             let _ = tx.send(Err("mock cut the stream".into())).await;
@@ -437,257 +486,4 @@ impl futures_util::Stream for ChannelStream {
 
 fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
     headers.get(name)?.to_str().ok()?.parse().ok()
-}
-
-/// A running in-process llmtape.
-pub struct TestProxy {
-    pub addr: SocketAddr,
-    pub store_dir: PathBuf,
-    _tempdir: Option<tempfile::TempDir>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl TestProxy {
-    /// Starts llmtape in front of `upstream` with extra TOML (sections and
-    /// keys other than listen, upstream.url and store.path).
-    pub async fn start(upstream: &str, extra_toml: &str) -> TestProxy {
-        let dir = tempfile::tempdir().unwrap();
-        let store = dir.path().join("store");
-        let mut proxy = TestProxy::start_with_store(upstream, extra_toml, &store).await;
-        proxy._tempdir = Some(dir);
-        proxy
-    }
-
-    pub async fn start_with_store(upstream: &str, extra_toml: &str, store: &Path) -> TestProxy {
-        let mut config = Config::from_toml(extra_toml).expect("test config parses");
-        config.server.listen = "127.0.0.1:0".parse().unwrap();
-        config.upstream.url = upstream.parse().unwrap();
-        config.store.path = store.to_path_buf();
-        TestProxy::start_config(config, store).await
-    }
-
-    /// Serves from a fixtures folder (mode from `extra_toml`, else replay);
-    /// the store path points at a directory that must never be created.
-    pub async fn start_fixtures(upstream: &str, extra_toml: &str, fixtures: &Path) -> TestProxy {
-        let toml = format!(
-            "{extra_toml}\n[store]\nfixtures = {:?}\n",
-            fixtures.display().to_string()
-        );
-        let mut config = Config::from_toml(&toml).expect("test config parses");
-        config.server.listen = "127.0.0.1:0".parse().unwrap();
-        config.upstream.url = upstream.parse().unwrap();
-        let store = fixtures.with_extension("no-store-here");
-        config.store.path = store.clone();
-        TestProxy::start_config(config, &store).await
-    }
-
-    async fn start_config(config: Config, store: &Path) -> TestProxy {
-        let server = Server::bind(config).await.expect("server binds");
-        let addr = server.local_addr();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.run(async {
-            let _ = stopped.await;
-        }));
-        TestProxy {
-            addr,
-            store_dir: store.to_path_buf(),
-            _tempdir: None,
-            stop: Some(stop),
-            task: Some(task),
-        }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    /// Stops the server (drains, flushes) and returns the store directory.
-    pub async fn stop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(WAIT, task)
-                .await
-                .expect("server stops in time")
-                .unwrap();
-        }
-    }
-}
-
-/// What a test sees of a response.
-#[derive(Debug, Clone)]
-pub struct Reply {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-impl Reply {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    pub fn cache(&self) -> &str {
-        self.header("x-llmtape-cache").unwrap_or("")
-    }
-
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-}
-
-/// Sends one request on a fresh connection.
-pub async fn send(
-    method: Method,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: impl Into<Bytes>,
-) -> Reply {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let mut builder = Request::builder().method(method).uri(url);
-    for (name, value) in headers {
-        builder = builder.header(*name, *value);
-    }
-    let request = builder.body(Full::new(body.into())).unwrap();
-    let response = tokio::time::timeout(WAIT, client.request(request))
-        .await
-        .expect("response in time")
-        .expect("request succeeds");
-    let (parts, body) = response.into_parts();
-    let body = tokio::time::timeout(WAIT, body.collect())
-        .await
-        .expect("body in time")
-        .expect("body reads")
-        .to_bytes();
-    Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    }
-}
-
-/// POSTs JSON and returns the response with its body unread, for reading a
-/// stream frame by frame.
-pub async fn open_stream(url: &str, body: &str, headers: &[(&str, &str)]) -> Response<Incoming> {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let mut builder = Request::builder()
-        .method(Method::POST)
-        .uri(url)
-        .header("content-type", "application/json")
-        .header("authorization", "Bearer sk-test-dummy");
-    for (name, value) in headers {
-        builder = builder.header(*name, *value);
-    }
-    let request = builder
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap();
-    tokio::time::timeout(WAIT, client.request(request))
-        .await
-        .expect("response in time")
-        .expect("request succeeds")
-}
-
-/// The next data chunk of a body: `Ok(None)` at its end, `Err` if it broke.
-pub async fn next_chunk(body: &mut Incoming) -> Result<Option<Bytes>, String> {
-    loop {
-        let frame = tokio::time::timeout(WAIT, body.frame())
-            .await
-            .expect("chunk in time");
-        match frame {
-            None => return Ok(None),
-            Some(Err(e)) => return Err(e.to_string()),
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    return Ok(Some(data));
-                }
-            }
-        }
-    }
-}
-
-/// Reads a body to its end; `Err` if it broke.
-pub async fn read_all(body: &mut Incoming) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    while let Some(chunk) = next_chunk(body).await? {
-        out.extend_from_slice(&chunk);
-    }
-    Ok(out)
-}
-
-/// POST JSON with a dummy key.
-pub async fn post(url: &str, body: &str) -> Reply {
-    post_with(url, body, &[]).await
-}
-
-pub async fn post_with(url: &str, body: &str, headers: &[(&str, &str)]) -> Reply {
-    // Headers the caller gives replace the defaults of the same name.
-    let mut all: Vec<(&str, &str)> = [
-        ("content-type", "application/json"),
-        ("authorization", "Bearer sk-test-dummy"),
-    ]
-    .into_iter()
-    .filter(|(name, _)| !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)))
-    .collect();
-    all.extend_from_slice(headers);
-    send(Method::POST, url, &all, body.to_string()).await
-}
-
-pub const CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hi"}],"seed":42,"temperature":0}"#;
-
-/// Every file under `dir`, recursively.
-pub fn all_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = entry.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
-/// Counts of a key in a map, for readability in asserts.
-pub fn count_by<T: std::hash::Hash + Eq>(items: impl IntoIterator<Item = T>) -> HashMap<T, usize> {
-    let mut map = HashMap::new();
-    for item in items {
-        *map.entry(item).or_insert(0) += 1;
-    }
-    map
-}
-
-/// The llmtape binary under test.
-pub const BIN: &str = env!("CARGO_BIN_EXE_llmtape");
-
-/// A `llmtape` command with a clean environment (no LLMTAPE_* leaking in
-/// from the developer's shell) in `cwd`.
-pub fn llmtape(cwd: &Path) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(BIN);
-    cmd.current_dir(cwd).kill_on_drop(true);
-    for (name, _) in std::env::vars() {
-        if name.starts_with("LLMTAPE_") {
-            cmd.env_remove(name);
-        }
-    }
-    cmd
-}
-
-/// Runs a command to completion; returns (exit code, stdout, stderr).
-pub async fn run(mut cmd: tokio::process::Command) -> (i32, String, String) {
-    let out = tokio::time::timeout(WAIT, cmd.output())
-        .await
-        .expect("command finishes in time")
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }

@@ -8,34 +8,24 @@
 //!
 //! ```text
 //! LLMTAPE_SOAK_SECS=60 LLMTAPE_SOAK_CONCURRENCY=64 \
-//!     cargo test --release --test soak -- --nocapture
+//!     cargo test --release --test it soak:: -- --nocapture
 //! ```
 //!
-//! The upstream here is a lean mock defined in this file that keeps
-//! nothing per request (the shared `MockUpstream` remembers every request
-//! it sees, which would show up as growth in this process's RSS).
-
-mod support;
+//! The proxy under test is the real `llmtape serve`, a child process, and
+//! the memory measured is that child's RSS (`/proc/PID/status`): the other
+//! tests of this binary run beside this one and allocate in this process,
+//! never in the child. The mock upstream runs lean: it keeps nothing per
+//! request.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, StreamBody};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use support::{TestProxy, WAIT};
-use tokio::net::TcpListener;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
 
-use llmtape::store::SledStore;
+use crate::support::*;
 
 /// Default run length and concurrency (the short form).
 const DEFAULT_SECS: u64 = 5;
@@ -56,13 +46,13 @@ const TOO_LARGE_BYTES: usize = MAX_BODY_BYTES + 4_096;
 /// recording: its page cache, capped at 64 MiB by `SledStore::open`
 /// (`cache_capacity`), plus per-page bookkeeping that sled keeps resident
 /// (a few MiB per 100k recordings) and allocator slack; hence 64 + 32 MiB.
-/// Measured (release, 2 cores): the long form records ~145k entries and
-/// grows ~72 MiB; a leak of 100 bytes per request on top (~35 MiB over its
-/// ~360k requests) would fail it. The short form (~7k requests) only
+/// Measured (release, 2 cores, the RSS of the `serve` child): the long
+/// form records ~138k entries and grows ~50 MiB; a leak of 150 bytes per
+/// request on top (~50 MiB over its ~346k requests) would fail it. (In
+/// the test process, with the load generator and mock beside the proxy,
+/// it was ~145k entries and ~72 MiB.) The short form (~6k requests) only
 /// catches gross leaks.
 const RSS_GROWTH_BOUND_KIB: u64 = (64 + 32) * 1024;
-
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 /// The kinds of request in the mix, with the only status each may get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -111,86 +101,6 @@ impl Kind {
             Kind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
-}
-
-// ---------------------------------------------------------------------------
-// A lean upstream
-// ---------------------------------------------------------------------------
-
-/// Answers chat completions like OpenAI, plain or streamed, and keeps
-/// nothing but a call counter.
-struct LeanUpstream {
-    addr: SocketAddr,
-    calls: Arc<AtomicU64>,
-}
-
-type MockBody =
-    http_body_util::combinators::UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
-
-impl LeanUpstream {
-    async fn start() -> LeanUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let calls = Arc::new(AtomicU64::new(0));
-        let counter = calls.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let counter = counter.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| lean_answer(counter.clone(), req));
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        LeanUpstream { addr, calls }
-    }
-}
-
-async fn lean_answer(
-    calls: Arc<AtomicU64>,
-    request: Request<Incoming>,
-) -> Result<Response<MockBody>, Infallible> {
-    let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
-    let body = request
-        .into_body()
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
-    let stream = serde_json::from_slice::<serde_json::Value>(&body)
-        .map(|v| v["stream"] == true)
-        .unwrap_or(false);
-    let mut response = if stream {
-        let events: Vec<Result<http_body::Frame<Bytes>, _>> = (0..3)
-            .map(|i| format!("data: {{\"id\":\"chatcmpl-{n}\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-mini\",\"system_fingerprint\":\"fp_soak\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"tok{i} #{n}\"}},\"finish_reason\":null}}]}}\n\n"))
-            .chain(std::iter::once("data: [DONE]\n\n".to_string()))
-            .map(|event| Ok(http_body::Frame::data(Bytes::from(event))))
-            .collect();
-        let mut response =
-            Response::new(StreamBody::new(futures_util::stream::iter(events)).boxed_unsync());
-        response.headers_mut().insert(
-            "content-type",
-            "text/event-stream; charset=utf-8".parse().unwrap(),
-        );
-        response
-    } else {
-        let text = format!("{{\n  \"id\": \"chatcmpl-{n}\",\n  \"object\": \"chat.completion\",\n  \"model\": \"gpt-4o-mini\",\n  \"choices\": [{{\"index\": 0, \"message\": {{\"role\": \"assistant\", \"content\": \"reply #{n}\"}}, \"finish_reason\": \"stop\"}}],\n  \"usage\": {{\"prompt_tokens\": 9, \"completion_tokens\": 3, \"total_tokens\": 12, \"score\": 1.0}},\n  \"system_fingerprint\": \"fp_soak\"\n}}\n");
-        let mut response = Response::new(
-            Full::new(Bytes::from(text))
-                .map_err(|e| match e {})
-                .boxed_unsync(),
-        );
-        response
-            .headers_mut()
-            .insert("content-type", "application/json".parse().unwrap());
-        response
-    };
-    response
-        .headers_mut()
-        .insert("x-request-id", format!("req_{n}").parse().unwrap());
-    Ok(response)
 }
 
 // ---------------------------------------------------------------------------
@@ -324,7 +234,7 @@ async fn worker(
     deadline: Instant,
     recorded: Arc<Recorded>,
 ) -> Tally {
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let client = http_client();
     let mut tally = Tally::default();
     let mut i = 0usize;
     while Instant::now() < deadline {
@@ -376,60 +286,61 @@ async fn run_load(
     tally
 }
 
-/// This process's resident set size in KiB, from /proc/self/status.
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+/// The resident set size of process `pid` in KiB, from /proc/PID/status.
+fn rss_kib(pid: u32) -> u64 {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     status
         .lines()
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/self/status")
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+        .unwrap_or_else(|| panic!("VmRSS in {path}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_mixed_load_stays_correct_and_flat() {
-    let secs: u64 = env_or("LLMTAPE_SOAK_SECS", DEFAULT_SECS);
-    let concurrency: usize = env_or("LLMTAPE_SOAK_CONCURRENCY", DEFAULT_CONCURRENCY);
-    let upstream = LeanUpstream::start().await;
-    let mut proxy = TestProxy::start(
-        &format!("http://{}", upstream.addr),
-        &format!("[server]\nmax_body_bytes = {MAX_BODY_BYTES}\n"),
+    let secs: u64 = env_number("LLMTAPE_SOAK_SECS").unwrap_or(DEFAULT_SECS);
+    let concurrency: usize = env_number("LLMTAPE_SOAK_CONCURRENCY").unwrap_or(DEFAULT_CONCURRENCY);
+    let upstream = MockUpstream::start_lean().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let config = dir.path().join("soak.toml");
+    std::fs::write(
+        &config,
+        format!("[server]\nmax_body_bytes = {MAX_BODY_BYTES}\n"),
     )
-    .await;
+    .unwrap();
+    let mut cmd = serve_cmd(dir.path(), &upstream.url(), &store);
+    // Warnings only, as an in-process proxy logs nothing: per-request info
+    // lines would only slow the child down.
+    cmd.arg("--config")
+        .arg(&config)
+        .env("LLMTAPE_LOG", "llmtape=warn");
+    let mut proxy = Serve::start(cmd).await;
     let url = proxy.url("/v1/chat/completions");
 
     // Warm-up 1: record the hit set.
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
     let requests: Vec<String> = (0..HIT_SET)
         .map(|i| chat(&format!("soak hit {i}"), i % 4 == 0))
         .collect();
     let mut bodies = Vec::new();
     for request in &requests {
-        let response = client
-            .request(
-                Request::post(&url)
-                    .header("content-type", "application/json")
-                    .body(Full::new(Bytes::from(request.clone())))
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        bodies.push(response.into_body().collect().await.unwrap().to_bytes());
+        let response = send(
+            Method::POST,
+            &url,
+            &[("content-type", "application/json")],
+            request.clone(),
+        )
+        .await;
+        assert_eq!(response.status, StatusCode::OK);
+        bodies.push(response.body);
     }
     let recorded = Arc::new(Recorded { requests, bodies });
 
     // Warm-up 2: the full mix, then the baseline.
     let warm = run_load(&url, concurrency, "warm-up", WARM_UP, &recorded).await;
     assert!(warm.problems.is_empty(), "warm-up: {:#?}", warm.problems);
-    let rss_warm = rss_kib();
+    let rss_warm = rss_kib(proxy.pid());
 
     // The run.
     let started = Instant::now();
@@ -442,12 +353,12 @@ async fn soak_mixed_load_stays_correct_and_flat() {
     )
     .await;
     let elapsed = started.elapsed();
-    let rss_end = rss_kib();
+    let rss_end = rss_kib(proxy.pid());
 
     let count = |k: Kind| tally.by_kind.get(&k).copied().unwrap_or(0);
     let total = tally.total() + tally.problems.len() as u64;
     println!(
-        "soak: {total} requests in {:.1}s at concurrency {concurrency} ({:.0} req/s): {}; {} problems; RSS {} MiB after warm-up, {} MiB at the end",
+        "soak: {total} requests in {:.1}s at concurrency {concurrency} ({:.0} req/s): {}; {} problems; RSS of serve {} MiB after warm-up, {} MiB at the end",
         elapsed.as_secs_f64(),
         total as f64 / elapsed.as_secs_f64(),
         [Kind::Hit, Kind::Miss, Kind::Stream, Kind::BadMode, Kind::TooLarge]
@@ -458,11 +369,7 @@ async fn soak_mixed_load_stays_correct_and_flat() {
         rss_end / 1024,
     );
 
-    let distinct: HashMap<&String, usize> =
-        tally.problems.iter().fold(HashMap::new(), |mut m, p| {
-            *m.entry(p).or_insert(0) += 1;
-            m
-        });
+    let distinct = count_by(&tally.problems);
     assert!(
         tally.problems.is_empty(),
         "{} unexpected outcomes (distinct, with counts): {distinct:#?}",
@@ -477,8 +384,13 @@ async fn soak_mixed_load_stays_correct_and_flat() {
     );
 
     // Afterwards: every recording whole, and every fresh answer recorded.
-    proxy.stop().await;
-    let store = SledStore::open(&proxy.store_dir).expect("the store opens after the run");
+    let stopped = proxy.terminate().await;
+    assert!(
+        stopped.success(),
+        "serve stops cleanly: {stopped:?}; its log: {}",
+        proxy.log()
+    );
+    let store = SledStore::open(&store).expect("the store opens after the run");
     let mut entries = 0u64;
     for (i, item) in store.iter().enumerate() {
         item.unwrap_or_else(|e| panic!("entry #{i} decodes: {e}"));
@@ -490,7 +402,7 @@ async fn soak_mixed_load_stays_correct_and_flat() {
         "the store holds the {HIT_SET} hit recordings and every fresh 200 miss"
     );
     assert_eq!(
-        upstream.calls.load(Ordering::SeqCst),
+        upstream.calls() as u64,
         expected,
         "hits and bad requests never reach the upstream"
     );

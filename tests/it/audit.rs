@@ -2,25 +2,7 @@
 //! `llmtape audit` finding exactly the planted flips, in text and JSON,
 //! on a store and on a fixtures folder.
 
-mod support;
-
-use llmtape::key::RequestKey;
-use llmtape::store::SledStore;
-use support::*;
-
-fn question(n: usize) -> String {
-    format!(
-        r#"{{"model":"gpt-4o","messages":[{{"role":"user","content":"question {n}"}}],"seed":1,"temperature":0,"logprobs":true}}"#
-    )
-}
-
-fn script(content: &str, fingerprint: &str, first_logprob: f64) -> Script {
-    Script {
-        contents: vec![content.into()],
-        fingerprints: vec![fingerprint.into()],
-        first_logprobs: vec![first_logprob],
-    }
-}
+use crate::support::*;
 
 #[tokio::test]
 async fn re_recording_keeps_a_bounded_history_and_flags_a_flipped_fingerprint() {

@@ -1,81 +1,16 @@
 //! The `llmtape` binary: ready line, precedence, exit codes, graceful
 //! shutdown, `ls` and `show`, and a store held by a running `serve`.
 
-mod support;
-
-use std::path::Path;
-use std::process::Stdio;
-
+use crate::support::*;
 use http::StatusCode;
-use support::*;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-
-/// A running `llmtape serve` and the address from its ready line.
-struct Serve {
-    child: Child,
-    ready: String,
-    addr: String,
-}
-
-impl Serve {
-    async fn start(mut cmd: Command) -> Serve {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("llmtape starts");
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = tokio::time::timeout(WAIT, lines.next_line())
-            .await
-            .expect("ready line in time")
-            .unwrap()
-            .expect("a ready line before exit");
-        let addr = ready
-            .strip_prefix("llmtape listening on http://")
-            .and_then(|rest| rest.split(' ').next())
-            .unwrap_or_else(|| panic!("unexpected ready line: {ready}"))
-            .to_string();
-        Serve { child, ready, addr }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    async fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().expect("still running").to_string();
-        let status = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .await
-            .unwrap();
-        assert!(status.success());
-        tokio::time::timeout(WAIT, self.child.wait())
-            .await
-            .expect("exits in time after SIGTERM")
-            .unwrap()
-    }
-}
-
-fn serve_cmd(cwd: &Path, upstream: &str, store: &Path) -> Command {
-    let mut cmd = llmtape(cwd);
-    cmd.args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        upstream,
-        "--store",
-    ])
-    .arg(store);
-    cmd
-}
+use tokio::process::Command;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_records_then_ls_and_show_read_the_store() {
     let mock = MockUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    let serve = Serve::start(serve_cmd(dir.path(), &mock.url(), &store)).await;
+    let mut serve = Serve::start(serve_cmd(dir.path(), &mock.url(), &store)).await;
     assert!(
         serve.ready.contains("(mode=auto, upstream="),
         "{}",
@@ -176,21 +111,19 @@ async fn sigterm_finishes_in_flight_requests_and_keeps_their_recordings() {
     let mock = MockUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    let serve = Serve::start(serve_cmd(dir.path(), &mock.url(), &store)).await;
+    let mut serve = Serve::start(serve_cmd(dir.path(), &mock.url(), &store)).await;
     let url = serve.url("/v1/chat/completions");
+    // The mock holds the request until it is released below: it is in
+    // flight when the signal lands, however slow the machine.
     let in_flight =
-        tokio::spawn(async move { post_with(&url, CHAT, &[("x-mock-delay-ms", "700")]).await });
-    // Wait (bounded) until the upstream has the request, then signal.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while mock.calls() == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "request never reached the mock"
-        );
-        tokio::task::yield_now().await;
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-    let status = serve.terminate().await;
+        tokio::spawn(async move { post_with(&url, CHAT, &[("x-mock-hold", "1")]).await });
+    mock.wait_for_calls(1).await;
+    serve.send_signal("-TERM").await;
+    serve
+        .wait_for_log("shutting down: waiting for in-flight requests")
+        .await;
+    mock.release(1);
+    let status = serve.wait().await;
     assert!(status.success());
     let reply = in_flight.await.unwrap();
     assert_eq!(
@@ -217,7 +150,7 @@ async fn precedence_is_flag_then_env_then_file_then_defaults() {
     // Defaults, with nothing but a free port.
     let mut cmd = llmtape(dir.path());
     cmd.args(["serve", "--listen", "127.0.0.1:0"]);
-    let serve = Serve::start(cmd).await;
+    let mut serve = Serve::start(cmd).await;
     assert!(
         serve
             .ready
@@ -236,7 +169,7 @@ async fn precedence_is_flag_then_env_then_file_then_defaults() {
     let mut cmd = llmtape(dir.path());
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--store"])
         .arg(&store);
-    let serve = Serve::start(cmd).await;
+    let mut serve = Serve::start(cmd).await;
     assert!(
         serve
             .ready
@@ -258,7 +191,7 @@ async fn precedence_is_flag_then_env_then_file_then_defaults() {
         "--store",
     ])
     .arg(&store);
-    let serve = Serve::start(cmd).await;
+    let mut serve = Serve::start(cmd).await;
     assert!(
         serve
             .ready
@@ -275,7 +208,7 @@ async fn precedence_is_flag_then_env_then_file_then_defaults() {
         .env("LLMTAPE_MODE", "record")
         .env("LLMTAPE_LISTEN", "127.0.0.1:0")
         .env("LLMTAPE_UPSTREAM", "http://127.0.0.1:7");
-    let serve = Serve::start(cmd).await;
+    let mut serve = Serve::start(cmd).await;
     assert!(
         serve
             .ready
@@ -297,7 +230,7 @@ async fn precedence_is_flag_then_env_then_file_then_defaults() {
     ])
     .arg(&store)
     .env("LLMTAPE_MODE", "record");
-    let serve = Serve::start(cmd).await;
+    let mut serve = Serve::start(cmd).await;
     assert!(serve.ready.contains("mode=auto"), "{}", serve.ready);
     assert!(serve.terminate().await.success());
 }
@@ -446,12 +379,8 @@ async fn secrets_never_reach_the_logs() {
         headers.extend(extra);
         post_with(&url, CHAT, &headers).await;
     }
-    let stderr = serve.child.stderr.take().unwrap();
     assert!(serve.terminate().await.success());
-    let mut logs = String::new();
-    tokio::io::AsyncReadExt::read_to_string(&mut BufReader::new(stderr), &mut logs)
-        .await
-        .unwrap();
+    let logs = serve.log();
     assert!(
         logs.contains("/v1/chat/completions"),
         "requests are logged: {logs}"
@@ -473,12 +402,8 @@ async fn json_logs_carry_key_and_outcome_per_request() {
     let reply = post(&serve.url("/v1/chat/completions"), CHAT).await;
     post(&serve.url("/v1/chat/completions"), CHAT).await;
     let key = reply.header("x-llmtape-key").unwrap().to_string();
-    let stderr = serve.child.stderr.take().unwrap();
     assert!(serve.terminate().await.success());
-    let mut logs = String::new();
-    tokio::io::AsyncReadExt::read_to_string(&mut BufReader::new(stderr), &mut logs)
-        .await
-        .unwrap();
+    let logs = serve.log();
     let requests: Vec<serde_json::Value> = logs
         .lines()
         .map(|l| {

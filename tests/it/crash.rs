@@ -16,30 +16,19 @@
 //! a run). All rounds share one store, so later rounds also write into a
 //! store recovered from a crash.
 
-mod support;
-
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use support::*;
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout};
 use tokio::sync::watch;
 
-use llmtape::key::RequestKey;
-use llmtape::record::recording::{Recording, RequestBody};
 use llmtape::store::response_log::Replayable;
-use llmtape::store::SledStore;
 
 /// Rounds that end in `kill -9` (one more ends in SIGTERM);
 /// `LLMTAPE_CRASH_ROUNDS=N` runs more locally.
@@ -59,79 +48,12 @@ const REPEAT_EVERY: u64 = 5;
 /// when all is well); the whole test gets this times the rounds.
 const ROUND_BUDGET: Duration = Duration::from_secs(20);
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-/// A running `llmtape serve` child.
-struct Serve {
-    child: Child,
-    addr: String,
-    stderr: PathBuf,
-    /// Held so the child never writes into a closed pipe.
-    _stdout: Lines<BufReader<ChildStdout>>,
-}
-
-impl Serve {
-    async fn start(cwd: &Path, upstream: &str, store: &Path, round: usize) -> Serve {
-        let stderr = cwd.join(format!("serve-{round}.log"));
-        let mut cmd = llmtape(cwd);
-        cmd.args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            upstream,
-            "--store",
-        ])
-        .arg(store)
-        // Per-request info lines would only slow the child down.
-        .env("LLMTAPE_LOG", "llmtape=warn")
-        .stdout(Stdio::piped())
-        // A file, not a pipe: nobody drains stderr while the load runs.
-        .stderr(std::fs::File::create(&stderr).unwrap());
-        let mut child = cmd.spawn().expect("llmtape starts");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let ready = tokio::time::timeout(WAIT, lines.next_line())
-            .await
-            .expect("ready line in time")
-            .unwrap()
-            .unwrap_or_else(|| panic!("serve exited before its ready line: {}", log(&stderr)));
-        let addr = ready
-            .strip_prefix("llmtape listening on http://")
-            .and_then(|rest| rest.split(' ').next())
-            .unwrap_or_else(|| panic!("unexpected ready line: {ready}"))
-            .to_string();
-        Serve {
-            child,
-            addr,
-            stderr,
-            _stdout: lines,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/v1/chat/completions", self.addr)
-    }
-
-    fn pid(&self) -> String {
-        self.child.id().expect("still running").to_string()
-    }
-
-    async fn signal(&mut self, signal: &str) -> std::process::ExitStatus {
-        let status = tokio::process::Command::new("kill")
-            .args([signal, &self.pid()])
-            .status()
-            .await
-            .unwrap();
-        assert!(status.success(), "kill {signal} works");
-        tokio::time::timeout(WAIT, self.child.wait())
-            .await
-            .unwrap_or_else(|_| panic!("serve exits in time after {signal}"))
-            .unwrap()
-    }
-}
-
-fn log(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
+/// `llmtape serve` on `store`, logging warnings only: per-request info
+/// lines would only slow the child down.
+async fn start_serve(cwd: &Path, upstream: &str, store: &Path) -> Serve {
+    let mut cmd = serve_cmd(cwd, upstream, store);
+    cmd.env("LLMTAPE_LOG", "llmtape=warn");
+    Serve::start(cmd).await
 }
 
 /// What the clients of one round saw.
@@ -262,9 +184,17 @@ async fn worker(client: HttpClient, url: String, load: Arc<Load>, round: usize, 
 
 /// Starts `WORKERS` clients against `serve`.
 fn drive(serve: &Serve, load: &Arc<Load>, round: usize) -> Vec<tokio::task::JoinHandle<()>> {
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let client = http_client();
     (0..WORKERS)
-        .map(|w| tokio::spawn(worker(client.clone(), serve.url(), load.clone(), round, w)))
+        .map(|w| {
+            tokio::spawn(worker(
+                client.clone(),
+                serve.url("/v1/chat/completions"),
+                load.clone(),
+                round,
+                w,
+            ))
+        })
         .collect()
 }
 
@@ -277,7 +207,7 @@ async fn wait_for_acked(load: &Load, n: u64, serve: &Serve) {
         "{n} acknowledged responses within {WAIT:?} (got {}); problems: {:?}; serve log: {}",
         *load.acked.borrow(),
         load.unexpected.lock().unwrap(),
-        log(&serve.stderr)
+        serve.log()
     );
 }
 
@@ -360,10 +290,7 @@ fn next(state: &mut u64) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_recording_leaves_a_consistent_store() {
-    let rounds: usize = std::env::var("LLMTAPE_CRASH_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(KILL_ROUNDS);
+    let rounds: usize = env_number("LLMTAPE_CRASH_ROUNDS").unwrap_or(KILL_ROUNDS);
     let budget = ROUND_BUDGET * (rounds as u32 + 1);
     tokio::time::timeout(budget, crash_rounds(rounds))
         .await
@@ -371,16 +298,12 @@ async fn kill_9_during_recording_leaves_a_consistent_store() {
 }
 
 async fn crash_rounds(rounds: usize) {
-    let seed: u64 = std::env::var("LLMTAPE_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos() as u64
-        })
-        | 1;
+    let seed: u64 = env_number("LLMTAPE_CRASH_SEED").unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos() as u64
+    }) | 1;
     println!("crash test seed {seed} (LLMTAPE_CRASH_SEED={seed} to repeat)");
     let mut rng = seed;
 
@@ -391,7 +314,7 @@ async fn crash_rounds(rounds: usize) {
 
     for round in 0..rounds {
         let started = Instant::now();
-        let mut serve = Serve::start(dir.path(), &mock.url(), &store, round).await;
+        let mut serve = start_serve(dir.path(), &mock.url(), &store).await;
         let load = Load::new();
         let workers = drive(&serve, &load, round);
         let kill_after = MIN_ACKED_BEFORE_KILL
@@ -423,7 +346,7 @@ async fn crash_rounds(rounds: usize) {
 
     // A clean stop while clients are still sending: everything any client
     // was answered is in the store afterwards.
-    let mut serve = Serve::start(dir.path(), &mock.url(), &store, rounds).await;
+    let mut serve = start_serve(dir.path(), &mock.url(), &store).await;
     let load = Load::new();
     let workers = drive(&serve, &load, rounds);
     let stop_after =
@@ -434,7 +357,7 @@ async fn crash_rounds(rounds: usize) {
     assert!(
         status.success(),
         "SIGTERM exits 0: {status:?}; serve log: {}",
-        log(&serve.stderr)
+        serve.log()
     );
     finish(&load, workers).await;
 

@@ -2,17 +2,11 @@
 //! folder with no store and no upstream, growing a folder in auto mode,
 //! misses that explain themselves, `key explain` and `lint`.
 
-mod support;
-
 use std::path::Path;
 
+use crate::support::*;
 use http::{Method, StatusCode};
-use llmtape::key::RequestKey;
 use llmtape::store::FixtureDir;
-use llmtape::store::SledStore;
-use support::*;
-
-const STREAM_CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Count"}],"seed":7,"stream":true}"#;
 
 /// Requests covering every route, plain and streamed.
 fn every_route() -> Vec<(&'static str, &'static str)> {
@@ -519,25 +513,18 @@ async fn serving_fixtures_beside_the_example_config_is_replay_mode() {
     // the replay default of --fixtures and let misses reach the upstream.
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/proxy.toml"),
+        Path::new(REPO).join("proxy.toml"),
         dir.path().join("proxy.toml"),
     )
     .unwrap();
     std::fs::create_dir_all(dir.path().join("fixtures")).unwrap();
     let mut cmd = llmtape(dir.path());
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--fixtures", "fixtures"])
-        .stdout(std::process::Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
-    let ready = tokio::time::timeout(WAIT, lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--fixtures", "fixtures"]);
+    let mut serve = Serve::start(cmd).await;
+    let ready = serve.ready.clone();
     assert!(
         ready.contains("(mode=replay,") && ready.ends_with("fixtures=fixtures)"),
         "{ready}"
     );
-    child.kill().await.unwrap();
+    serve.signal("-KILL").await;
 }

@@ -1,12 +1,10 @@
 //! The optional TLS listener: HTTPS (HTTP/1.1 and HTTP/2 by ALPN) with a
 //! certificate from config, and a clear start error for unusable files.
 
-mod support;
-
+use crate::support::*;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use support::*;
 
 /// Writes a self-signed certificate for localhost / 127.0.0.1; returns
 /// (cert path, key path, certificate DER).
@@ -74,7 +72,11 @@ async fn serves_https_with_the_configured_certificate_over_h1_and_h2() {
                 .to_str()
                 .unwrap()
                 .to_string(),
-            response.into_body().collect().await.unwrap().to_bytes(),
+            tokio::time::timeout(WAIT, response.into_body().collect())
+                .await
+                .expect("body in time")
+                .unwrap()
+                .to_bytes(),
         ));
     }
     assert_eq!(

@@ -1,17 +1,12 @@
 //! Limits and operations: in-flight cap, recording cap, header size,
 //! metrics, and admin endpoints closed to non-loopback clients.
 
-mod support;
-
+use crate::support::*;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use llmtape::config::Config;
 use llmtape::serve::proxy::Proxy;
-use llmtape::store::SledStore;
-use support::*;
-
-const STREAM_CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Count"}],"seed":7,"stream":true}"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_max_in_flight_requests_get_503_with_retry_after() {
@@ -22,23 +17,17 @@ async fn past_max_in_flight_requests_get_503_with_retry_after() {
         .map(|i| {
             let url = url.clone();
             let body = CHAT.replace("Say hi", &format!("held {i}"));
-            tokio::spawn(
-                async move { post_with(&url, &body, &[("x-mock-delay-ms", "1500")]).await },
-            )
+            // Held by the mock until released below, however slow the
+            // machine: both are in flight when the third request comes.
+            tokio::spawn(async move { post_with(&url, &body, &[("x-mock-hold", "1")]).await })
         })
         .collect();
-    let deadline = std::time::Instant::now() + WAIT;
-    while mock.calls() < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "held requests never arrived"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    mock.wait_for_calls(2).await;
     let refused = post(&url, CHAT).await;
     assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(refused.header("retry-after"), Some("1"));
     assert_eq!(refused.json()["error"]["code"], "too_many_in_flight");
+    mock.release(2);
     for task in held {
         assert_eq!(task.await.unwrap().status, StatusCode::OK);
     }
@@ -77,9 +66,7 @@ async fn an_oversized_request_head_is_refused() {
     let mock = MockUpstream::start().await;
     let proxy = TestProxy::start(&mock.url(), "[server]\nmax_header_bytes = 8192\n").await;
     let huge = "x".repeat(20_000);
-    let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build_http();
+    let client = http_client();
     let request = Request::post(proxy.url("/v1/chat/completions"))
         .header("x-big", huge)
         .body(Full::new(Bytes::from_static(CHAT.as_bytes())))
@@ -160,6 +147,16 @@ async fn admin_status(proxy: &Proxy, peer: &str, token: Option<&str>) -> StatusC
 
 #[tokio::test]
 async fn admin_endpoints_answer_loopback_only_unless_a_token_is_given() {
+    // The token comes from the environment, which only a process of its
+    // own may change.
+    if ran_in_own_process(
+        "limits::admin_endpoints_answer_loopback_only_unless_a_token_is_given",
+        &[("LLMTAPE_LIMITS_TEST_ADMIN_TOKEN", "admin-test-dummy-token")],
+    )
+    .await
+    {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let open = proxy_in_process("", dir.path()).await;
     assert_eq!(
@@ -176,7 +173,6 @@ async fn admin_endpoints_answer_loopback_only_unless_a_token_is_given() {
     );
     drop(open);
 
-    std::env::set_var("LLMTAPE_LIMITS_TEST_ADMIN_TOKEN", "admin-test-dummy-token");
     let dir = tempfile::tempdir().unwrap();
     let guarded = proxy_in_process(
         "[server]\nadmin_token_env = \"LLMTAPE_LIMITS_TEST_ADMIN_TOKEN\"\n",

@@ -1,11 +1,7 @@
 //! Single-flight: identical concurrent misses go upstream once.
 
-mod support;
-
+use crate::support::*;
 use http::StatusCode;
-use support::*;
-
-const STREAM_CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Count"}],"seed":7,"stream":true}"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_identical_concurrent_misses_make_one_upstream_call() {

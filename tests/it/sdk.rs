@@ -16,17 +16,21 @@
 //! `npm ci` there). Without a usable SDK these tests skip with a note on
 //! stderr, except under CI (`$CI` set), where they fail.
 
-mod support;
-
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
-const REPO: &str = env!("CARGO_MANIFEST_DIR");
+/// Runs an SDK probe to its end, killed after `WAIT`; `Err` if it cannot
+/// be started.
+async fn probe(command: &mut tokio::process::Command) -> std::io::Result<std::process::Output> {
+    tokio::time::timeout(WAIT, command.kill_on_drop(true).output())
+        .await
+        .expect("the SDK probe finishes in time")
+}
 
 /// The Python interpreter with `openai` importable, or `None` after saying
 /// why on stderr (outside CI; under CI this panics instead).
@@ -41,15 +45,12 @@ async fn python() -> Option<PathBuf> {
     let problem = match candidate {
         None => "no $LLMTAPE_TEST_PYTHON and no .venv/bin/python".to_string(),
         Some(python) => {
-            let probe = python.clone();
-            let out = tokio::task::spawn_blocking(move || {
-                Command::new(&probe)
+            let out = probe(
+                tokio::process::Command::new(&python)
                     .args(["-c", "import openai"])
-                    .stdin(Stdio::null())
-                    .output()
-            })
-            .await
-            .unwrap();
+                    .stdin(Stdio::null()),
+            )
+            .await;
             match out {
                 Ok(out) if out.status.success() => return Some(python),
                 Ok(out) => format!(
@@ -83,16 +84,13 @@ async fn node() -> Option<PathBuf> {
     let problem = if !dir.join("node_modules/openai").is_dir() {
         "tests/node/node_modules/openai is not installed".to_string()
     } else {
-        let probe = node.clone();
-        let out = tokio::task::spawn_blocking(move || {
-            Command::new(&probe)
+        let out = probe(
+            tokio::process::Command::new(&node)
                 .args(["--input-type=module", "-e", "import 'openai';"])
                 .current_dir(&dir)
-                .stdin(Stdio::null())
-                .output()
-        })
-        .await
-        .unwrap();
+                .stdin(Stdio::null()),
+        )
+        .await;
         match out {
             Ok(out) if out.status.success() => return Some(node),
             Ok(out) => format!(

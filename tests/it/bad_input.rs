@@ -2,10 +2,8 @@
 //! header values that are not text, and a recording that cannot be written.
 //! Each gets a clear answer; the server keeps serving; nothing is lost.
 
-mod support;
-
+use crate::support::*;
 use http::StatusCode;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]

@@ -1,12 +1,8 @@
 //! The record-and-replay core, end to end over real sockets: llmtape on
 //! 127.0.0.1:0 in front of the mock upstream in `support`.
 
-mod support;
-
+use crate::support::*;
 use http::{Method, StatusCode};
-use llmtape::key::RequestKey;
-use llmtape::store::SledStore;
-use support::*;
 
 #[tokio::test]
 async fn a_repeat_call_is_a_byte_identical_hit_with_one_upstream_call() {
@@ -180,7 +176,16 @@ async fn requests_are_forwarded_with_credentials_and_identity_encoding() {
 
 #[tokio::test]
 async fn api_key_env_replaces_the_callers_dummy_key() {
-    std::env::set_var("LLMTAPE_IT_REAL_KEY", "sk-test-injected-dummy");
+    // The key comes from the environment, which only a process of its own
+    // may change.
+    if ran_in_own_process(
+        "proxy::api_key_env_replaces_the_callers_dummy_key",
+        &[("LLMTAPE_IT_REAL_KEY", "sk-test-injected-dummy")],
+    )
+    .await
+    {
+        return;
+    }
     let mock = MockUpstream::start().await;
     let proxy = TestProxy::start(
         &mock.url(),
@@ -369,12 +374,8 @@ async fn record_errors_true_records_errors() {
 
 #[tokio::test]
 async fn an_unreachable_upstream_is_a_502_naming_it() {
-    // Bind and drop a listener to get a port nothing listens on.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let upstream = format!("http://127.0.0.1:{port}");
+    let closed = ClosedPort::new();
+    let upstream = format!("http://127.0.0.1:{}", closed.addr.port());
     let mut proxy = TestProxy::start(&upstream, "").await;
     let reply = post(&proxy.url("/v1/chat/completions"), CHAT).await;
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
@@ -469,14 +470,13 @@ async fn a_corrupt_entry_is_a_miss_and_is_replaced() {
 
 #[tokio::test]
 async fn a_lost_or_damaged_replay_tape_loses_no_recording() {
-    const CHAT_STREAM: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Count"}],"seed":7,"stream":true}"#;
     let mock = MockUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let store_dir = dir.path().join("store");
     let tape = store_dir.join(llmtape::store::response_log::RESPONSE_LOG_FILE);
     let mut proxy = TestProxy::start_with_store(&mock.url(), "", &store_dir).await;
     let chat = post(&proxy.url("/v1/chat/completions"), CHAT).await;
-    let stream = post(&proxy.url("/v1/chat/completions"), CHAT_STREAM).await;
+    let stream = post(&proxy.url("/v1/chat/completions"), STREAM_CHAT).await;
     proxy.stop().await;
     assert!(
         std::fs::metadata(&tape).unwrap().len() > 0,
@@ -496,7 +496,7 @@ async fn a_lost_or_damaged_replay_tape_loses_no_recording() {
         let mut proxy =
             TestProxy::start_with_store(&mock.url(), "mode = \"replay\"\n", &store_dir).await;
         let url = proxy.url("/v1/chat/completions");
-        for (request, recorded) in [(CHAT, &chat), (CHAT_STREAM, &stream)] {
+        for (request, recorded) in [(CHAT, &chat), (STREAM_CHAT, &stream)] {
             let hit = post(&url, request).await;
             assert_eq!(
                 (hit.status, hit.cache()),
@@ -553,7 +553,7 @@ async fn the_recording_holds_fingerprint_model_request_and_latency() {
     assert_eq!(entry.meta.model.as_deref(), Some("gpt-4o-mini"));
     assert_eq!(entry.meta.request.path, "/v1/chat/completions");
     assert_eq!(entry.body, reply.body);
-    let llmtape::record::recording::RequestBody::Json(body) = &entry.meta.request.body else {
+    let RequestBody::Json(body) = &entry.meta.request.body else {
         panic!("request body should be JSON");
     };
     assert_eq!(body["seed"], 42);
