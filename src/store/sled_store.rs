@@ -256,10 +256,7 @@ impl SledStore {
                     Ok::<(), ConflictableTransactionError<()>>(())
                 },
             );
-        result.map_err(|e| match e {
-            TransactionError::Storage(source) => self.io(source),
-            TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
-        })?;
+        self.committed(result)?;
         self.pointer_index.set(key, pointer);
         drop(writing);
         self.trim_history(key, history)
@@ -297,10 +294,7 @@ impl SledStore {
                     Ok::<(), ConflictableTransactionError<()>>(())
                 },
             );
-        result.map_err(|e| match e {
-            TransactionError::Storage(source) => self.io(source),
-            TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
-        })?;
+        self.committed(result)?;
         self.pointer_index.set(key, pointer);
         Ok(())
     }
@@ -329,10 +323,7 @@ impl SledStore {
                 set_pointer(pointer_tree, key, None)?;
                 Ok::<bool, ConflictableTransactionError<()>>(existed)
             });
-        let existed = result.map_err(|e| match e {
-            TransactionError::Storage(source) => self.io(source),
-            TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
-        })?;
+        let existed = self.committed(result)?;
         self.pointer_index.set(key, None);
         drop(writing);
         self.trim_history(key, 0)?;
@@ -485,6 +476,14 @@ impl SledStore {
                 None
             }
         }
+    }
+
+    /// The outcome of one of this store's transactions, which never abort.
+    fn committed<T>(&self, result: Result<T, TransactionError<()>>) -> Result<T, StoreError> {
+        result.map_err(|e| match e {
+            TransactionError::Storage(source) => self.io(source),
+            TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
+        })
     }
 
     fn io(&self, source: sled::Error) -> StoreError {
