@@ -78,6 +78,7 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
             audit::run(&listing, &args.into(), &Terminal::detect(), &mut stdout())
         }
         Command::Verify(args) => {
+            overrides.upstream.clone_from(&args.upstream);
             let config = Config::load(&overrides)?;
             let recordings = open_recordings(&config)?;
             let options = verify::Options::from(args);
@@ -99,6 +100,7 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
             }
         }
         Command::Probe(args) => {
+            overrides.upstream.clone_from(&args.upstream);
             let config = Config::load(&overrides)?;
             let body = read_stdin()?;
             probe::run(&config, &args.into(), body, &mut stdout()).await

@@ -114,6 +114,9 @@ pub struct VerifyArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Upstream base URL [default: upstream.url, else https://api.openai.com].
+    #[arg(long, env = "LLMTAPE_UPSTREAM", value_name = "URL")]
+    pub upstream: Option<String>,
 }
 
 /// `llmtape probe`
@@ -137,6 +140,9 @@ pub struct ProbeArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Upstream base URL [default: upstream.url, else https://api.openai.com].
+    #[arg(long, env = "LLMTAPE_UPSTREAM", value_name = "URL")]
+    pub upstream: Option<String>,
 }
 
 /// `llmtape export`

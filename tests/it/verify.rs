@@ -556,3 +556,156 @@ async fn probe_fails_only_when_every_request_fails_and_refuses_bad_input() {
     assert!(stderr.contains("stdin was empty"), "{stderr}");
     assert_eq!(mock.calls(), 0, "bad input sends nothing");
 }
+
+/// `llmtape ARGS...` in `dir` with no `--config`, so `./proxy.toml` is the
+/// file; `env` is added to the child's environment only (the caller's
+/// `OPENAI_API_KEY` is removed unless `env` sets it), `stdin` is its input.
+async fn in_dir(
+    dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    stdin: Option<&str>,
+) -> (i32, String, String) {
+    let mut cmd = llmtape(dir);
+    cmd.args(args)
+        .env_remove("OPENAI_API_KEY")
+        .envs(env.iter().copied());
+    if let Some(body) = stdin {
+        let request = dir.join("request.json");
+        std::fs::write(&request, body).unwrap();
+        cmd.stdin(std::fs::File::open(&request).unwrap());
+    }
+    run(cmd).await
+}
+
+/// Runs `command` (verify or probe, sending `calls` requests a run) in
+/// `dir` with the upstream given each way `serve` takes it, and checks
+/// each run reached the mock, which only the winning way names: every way
+/// below the one under test points at a closed port. Then
+/// `upstream.api_key_env`: the configured key goes upstream, the caller's
+/// does not, and neither is printed.
+async fn resolves_the_upstream_as_serve_does(
+    mock: &MockUpstream,
+    dir: &Path,
+    command: &[&str],
+    stdin: Option<&str>,
+    calls: usize,
+) {
+    const UPSTREAM_KEY: &str = concat!("sk-", "test-upstream-dummy-5f1c");
+    const CALLER_KEY: &str = concat!("sk-", "test-caller-dummy-77a0");
+    let closed = ClosedPort::new();
+    let dead = format!("http://{}", closed.addr);
+    let live = mock.url();
+    let proxy_toml = |url: &str, extra: &str| {
+        std::fs::write(
+            dir.join("proxy.toml"),
+            format!("[upstream]\nurl = {url:?}\n{extra}"),
+        )
+        .unwrap()
+    };
+    let mut flagged = command.to_vec();
+    flagged.extend(["--upstream", live.as_str()]);
+    // (what is checked, upstream.url in the file, LLMTAPE_UPSTREAM, args)
+    let none: &[(&str, &str)] = &[];
+    let cases = [
+        ("upstream.url in ./proxy.toml", &live, none, command),
+        (
+            "LLMTAPE_UPSTREAM over the file",
+            &dead,
+            &[("LLMTAPE_UPSTREAM", live.as_str())][..],
+            command,
+        ),
+        (
+            "--upstream over LLMTAPE_UPSTREAM",
+            &dead,
+            &[("LLMTAPE_UPSTREAM", dead.as_str())][..],
+            &flagged[..],
+        ),
+    ];
+    for (case, file_url, env, args) in cases {
+        proxy_toml(file_url, "");
+        let before = mock.calls();
+        let (code, stdout, stderr) = in_dir(dir, args, env, stdin).await;
+        assert_eq!(code, 0, "{case}: {stdout}\n{stderr}");
+        assert_eq!(
+            mock.calls() - before,
+            calls,
+            "{case}: every request reached the mock"
+        );
+        assert!(
+            stdout.contains(&live),
+            "{case}: the report names it: {stdout}"
+        );
+    }
+
+    proxy_toml(&live, "api_key_env = \"MOCK_UPSTREAM_KEY\"\n");
+    let before = mock.seen().len();
+    let (code, stdout, stderr) = in_dir(
+        dir,
+        command,
+        &[
+            ("MOCK_UPSTREAM_KEY", UPSTREAM_KEY),
+            ("OPENAI_API_KEY", CALLER_KEY),
+        ],
+        stdin,
+    )
+    .await;
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let seen = mock.seen();
+    assert_eq!(seen.len() - before, calls);
+    for request in &seen[before..] {
+        assert_eq!(
+            request.headers["authorization"],
+            format!("Bearer {UPSTREAM_KEY}").as_str(),
+            "the key from upstream.api_key_env is sent"
+        );
+        for value in request.headers.values() {
+            assert!(
+                !value.to_str().unwrap_or_default().contains(CALLER_KEY),
+                "the caller's key is not sent: {:?}",
+                request.headers
+            );
+        }
+    }
+    for key in [UPSTREAM_KEY, CALLER_KEY] {
+        assert!(!stdout.contains(key) && !stderr.contains(key));
+    }
+
+    // The variable unset: a configuration error before anything is sent.
+    let before = mock.calls();
+    let (code, _, stderr) = in_dir(dir, command, &[], stdin).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("MOCK_UPSTREAM_KEY"), "{stderr}");
+    assert_eq!(mock.calls(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_resolves_the_upstream_and_its_key_as_serve_does() {
+    let mock = MockUpstream::start().await;
+    let setup = recorded(&mock, 2).await;
+    let store = setup.store.display().to_string();
+    resolves_the_upstream_as_serve_does(
+        &mock,
+        setup.dir.path(),
+        &["--store", &store, "verify"],
+        None,
+        2,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_resolves_the_upstream_and_its_key_as_serve_does() {
+    let mock = MockUpstream::start().await;
+    mock.script(script("Paris is nice", "fp_a", -0.1));
+    let dir = tempfile::tempdir().unwrap();
+    resolves_the_upstream_as_serve_does(
+        &mock,
+        dir.path(),
+        &["probe", "--n", "3", "--concurrency", "2"],
+        Some(&question(1)),
+        3,
+    )
+    .await;
+}

@@ -1,7 +1,9 @@
 //! `llmtape probe`: sends one request N times straight to the upstream (no
 //! store involved) and measures how non-deterministic the answers are:
 //! distinct outputs, distinct `system_fingerprint`s, and distinct logprobs
-//! of the first token, clustered by a tolerance.
+//! of the first token, clustered by a tolerance. The upstream is the one
+//! `serve` would use (`--upstream` > `LLMTAPE_UPSTREAM` > `upstream.url` >
+//! the default), with `upstream.api_key_env`'s key when it is set.
 //!
 //! Sending and reading answers is [`Asker`]'s job (credential, 429
 //! backoff, streams); reading what an answer says is audit's

@@ -8,6 +8,10 @@
 //! recordings'; sending and reading answers is [`ask`]'s (shared with
 //! `probe`).
 //!
+//! The upstream is the one `serve` would use (`--upstream` >
+//! `LLMTAPE_UPSTREAM` > `upstream.url` > the default, resolved by the
+//! config), with `upstream.api_key_env`'s key when it is set.
+//!
 //! With `--update`, an answer that differs from its recording is stored as
 //! a re-recording (the old one moves to the key's history); an answer that
 //! is the same (logprobs within `--logprob-tolerance` included) leaves the
@@ -22,7 +26,7 @@
 //! {
 //!   "llmtape_verify": 1,                  // schema version (same as audit's)
 //!   "source": ".llmtape/store",            // store directory or fixtures folder
-//!   "upstream": "https://api.openai.com",
+//!   "upstream": "https://api.openai.com",  // the upstream asked, resolved as for serve
 //!   "logprob_tolerance": 0.0,
 //!   "summary": {
 //!     "checked": 3,                        // recordings re-sent
