@@ -33,8 +33,9 @@
 //! **Commands** ([`cmd`]): ls, show, explain, audit, export, import, lint,
 //! verify and probe, each with plain options; `audit` compares answers and
 //! `diff` finds differing JSON paths for them. [`cli`] holds the clap
-//! types, [`app`] turns them into a command's options, [`error`] is the
-//! commands' one error type.
+//! types (and [`usage`] words their errors as one line), [`app`] turns
+//! them into a command's options, [`error`] is the commands' one error
+//! type.
 //!
 //! **Around it**: [`config`] (two-stage: raw TOML, then validated types),
 //! [`logs`] (the plain log line), `sync` (lock poisoning, handled once).
@@ -57,3 +58,4 @@ pub(crate) mod route;
 pub mod serve;
 pub mod store;
 mod sync;
+pub mod usage;

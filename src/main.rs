@@ -3,12 +3,11 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    // clap prints its own usage errors and exits with code 2.
-    let cli = llmtape::cli::Cli::parse();
+    // A usage error is one line on stderr, exit 2; help and version exit 0.
+    let cli = llmtape::usage::parse_or_exit();
     let filter =
         EnvFilter::try_from_env("LLMTAPE_LOG").unwrap_or_else(|_| EnvFilter::new("llmtape=info"));
     let ansi = std::io::stderr().is_terminal();

@@ -305,6 +305,130 @@ async fn unknown_modes_and_flags_exit_2() {
     assert!(stderr.contains("unknown mode \"fast\""), "{stderr}");
 }
 
+/// Runs `llmtape ARGS...` (with `env` on the child only) expecting a usage
+/// error: exit 2, nothing on stdout, exactly one line on stderr; returns it.
+async fn usage_error(args: &[&str], env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = llmtape(dir.path());
+    cmd.args(args).envs(env.iter().copied());
+    let (code, stdout, stderr) = run(cmd).await;
+    assert_eq!(code, 2, "{args:?}: {stdout}{stderr}");
+    assert!(stdout.is_empty(), "{args:?}: {stdout}");
+    assert_eq!(stderr.lines().count(), 1, "{args:?}: one line: {stderr}");
+    assert!(
+        stderr.starts_with("llmtape: ") && stderr.ends_with('\n'),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("Usage:") && !stderr.contains("tip:"),
+        "{stderr}"
+    );
+    stderr.trim_end().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_usage_error_is_one_line_naming_what_is_accepted() {
+    // A bad value: the flag and the accepted values.
+    assert_eq!(
+        usage_error(&["serve", "--mode", "sometimes"], &[]).await,
+        "llmtape: invalid value 'sometimes' for '--mode <MODE>': expected one of auto, record, replay, passthrough"
+    );
+    // ... from the environment, which is named.
+    assert_eq!(
+        usage_error(&["serve"], &[("LLMTAPE_MODE", "sometimes")]).await,
+        "llmtape: invalid value 'sometimes' for '--mode <MODE>' (from LLMTAPE_MODE): expected one of auto, record, replay, passthrough"
+    );
+    // A value its parser refuses: why.
+    assert_eq!(
+        usage_error(&["verify", "--concurrency", "0"], &[]).await,
+        "llmtape: invalid value '0' for '--concurrency <CONCURRENCY>': 0 is not in 1..=256"
+    );
+    // A flag without its value.
+    assert_eq!(
+        usage_error(&["probe", "--upstream"], &[]).await,
+        "llmtape: '--upstream <URL>' needs a value"
+    );
+    // An unknown flag: the command's flags, and a near miss.
+    let unknown = usage_error(&["verify", "--frobnicate"], &[]).await;
+    assert!(
+        unknown.starts_with(
+            "llmtape: unknown flag '--frobnicate' for 'llmtape verify': expected one of --sample, "
+        ) && unknown.contains(" --upstream, ")
+            && unknown.ends_with(" (see 'llmtape verify --help')"),
+        "{unknown}"
+    );
+    let near = usage_error(&["ls", "--jsn"], &[]).await;
+    assert!(near.contains("; did you mean '--json'?"), "{near}");
+    // A missing argument.
+    assert_eq!(
+        usage_error(&["show"], &[]).await,
+        "llmtape: 'llmtape show' needs <KEY_PREFIX> (see 'llmtape show --help')"
+    );
+    assert_eq!(
+        usage_error(&["export"], &[]).await,
+        "llmtape: 'llmtape export' needs --out <DIR> (see 'llmtape export --help')"
+    );
+    // An unknown command, and none at all.
+    let commands = "serve, ls, show, export, import, lint, key, audit, verify, probe";
+    let unknown = usage_error(&["frobnicate"], &[]).await;
+    assert!(
+        unknown.starts_with(&format!(
+            "llmtape: unknown command 'frobnicate' for 'llmtape': expected one of {commands}"
+        )),
+        "{unknown}"
+    );
+    assert!(usage_error(&["verfy"], &[])
+        .await
+        .ends_with("; did you mean 'verify'?"));
+    assert!(usage_error(&[], &[]).await.starts_with(&format!(
+        "llmtape: 'llmtape' needs a command: one of {commands}"
+    )),);
+    assert_eq!(
+        usage_error(&["key"], &[]).await,
+        "llmtape: 'llmtape key' needs a command: one of explain (see 'llmtape key --help')"
+    );
+    // A rarer kind falls back on clap's own summary line.
+    assert_eq!(
+        usage_error(&["ls", "--json=yes"], &[]).await,
+        "llmtape: unexpected value 'yes' for '--json' found; no more were expected (see 'llmtape ls --help')"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn help_and_version_stay_clap_s_and_exit_0() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["--help"][..],
+        &["-h"],
+        &["verify", "--help"],
+        &["help", "probe"],
+    ] {
+        let mut cmd = llmtape(dir.path());
+        cmd.args(args);
+        let (code, stdout, stderr) = run(cmd).await;
+        assert_eq!(code, 0, "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+        assert!(
+            stdout.lines().count() > 5
+                && stdout.contains("Usage: llmtape")
+                && stdout.contains("Options:"),
+            "{args:?}: the full help: {stdout}"
+        );
+    }
+    let mut cmd = llmtape(dir.path());
+    cmd.args(["verify", "--help"]);
+    let (_, stdout, _) = run(cmd).await;
+    assert!(
+        stdout.contains("--upstream <URL>") && stdout.contains("[env: LLMTAPE_UPSTREAM="),
+        "{stdout}"
+    );
+    let mut cmd = llmtape(dir.path());
+    cmd.arg("--version");
+    let (code, stdout, _) = run(cmd).await;
+    assert_eq!(code, 0);
+    assert_eq!(stdout, format!("llmtape {}\n", env!("CARGO_PKG_VERSION")));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_port_in_use_exits_2_naming_the_fix() {
     let dir = tempfile::tempdir().unwrap();
