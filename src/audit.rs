@@ -8,6 +8,13 @@
 //! identical, logprobs-only or text-changed, with a word-level diff and
 //! per-token logprob deltas. [`flips`] walks a key's recordings in time
 //! order and reports every fingerprint change. Uses `entry` and `sse` only.
+//!
+//! When the text changed, the logprobs are still compared where the two
+//! answers line up: the tokens at the start of a choice that are the same
+//! in both (the common prefix of the token sequences, the first token
+//! included). Those were sampled from the same context, so a delta there
+//! measures the model, not the divergence; after the first differing token
+//! the contexts differ and the logprobs are not comparable.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -247,6 +254,10 @@ pub enum Change {
     Text {
         /// Per changed choice: what differs.
         choices: Vec<ChoiceDiff>,
+        /// Tokens whose logprob moved among those that line up (the
+        /// aligned prefix of a changed choice, every token of an unchanged
+        /// one), in choice and token order.
+        deltas: Vec<LogprobDelta>,
     },
 }
 
@@ -302,6 +313,9 @@ pub struct ChoiceDiff {
     pub tool_calls: Option<(String, String)>,
     /// Old and new finish reason, when they differ.
     pub finish_reason: Option<(Option<String>, Option<String>)>,
+    /// Tokens at the start of the choice that are the same in both answers
+    /// (their logprobs are compared); `None` when either has no logprobs.
+    pub aligned_tokens: Option<usize>,
 }
 
 /// Classifies how `new` differs from `old`.
@@ -316,7 +330,9 @@ pub fn compare(old: &Answer, new: &Answer) -> Change {
                     text_diff: Some("(the response body differs)".into()),
                     tool_calls: None,
                     finish_reason: None,
+                    aligned_tokens: None,
                 }],
+                deltas: Vec::new(),
             }
         };
     }
@@ -328,41 +344,81 @@ pub fn compare(old: &Answer, new: &Answer) -> Change {
         let a = old.choices.get(i).unwrap_or(&empty);
         let b = new.choices.get(i).unwrap_or(&empty);
         let index = a.index.max(b.index).max(i as u64);
-        let diff = ChoiceDiff {
+        let mut diff = ChoiceDiff {
             index,
             text_diff: (a.text != b.text).then(|| word_diff(&a.text, &b.text)),
             tool_calls: (a.tool_calls != b.tool_calls)
                 .then(|| (a.tool_calls.clone(), b.tool_calls.clone())),
             finish_reason: (a.finish_reason != b.finish_reason)
                 .then(|| (a.finish_reason.clone(), b.finish_reason.clone())),
+            aligned_tokens: None,
         };
         if diff.text_diff.is_some() || diff.tool_calls.is_some() || diff.finish_reason.is_some() {
+            let aligned = aligned_prefix(&a.logprobs, &b.logprobs);
+            diff.aligned_tokens = aligned;
+            let aligned = aligned.unwrap_or(0);
+            push_moved(
+                &mut deltas,
+                index,
+                &a.logprobs[..aligned],
+                &b.logprobs[..aligned],
+            );
             diffs.push(diff);
             continue;
         }
-        for (position, (x, y)) in a.logprobs.iter().zip(&b.logprobs).enumerate() {
-            if x.logprob != y.logprob {
-                deltas.push(LogprobDelta {
-                    choice: index,
-                    position,
-                    token: y.token.clone(),
-                    old_logprob: x.logprob,
-                    new_logprob: y.logprob,
-                    delta: y.logprob - x.logprob,
-                    old_percent: percent(x.logprob),
-                    new_percent: percent(y.logprob),
-                });
-            }
-        }
+        push_moved(&mut deltas, index, &a.logprobs, &b.logprobs);
     }
     if !diffs.is_empty() {
-        return Change::Text { choices: diffs };
+        // Token order: the aligned prefix reads up to where the text parts.
+        deltas.sort_by_key(|d| (d.choice, d.position));
+        return Change::Text {
+            choices: diffs,
+            deltas,
+        };
     }
     if deltas.is_empty() {
         return Change::Identical;
     }
     deltas.sort_by(|a, b| b.delta.abs().total_cmp(&a.delta.abs()));
     Change::LogprobsOnly { deltas }
+}
+
+/// How many tokens at the start of `old` and `new` are the same token;
+/// `None` when either side has no logprobs to compare.
+fn aligned_prefix(old: &[TokenLogprob], new: &[TokenLogprob]) -> Option<usize> {
+    if old.is_empty() || new.is_empty() {
+        return None;
+    }
+    Some(
+        old.iter()
+            .zip(new)
+            .take_while(|(x, y)| x.token == y.token)
+            .count(),
+    )
+}
+
+/// A delta for every position where the logprob moved, position by
+/// position (the token is the new answer's).
+fn push_moved(
+    deltas: &mut Vec<LogprobDelta>,
+    choice: u64,
+    old: &[TokenLogprob],
+    new: &[TokenLogprob],
+) {
+    for (position, (x, y)) in old.iter().zip(new).enumerate() {
+        if x.logprob != y.logprob {
+            deltas.push(LogprobDelta {
+                choice,
+                position,
+                token: y.token.clone(),
+                old_logprob: x.logprob,
+                new_logprob: y.logprob,
+                delta: y.logprob - x.logprob,
+                old_percent: percent(x.logprob),
+                new_percent: percent(y.logprob),
+            });
+        }
+    }
 }
 
 /// A logprob as a probability in percent.
@@ -628,13 +684,91 @@ mod tests {
         assert_eq!(deltas[0].position, 1);
         assert!((deltas[0].delta + 0.05).abs() < 1e-12);
         assert!((deltas[0].old_percent - 81.873).abs() < 0.01);
-        let Change::Text { choices } = compare(&answer_of(&a), &answer_of(&other)) else {
+        let Change::Text { choices, deltas } = compare(&answer_of(&a), &answer_of(&other)) else {
             panic!("text expected");
         };
         assert_eq!(
             choices[0].text_diff.as_deref(),
             Some("Paris is [-nice-]{+lovely+}")
         );
+        assert_eq!(choices[0].aligned_tokens, Some(2), "\"Paris \", \"is \"");
+        assert!(deltas.is_empty(), "no aligned logprob moved: {deltas:?}");
+    }
+
+    /// The text deltas of `old` -> `new`: (aligned tokens of choice 0,
+    /// (position, token, delta) per moved token).
+    fn text_deltas(old: &Recording, new: &Recording) -> (Option<usize>, Vec<(usize, String, f64)>) {
+        let Change::Text { choices, deltas } = compare(&answer_of(old), &answer_of(new)) else {
+            panic!("text expected");
+        };
+        let moved = deltas
+            .iter()
+            .map(|d| {
+                assert_eq!(d.choice, 0);
+                assert!((d.new_logprob - d.old_logprob - d.delta).abs() < 1e-12);
+                assert!((d.old_percent - percent(d.old_logprob)).abs() < 1e-12);
+                (d.position, d.token.clone(), (d.delta * 1e6).round() / 1e6)
+            })
+            .collect();
+        (choices[0].aligned_tokens, moved)
+    }
+
+    #[test]
+    fn changed_text_still_shows_the_first_tokens_move() {
+        let old = chat("Paris is nice", "fp_a", "t1", &[-0.1, -0.2, -0.3]);
+        let new = chat("Paris is lovely", "fp_b", "t2", &[-0.3, -0.2, -0.9]);
+        assert_eq!(
+            text_deltas(&old, &new),
+            (Some(2), vec![(0, "Paris ".to_string(), -0.2)]),
+            "the first token moved; the third differs, so its logprob is not compared"
+        );
+    }
+
+    #[test]
+    fn changed_text_compares_a_common_prefix_of_n_tokens_in_order() {
+        let old = chat(
+            "The capital is Paris of course",
+            "fp_a",
+            "t1",
+            &[-0.5, -0.1, -0.2, -0.3, -0.4, -0.6],
+        );
+        let new = chat(
+            "The capital is Paris indeed",
+            "fp_b",
+            "t2",
+            &[-0.1, -0.1, -0.25, -0.9, -0.4],
+        );
+        assert_eq!(
+            text_deltas(&old, &new),
+            (
+                Some(4),
+                vec![
+                    (0, "The ".to_string(), 0.4),
+                    (2, "is ".to_string(), -0.05),
+                    (3, "Paris ".to_string(), -0.6),
+                ]
+            ),
+            "four tokens line up; position 1 did not move; token order, not size"
+        );
+        let differs_at_once = chat("Lyon is nice", "fp_b", "t2", &[-2.0, -0.2, -0.3]);
+        assert_eq!(
+            text_deltas(&old, &differs_at_once),
+            (Some(0), vec![]),
+            "the first token differs: nothing lines up"
+        );
+    }
+
+    #[test]
+    fn changed_text_without_logprobs_has_no_deltas() {
+        let old = chat("Paris is nice", "fp_a", "t1", &[]);
+        let new = chat("Paris is lovely", "fp_b", "t2", &[]);
+        assert_eq!(text_deltas(&old, &new), (None, vec![]));
+        let one_sided = chat("Paris is lovely", "fp_b", "t2", &[-0.1, -0.2, -0.3]);
+        assert_eq!(text_deltas(&old, &one_sided), (None, vec![]));
+        let json = serde_json::to_value(compare(&answer_of(&old), &answer_of(&new))).unwrap();
+        assert_eq!(json["change"], "text");
+        assert_eq!(json["deltas"], serde_json::json!([]));
+        assert_eq!(json["choices"][0]["aligned_tokens"], Value::Null);
     }
 
     #[test]

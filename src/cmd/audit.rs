@@ -10,7 +10,9 @@ use std::io::Write;
 
 use serde_json::json;
 
-use crate::audit::{self as analysis, Change, ChoiceDiff, Flip, ModelSummary, AUDIT_SCHEMA};
+use crate::audit::{
+    self as analysis, Change, ChoiceDiff, Flip, LogprobDelta, ModelSummary, AUDIT_SCHEMA,
+};
 use crate::cmd::listing::{short_key, Listing};
 use crate::cmd::paint::{wrap, Terminal};
 use crate::cmd::write_json;
@@ -127,45 +129,54 @@ fn print_flip(flip: &Flip, terminal: &Terminal, out: &mut dyn Write) -> Result<(
     )?;
     match &flip.change {
         Change::Identical => {}
-        Change::Text { choices } => {
+        Change::Text { choices, deltas } => {
             for c in choices {
-                print_choice(c, terminal, out)?;
+                print_choice(c, deltas, terminal, out)?;
+            }
+            if !deltas.is_empty() {
+                print_deltas(deltas, out)?;
             }
         }
-        Change::LogprobsOnly { deltas } => {
-            writeln!(
-                out,
-                "    {:>6}  {:>4}  {:<16}  {:>8}  {:>8}  {:>10}",
-                "choice", "pos", "token", "old", "new", "\u{394} logprob"
-            )?;
-            for d in deltas.iter().take(DELTAS_SHOWN) {
-                writeln!(
-                    out,
-                    "    {:>6}  {:>4}  {:<16}  {:>7.3}%  {:>7.3}%  {:>+10.5}",
-                    d.choice,
-                    d.position,
-                    format!("{:?}", d.token),
-                    d.old_percent,
-                    d.new_percent,
-                    d.delta
-                )?;
-            }
-            if deltas.len() > DELTAS_SHOWN {
-                writeln!(
-                    out,
-                    "    ... {} more (see --json)",
-                    deltas.len() - DELTAS_SHOWN
-                )?;
-            }
-        }
+        Change::LogprobsOnly { deltas } => print_deltas(deltas, out)?,
+    }
+    Ok(())
+}
+
+/// The table of per-token logprob deltas, at most [`DELTAS_SHOWN`] rows.
+fn print_deltas(deltas: &[LogprobDelta], out: &mut dyn Write) -> Result<(), CommandError> {
+    writeln!(
+        out,
+        "    {:>6}  {:>4}  {:<16}  {:>8}  {:>8}  {:>10}",
+        "choice", "pos", "token", "old", "new", "\u{394} logprob"
+    )?;
+    for d in deltas.iter().take(DELTAS_SHOWN) {
+        writeln!(
+            out,
+            "    {:>6}  {:>4}  {:<16}  {:>7.3}%  {:>7.3}%  {:>+10.5}",
+            d.choice,
+            d.position,
+            format!("{:?}", d.token),
+            d.old_percent,
+            d.new_percent,
+            d.delta
+        )?;
+    }
+    if deltas.len() > DELTAS_SHOWN {
+        writeln!(
+            out,
+            "    ... {} more (see --json)",
+            deltas.len() - DELTAS_SHOWN
+        )?;
     }
     Ok(())
 }
 
 /// What changed in one choice: the word diff wrapped under its label, tool
-/// calls, finish reason.
+/// calls, finish reason, and how many tokens still line up (of `deltas`,
+/// the flip's, those moved).
 fn print_choice(
     c: &ChoiceDiff,
+    deltas: &[LogprobDelta],
     terminal: &Terminal,
     out: &mut dyn Write,
 ) -> Result<(), CommandError> {
@@ -194,6 +205,26 @@ fn print_choice(
             old.as_deref().unwrap_or("-"),
             new.as_deref().unwrap_or("-")
         )?;
+    }
+    match c.aligned_tokens {
+        None => {}
+        Some(0) => writeln!(
+            out,
+            "    choice {} logprobs: no token lines up (the first token differs)",
+            c.index
+        )?,
+        Some(aligned) => {
+            let moved = deltas.iter().filter(|d| d.choice == c.index).count();
+            let moved = match moved {
+                0 => "none moved".to_string(),
+                n => format!("{n} moved"),
+            };
+            writeln!(
+                out,
+                "    choice {} logprobs: {aligned} aligned token(s), {moved}",
+                c.index
+            )?;
+        }
     }
     Ok(())
 }
@@ -331,6 +362,117 @@ mod tests {
         let painted = render(&Options::default(), colour).unwrap();
         assert!(painted.contains("\x1b[1mabababababababab\x1b[0m"));
         assert!(painted.contains("\x1b[31m[-nice-]\x1b[0m"));
+    }
+
+    /// A chat answer whose words are its tokens, with these logprobs.
+    fn with_logprobs(key: &str, text: &str, fp: &str, at: &str, logprobs: &[f64]) -> Recording {
+        let tokens: Vec<Value> = text
+            .split_inclusive(' ')
+            .zip(logprobs)
+            .map(|(token, lp)| json!({"token": token, "logprob": lp}))
+            .collect();
+        let body = json!({
+            "model": "gpt-4o", "system_fingerprint": fp,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "logprobs": {"content": tokens}, "finish_reason": "stop"}]
+        });
+        test_entry(key, body.to_string(), fp, Some("gpt-4o"), at)
+    }
+
+    /// The flip lines of an audit of one key recorded as `old`, then `new`.
+    fn flip_lines(old: Recording, new: Recording) -> Vec<String> {
+        let listing = Listing {
+            recordings: vec![(new, vec![old])],
+            location: "test-store".into(),
+        };
+        let mut out = Vec::new();
+        run(&listing, &Options::default(), &Terminal::plain(), &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        text.lines()
+            .skip(3)
+            .take_while(|l| !l.is_empty())
+            .map(String::from)
+            .collect()
+    }
+
+    #[test]
+    fn logprobs_only_flips_print_their_table_as_before() {
+        let key = "ab".repeat(32);
+        let old = with_logprobs(
+            &key,
+            "Paris is nice",
+            "fp_a",
+            "2026-01-01T00:00:00.000Z",
+            &[-0.1, -0.2, -0.3],
+        );
+        let new = with_logprobs(
+            &key,
+            "Paris is nice",
+            "fp_b",
+            "2026-02-01T00:00:00.000Z",
+            &[-0.3, -0.2, -0.35],
+        );
+        assert_eq!(
+            flip_lines(old, new),
+            [
+                "  fp_a -> fp_b  (2026-01-01T00:00:00.000Z -> 2026-02-01T00:00:00.000Z)  logprobs only (2 token(s), largest \u{394} 0.2000)",
+                "    choice   pos  token                  old       new   \u{394} logprob",
+                "         0     0  \"Paris \"           90.484%   74.082%    -0.20000",
+                "         0     2  \"nice\"             74.082%   70.469%    -0.05000",
+            ]
+        );
+    }
+
+    #[test]
+    fn text_flips_show_the_aligned_tokens_deltas_under_the_diff() {
+        let key = "ab".repeat(32);
+        let old = with_logprobs(
+            &key,
+            "Paris is nice",
+            "fp_a",
+            "2026-01-01T00:00:00.000Z",
+            &[-0.1, -0.2, -0.3],
+        );
+        let new = with_logprobs(
+            &key,
+            "Paris is lovely",
+            "fp_b",
+            "2026-02-01T00:00:00.000Z",
+            &[-0.3, -0.25, -2.0],
+        );
+        assert_eq!(
+            flip_lines(old.clone(), new),
+            [
+                "  fp_a -> fp_b  (2026-01-01T00:00:00.000Z -> 2026-02-01T00:00:00.000Z)  text changed",
+                "    choice 0: Paris is [-nice-]{+lovely+}",
+                "    choice 0 logprobs: 2 aligned token(s), 2 moved",
+                "    choice   pos  token                  old       new   \u{394} logprob",
+                "         0     0  \"Paris \"           90.484%   74.082%    -0.20000",
+                "         0     1  \"is \"              81.873%   77.880%    -0.05000",
+            ]
+        );
+        let steady = with_logprobs(
+            &key,
+            "Paris was nice",
+            "fp_b",
+            "2026-02-01T00:00:00.000Z",
+            &[-0.1, -0.2, -0.3],
+        );
+        assert_eq!(
+            flip_lines(old.clone(), steady)[2],
+            "    choice 0 logprobs: 1 aligned token(s), none moved"
+        );
+        let elsewhere = with_logprobs(
+            &key,
+            "Lyon is nice",
+            "fp_b",
+            "2026-02-01T00:00:00.000Z",
+            &[-0.1, -0.2, -0.3],
+        );
+        assert_eq!(
+            flip_lines(old, elsewhere)[2],
+            "    choice 0 logprobs: no token lines up (the first token differs)"
+        );
     }
 
     #[test]

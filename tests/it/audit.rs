@@ -1,6 +1,7 @@
 //! Audit: history kept and bounded, the fingerprint-changed header, and
 //! `llmtape audit` finding exactly the planted flips, in text and JSON,
-//! on a store and on a fixtures folder.
+//! on a store and on a fixtures folder, with the logprob deltas of the
+//! tokens that still line up when the text changed.
 
 use crate::support::*;
 
@@ -89,6 +90,12 @@ async fn audit_finds_exactly_the_planted_flips() {
         text["choices"][0]["text_diff"],
         "Paris is [-nice-]{+lovely+}"
     );
+    assert_eq!(text["choices"][0]["aligned_tokens"], 2, "{text}");
+    assert_eq!(
+        text["deltas"],
+        serde_json::json!([]),
+        "no aligned logprob moved"
+    );
     let logprobs = flips.iter().find(|f| f["change"] == "logprobs").unwrap();
     let delta = &logprobs["deltas"][0];
     assert_eq!(delta["position"], 0);
@@ -163,4 +170,72 @@ async fn audit_finds_exactly_the_planted_flips() {
     assert_eq!(code, 0);
     let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(doc["flips"].as_array().unwrap().len(), 3);
+}
+
+/// A flip that changed the text and moved the first token's logprob: the
+/// deltas of the tokens that still line up are reported beside the diff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_flip_shows_the_aligned_tokens_logprob_deltas() {
+    let mock = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let mut proxy = TestProxy::start_with_store(&mock.url(), "", &store).await;
+    let url = proxy.url("/v1/chat/completions");
+    // Tokens "Paris ", "is ", then "nice" / "lovely"; the first moves
+    // from -0.1 to -0.3, the second stays at the mock's -0.01.
+    mock.script(script("Paris is nice", "fp_a", -0.1));
+    post(&url, &question(1)).await;
+    mock.script(script("Paris is lovely", "fp_b", -0.3));
+    post_with(&url, &question(1), &[("x-llmtape-mode", "record")]).await;
+    proxy.stop().await;
+
+    let mut audit = llmtape(dir.path());
+    audit.args(["audit", "--json", "--store"]).arg(&store);
+    let (code, stdout, stderr) = run(audit).await;
+    assert_eq!(code, 0, "{stderr}");
+    let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let flips = doc["flips"].as_array().unwrap();
+    assert_eq!(flips.len(), 1, "{stdout}");
+    let flip = &flips[0];
+    assert_eq!(flip["change"], "text");
+    assert_eq!(
+        flip["choices"][0]["text_diff"],
+        "Paris is [-nice-]{+lovely+}"
+    );
+    assert_eq!(flip["choices"][0]["aligned_tokens"], 2);
+    let deltas = flip["deltas"].as_array().unwrap();
+    assert_eq!(deltas.len(), 1, "only the first token moved: {stdout}");
+    let first = &deltas[0];
+    assert_eq!(first["choice"], 0);
+    assert_eq!(first["position"], 0);
+    assert_eq!(first["token"], "Paris ");
+    assert_eq!(first["old_logprob"], -0.1);
+    assert_eq!(first["new_logprob"], -0.3);
+    assert!(
+        (first["delta"].as_f64().unwrap() + 0.2).abs() < 1e-9,
+        "{first}"
+    );
+    assert!((first["old_percent"].as_f64().unwrap() - 90.4837).abs() < 1e-3);
+    assert!((first["new_percent"].as_f64().unwrap() - 74.0818).abs() < 1e-3);
+
+    let mut audit = llmtape(dir.path());
+    audit.args(["audit", "--store"]).arg(&store);
+    let (code, stdout, stderr) = run(audit).await;
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.ends_with("  text changed"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert_eq!(
+        lines[at + 1..at + 5],
+        [
+            "    choice 0: Paris is [-nice-]{+lovely+}",
+            "    choice 0 logprobs: 2 aligned token(s), 1 moved",
+            "    choice   pos  token                  old       new   \u{394} logprob",
+            "         0     0  \"Paris \"           90.484%   74.082%    -0.20000",
+        ],
+        "{stdout}"
+    );
+    assert_eq!(lines[at + 5], "", "one moved token, one row: {stdout}");
 }

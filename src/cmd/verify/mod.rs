@@ -53,7 +53,8 @@
 //!       "max_logprob_delta": 0.2,          // largest |new - old| token logprob, null if none moved
 //!       "change": {...},                   // audit's change object, as in `audit --json` flips:
 //!                                          // {"change":"identical"} | {"change":"logprobs","deltas":[...]}
-//!                                          // | {"change":"text","choices":[...]}; null on error
+//!                                          // | {"change":"text","choices":[...],"deltas":[...]}
+//!                                          // (deltas of the tokens that still line up); null on error
 //!       "error": null,                     // why it could not be verified (or stored)
 //!       "attempts": 1,                     // requests sent (more after 429s)
 //!       "updated": false                   // stored as a re-recording by --update
