@@ -50,7 +50,10 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
         Command::Ls(args) => {
             let config = Config::load(&overrides)?;
             let listing = open_listing(&config, false)?;
-            let options = ls::Options { json: args.json };
+            let options = ls::Options {
+                json: args.json,
+                routes: config.routes.clone(),
+            };
             ls::run(&listing, &options, &Terminal::detect(), &mut stdout())
         }
         Command::Show(args) => {
@@ -108,7 +111,13 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
         Command::Key(KeyCommand::Explain(args)) => {
             let config = Config::load(&overrides)?;
             let body = read_stdin()?;
-            explain::run(&args.into(), &config.key, &body, &mut stdout())
+            explain::run(
+                &args.into(),
+                &config.key,
+                &config.routes,
+                &body,
+                &mut stdout(),
+            )
         }
     }
 }

@@ -54,7 +54,7 @@ pub mod error;
 pub mod key;
 pub mod logs;
 pub mod record;
-pub(crate) mod route;
+pub mod route;
 pub mod serve;
 pub mod store;
 mod sync;

@@ -1,6 +1,6 @@
-//! `llmtape key explain`: the canonical form of one request and the key
-//! it hashes to, so a user can see why two requests do (or do not) share a
-//! recording.
+//! `llmtape key explain`: the canonical form of one request, the route it
+//! is on and the key it hashes to, so a user can see why two requests do
+//! (or do not) share a recording, and whether the proxy caches it at all.
 //!
 //! Reducing a request is [`crate::key`]'s job; this module only prints it.
 
@@ -11,6 +11,7 @@ use crate::error::CommandError;
 use crate::key::{
     canonical_json, Canonical, CanonicalBody, KeyRules, RequestParts, CANONICAL_VERSION,
 };
+use crate::route::Routes;
 
 /// The request around the body (read from stdin by the dispatcher).
 #[derive(Debug, Clone)]
@@ -31,11 +32,13 @@ pub struct Options {
 const API_KEY_SCOPE_NOTE: &str = "key.scope = \"api-key\" mixes a hash of the caller's key into the real key; this one is computed without it";
 
 /// Reduces the request under the configured key rules and prints its
-/// canonical form and key. No credential is read, so with
-/// `key.scope = "api-key"` a note says the real key differs.
+/// canonical form, its route under the configured `routes` and its key. No
+/// credential is read, so with `key.scope = "api-key"` a note says the
+/// real key differs.
 pub fn run(
     options: &Options,
     key: &KeyConfig,
+    routes: &Routes,
     body: &[u8],
     out: &mut dyn Write,
 ) -> Result<(), CommandError> {
@@ -56,11 +59,38 @@ pub fn run(
         &rules,
     );
     let note = (key.scope == Scope::ApiKey).then_some(API_KEY_SCOPE_NOTE);
-    print(&canonical, note, out)
+    let route = route_line(options, routes);
+    print(&canonical, &route, note, out)
+}
+
+/// The route a request is on, and what the proxy does with it.
+fn route_line(options: &Options, routes: &Routes) -> String {
+    let method = http::Method::from_bytes(options.method.to_ascii_uppercase().as_bytes()).ok();
+    let path = &options.path;
+    let on = |method: &http::Method| {
+        (
+            routes.identify(method, path),
+            routes.bypassed_by(method, path),
+        )
+    };
+    match method.as_ref().map_or((None, None), on) {
+        (Some(id), None) => format!("{} (cached)", routes.name(id)),
+        (Some(id), Some(entry)) => format!(
+            "{} passed through, never cached ([routes] bypass \"{entry}\")",
+            routes.name(id)
+        ),
+        (None, Some(entry)) => {
+            format!("(none) passed through, never cached ([routes] bypass \"{entry}\")")
+        }
+        (None, None) => {
+            "(none) passed through, never cached; add it to [routes] cache to record it".to_string()
+        }
+    }
 }
 
 fn print(
     canonical: &Canonical,
+    route: &str,
     note: Option<&str>,
     out: &mut dyn Write,
 ) -> Result<(), CommandError> {
@@ -102,6 +132,7 @@ fn print(
     } else {
         writeln!(out, "ignored:     {}", canonical.ignored.join(", "))?;
     }
+    writeln!(out, "route:       {route}")?;
     if let Some(note) = note {
         writeln!(out, "note:        {note}")?;
     }
@@ -125,8 +156,12 @@ mod tests {
     }
 
     fn render(options: &Options, key: &KeyConfig, body: &[u8]) -> String {
+        render_routes(options, key, &Routes::default(), body)
+    }
+
+    fn render_routes(options: &Options, key: &KeyConfig, routes: &Routes, body: &[u8]) -> String {
         let mut out = Vec::new();
-        run(options, key, body, &mut out).unwrap();
+        run(options, key, routes, body, &mut out).unwrap();
         String::from_utf8(out).unwrap()
     }
 
@@ -136,7 +171,7 @@ mod tests {
         let text = render(&options(), &key, br#"{"model": "m", "n": 1}"#);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
-            lines[..7],
+            lines[..8],
             [
                 "canonical form (version 1):",
                 "  method:    POST",
@@ -145,10 +180,11 @@ mod tests {
                 "  namespace: (none)",
                 r#"  body:      json {"model":"m","n":1}"#,
                 "ignored:     (nothing; key.ignore_fields matched no field)",
+                "route:       chat.completions (cached)",
             ]
         );
-        assert!(lines[7].starts_with("key:         "), "{text}");
-        assert_eq!(lines.len(), 8);
+        assert!(lines[8].starts_with("key:         "), "{text}");
+        assert_eq!(lines.len(), 9);
         let reordered = render(&options(), &key, br#"{"n":1,"model":"m"}"#);
         assert_eq!(reordered, text, "same canonical form, same key");
     }
@@ -170,6 +206,36 @@ mod tests {
         assert!(
             text.contains("  body:      8 bytes, not JSON: hashed as bytes"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn the_route_says_whether_the_proxy_caches_the_request() {
+        let key = Config::defaults().key;
+        let routes = Config::from_toml(
+            "[routes]\ncache = [\"POST /v2/*\"]\nbypass = [\"POST /v1/moderations\"]\n",
+        )
+        .unwrap()
+        .routes;
+        let route = |path: &str| {
+            let mut options = options();
+            options.path = path.into();
+            let text = render_routes(&options, &key, &routes, b"{}");
+            text.lines()
+                .find_map(|l| l.strip_prefix("route:       "))
+                .map(String::from)
+                .unwrap_or_else(|| panic!("no route line in {text}"))
+        };
+        assert_eq!(route("/v1/audio/speech"), "audio.speech (cached)");
+        assert_eq!(route("/v2/rerank"), "/v2/* (cached)");
+        assert_eq!(
+            route("/v1/moderations"),
+            "moderations passed through, never cached ([routes] bypass \"POST /v1/moderations\")"
+        );
+        assert!(
+            route("/v1/files").starts_with("(none) passed through"),
+            "{}",
+            route("/v1/files")
         );
     }
 }

@@ -15,6 +15,7 @@
 mod choices;
 mod error;
 mod raw;
+mod routes;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,9 +23,12 @@ use std::time::Duration;
 
 use http::{HeaderName, Uri};
 
+use crate::route::Routes;
+
 pub use choices::{Mode, Scope, Timing};
 pub use error::ConfigError;
 pub use raw::{RawConfig, RawKey, RawRedact, RawReplay, RawServer, RawStore, RawUpstream};
+pub use routes::RawRoutes;
 
 use raw::parse_raw;
 
@@ -76,6 +80,9 @@ pub struct Config {
     pub replay: ReplayConfig,
     /// What is never stored.
     pub redact: RedactConfig,
+    /// `[routes]`: which routes are cached besides (or instead of) the
+    /// built-in ones.
+    pub routes: Routes,
     /// The file this came from, if any (for the ready line and errors).
     pub source: Option<PathBuf>,
 }
@@ -435,6 +442,8 @@ impl Config {
             }
         }
 
+        let routes = routes::routes_from_raw(raw.routes, &mut problems);
+
         if !problems.is_empty() {
             return Err(ConfigError::Invalid {
                 origin: origin.to_string(),
@@ -480,6 +489,7 @@ impl Config {
             redact: RedactConfig {
                 headers: redact_headers,
             },
+            routes,
             source: None,
         })
     }

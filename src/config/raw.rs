@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::config::error::ConfigError;
+use crate::config::routes::{RawRoutes, ROUTES_KEYS};
 
 /// The TOML file, as written. Every field optional; unknown keys rejected.
 #[derive(Debug, Default, Deserialize)]
@@ -32,6 +33,9 @@ pub struct RawConfig {
     /// `[redact]`
     #[serde(default)]
     pub redact: RawRedact,
+    /// `[routes]`
+    #[serde(default)]
+    pub routes: RawRoutes,
 }
 
 /// `[server]` as written.
@@ -104,7 +108,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
     (
         "",
         &[
-            "mode", "server", "upstream", "store", "key", "replay", "redact",
+            "mode", "server", "upstream", "store", "key", "replay", "redact", "routes",
         ],
     ),
     (
@@ -143,6 +147,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ("key", &["ignore_fields", "scope", "sampling_namespaces"]),
     ("replay", &["timing"]),
     ("redact", &["headers"]),
+    ("routes", ROUTES_KEYS),
 ];
 
 /// Keys people write by habit or from other tools, and where they live here.

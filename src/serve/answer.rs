@@ -34,12 +34,11 @@ impl Answer {
         }
     }
 
-    /// The OpenAI-shaped answer for `error`, logged at its fault's level. A
-    /// replay miss is a miss; every other error has no outcome.
+    /// The OpenAI-shaped answer for `error`, logged at its fault's level,
+    /// with the outcome [`error_outcome`] gives it.
     pub fn error(error: &ProxyError, key: Option<&RequestKey>) -> Answer {
         let response = error_response(error, key);
-        let outcome = matches!(error, ProxyError::ReplayMiss { .. }).then_some(Outcome::Miss);
-        Answer::new(response, outcome, key.copied())
+        Answer::new(response, error_outcome(error, key), key.copied())
     }
 
     /// The word for logs: the outcome, or `error`.
@@ -48,8 +47,28 @@ impl Answer {
     }
 }
 
-/// The response for `error`, with the key (and, for a replay miss, the
-/// miss outcome) in its headers.
+/// What an error answer counts as. A request that has its key and then
+/// fails for want of a recording (a replay miss) or of the upstream (502,
+/// 504: unreachable, slow, broken off) is a miss, labelled and counted
+/// like any other; a request refused before it got that far (the caller's
+/// mistake, an overload) has no outcome.
+pub fn error_outcome(error: &ProxyError, key: Option<&RequestKey>) -> Option<Outcome> {
+    let missed = match error {
+        ProxyError::ReplayMiss { .. } => true,
+        ProxyError::UpstreamUnreachable { .. }
+        | ProxyError::UpstreamTimeout { .. }
+        | ProxyError::UpstreamBody { .. } => key.is_some(),
+        ProxyError::BodyTooLarge { .. }
+        | ProxyError::ClientBody { .. }
+        | ProxyError::BadHeader { .. }
+        | ProxyError::Overloaded { .. }
+        | ProxyError::Internal { .. } => false,
+    };
+    missed.then_some(Outcome::Miss)
+}
+
+/// The response for `error`, with the key and the outcome
+/// ([`error_outcome`]) in its headers.
 pub fn error_response(error: &ProxyError, key: Option<&RequestKey>) -> Response<ProxyBody> {
     match error.fault() {
         Fault::Client => tracing::debug!(%error, "client error"),
@@ -57,13 +76,15 @@ pub fn error_response(error: &ProxyError, key: Option<&RequestKey>) -> Response<
         Fault::Proxy => tracing::error!(%error, "internal error"),
     }
     let mut response = json_response(error.status(), error.body());
-    if let Some(key) = key {
-        response
-            .headers_mut()
-            .insert(headers::KEY_HEADER, headers::hex_value(key));
-    }
-    if matches!(error, ProxyError::ReplayMiss { .. }) {
-        headers::mark(response.headers_mut(), Outcome::Miss, None);
+    match error_outcome(error, key) {
+        Some(outcome) => headers::mark(response.headers_mut(), outcome, key),
+        None => {
+            if let Some(key) = key {
+                response
+                    .headers_mut()
+                    .insert(headers::KEY_HEADER, headers::hex_value(key));
+            }
+        }
     }
     response
 }

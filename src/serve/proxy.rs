@@ -27,7 +27,7 @@ use crate::config::{Config, Mode, Scope, Timing};
 use crate::key::cache::{self, KeyMemo, Keyed};
 use crate::key::{Canonical, KeyRules, RequestKey};
 use crate::record::redact::{strip_hop_by_hop, Redactor, Sensitive};
-use crate::route::Route;
+use crate::route::{RouteId, Routes};
 use crate::serve::admin::{self, AdminView};
 use crate::serve::answer::Answer;
 use crate::serve::error::ProxyError;
@@ -92,6 +92,7 @@ pub(super) struct Shared {
     pub(super) sampling_namespaces: Vec<String>,
     pub(super) hot: HotCache,
     pub(super) memo: KeyMemo,
+    pub(super) routes: Routes,
 }
 
 /// A miss on its way upstream: what recording its answer needs.
@@ -132,6 +133,7 @@ impl Proxy {
                 sampling_namespaces: config.key.sampling_namespaces.clone(),
                 hot: HotCache::new(HOT_CACHE_BYTES),
                 memo: KeyMemo::new(cache::DEFAULT_CAPACITY),
+                routes: config.routes.clone(),
             }),
         })
     }
@@ -152,6 +154,9 @@ impl Proxy {
         let method = request.method().clone();
         // A refcounted handle for the log line, not a copy of the path.
         let uri = request.uri().clone();
+        // Classified once, here, so the log line can name the route: a
+        // copyable id, named by a borrow of the config (no allocation).
+        let route = s.routes.classify(&method, uri.path());
         let _in_flight = InFlight::enter(&s.metrics);
         let answer = if s.metrics.in_flight.load(Ordering::Relaxed) > s.max_in_flight as i64 {
             s.metrics.rejected.fetch_add(1, Ordering::Relaxed);
@@ -165,7 +170,7 @@ impl Proxy {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             answer
         } else {
-            self.route(request).await
+            self.route(request, route).await
         };
         match answer.outcome {
             Some(Outcome::Hit) => {
@@ -183,6 +188,7 @@ impl Proxy {
         tracing::info!(
             %method,
             path = uri.path(),
+            route = route.map_or("-", |id| s.routes.name(id)),
             key = answer.key.as_ref().map(tracing::field::display),
             outcome = answer.outcome_str(),
             status = answer.response.status().as_u16(),
@@ -192,8 +198,9 @@ impl Proxy {
         answer.response
     }
 
-    /// Decides what the request gets.
-    async fn route<B>(&self, request: Request<B>) -> Answer
+    /// Decides what the request gets; `route` is the cached route it is on
+    /// (`None`: pass it through).
+    async fn route<B>(&self, request: Request<B>, route: Option<RouteId>) -> Answer
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -207,7 +214,7 @@ impl Proxy {
             Ok(mode) => mode,
             Err(error) => return Answer::error(&error, None),
         };
-        if mode == Mode::Passthrough || Route::classify(request.method(), path).is_none() {
+        if mode == Mode::Passthrough || route.is_none() {
             let (parts, body) = request.into_parts();
             let body = body.map_err(Into::into).boxed_unsync();
             return self.forward(&parts, body).await;
@@ -275,9 +282,7 @@ impl Proxy {
                         break;
                     }
                     Role::Follower(flight) => match flight.follow(&key, &patience).await {
-                        Some(Ok(response)) => {
-                            return Answer::new(response, Some(Outcome::Hit), Some(key))
-                        }
+                        Some(Ok(response)) => return followed(response, key),
                         Some(Err(error)) => return Answer::error(&error, Some(&key)),
                         None => {}
                     },
@@ -386,6 +391,18 @@ impl Proxy {
             },
         )
     }
+}
+
+/// A follower's answer: a hit, since it was served without calling the
+/// upstream, unless it is the leader's 502 or 504 (an unreachable or slow
+/// upstream), which is no recording and stays a miss.
+fn followed(mut response: Response<ProxyBody>, key: RequestKey) -> Answer {
+    let status = response.status();
+    if status == http::StatusCode::BAD_GATEWAY || status == http::StatusCode::GATEWAY_TIMEOUT {
+        headers::mark(response.headers_mut(), Outcome::Miss, Some(&key));
+        return Answer::new(response, Some(Outcome::Miss), Some(key));
+    }
+    Answer::new(response, Some(Outcome::Hit), Some(key))
 }
 
 impl tower::Service<Request<hyper::body::Incoming>> for Proxy {

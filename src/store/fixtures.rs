@@ -5,8 +5,10 @@
 //! `<route>/<model>/<first 16 hex of key>.json`. Bodies are kept readable:
 //! a JSON body is stored as JSON together with the rendering that
 //! reproduces its exact bytes (compact or pretty, with or without a final
-//! newline), a stream as its list of events, text as text, and only true
-//! binary as base64. Converting an [`Recording`] to a fixture and back is
+//! newline), a stream as its list of events, text as text, and binary as
+//! base64: bytes that are not UTF-8, and every answer whose content type
+//! says it is binary (`audio/mpeg`, `image/png`, ...), even when its bytes
+//! happen to be valid UTF-8. Converting an [`Recording`] to a fixture and back is
 //! lossless; a test checks every field and the bytes.
 //!
 //! Uses `entry`, `key` and `route` only; knows nothing of sled or HTTP.
@@ -230,7 +232,7 @@ fn recording_of(entry: &Recording) -> FixtureRecording {
                 .map(|(offset_ms, bytes)| fixture_event(offset_ms, &bytes))
                 .collect(),
         },
-        None => readable_body(&entry.body),
+        None => readable_body(&entry.body, entry.content_type()),
     };
     FixtureRecording {
         response: FixtureResponse {
@@ -245,8 +247,14 @@ fn recording_of(entry: &Recording) -> FixtureRecording {
     }
 }
 
-/// The most readable form of `bytes` that gives them back exactly.
-fn readable_body(bytes: &[u8]) -> FixtureBody {
+/// The most readable form of `bytes` that gives them back exactly; an
+/// answer of a binary `content_type` is base64 whatever its bytes.
+fn readable_body(bytes: &[u8], content_type: Option<&str>) -> FixtureBody {
+    if content_type.is_some_and(is_binary_type) {
+        return FixtureBody::Base64 {
+            value: base64::engine::general_purpose::STANDARD.encode(bytes),
+        };
+    }
     if let Ok(value) = serde_json::from_slice::<Value>(bytes) {
         if let Some(format) = JsonFormat::ALL
             .into_iter()
@@ -262,6 +270,32 @@ fn readable_body(bytes: &[u8]) -> FixtureBody {
         Err(_) => FixtureBody::Base64 {
             value: base64::engine::general_purpose::STANDARD.encode(bytes),
         },
+    }
+}
+
+/// True for a content type whose bodies are bytes, not text: audio, images,
+/// video, fonts and the usual binary application types. SVG and other
+/// `+xml` or `+json` types are text.
+pub fn is_binary_type(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let Some((top, sub)) = essence.split_once('/') else {
+        return false;
+    };
+    if sub.ends_with("+xml") || sub.ends_with("+json") {
+        return false;
+    }
+    match top {
+        "audio" | "image" | "video" | "font" => true,
+        "application" => matches!(
+            sub,
+            "octet-stream" | "pdf" | "zip" | "gzip" | "x-tar" | "wasm" | "vnd.apache.parquet"
+        ),
+        _ => false,
     }
 }
 
@@ -414,19 +448,43 @@ pub fn relative_path(entry: &Recording) -> PathBuf {
         .meta
         .model
         .as_deref()
-        .or_else(|| match &request.body {
-            crate::record::recording::RequestBody::Json(v) => {
-                v.get("model").and_then(Value::as_str)
-            }
-            _ => None,
-        })
         .map(sanitize)
+        .or_else(|| requested_model(&request.body).map(|m| sanitize(&m)))
         .unwrap_or_else(|| "_".to_string());
     let hex = entry.meta.key.to_hex();
     let short = &hex[..16];
     PathBuf::from(route)
         .join(model)
         .join(format!("{short}.json"))
+}
+
+/// The model a request asked for: `model` of a JSON body, or the text of
+/// the `model` part of a multipart form (transcriptions, image edits).
+pub fn requested_model(body: &crate::record::recording::RequestBody) -> Option<String> {
+    use crate::record::recording::RequestBody;
+    let RequestBody::Json(value) = body else {
+        return None;
+    };
+    if let Some(model) = value.get("model").and_then(Value::as_str) {
+        return Some(model.to_string());
+    }
+    // A multipart body is recorded as its parts: headers and base64 content.
+    value.as_array()?.iter().find_map(|part| {
+        let named_model = part.get("headers")?.as_array()?.iter().any(|h| {
+            h.as_str().is_some_and(|h| {
+                h.starts_with("content-disposition:")
+                    && h.split(';').any(|p| p.trim() == "name=\"model\"")
+            })
+        });
+        if !named_model {
+            return None;
+        }
+        let content = part.get("content_base64")?.as_str()?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(content)
+            .ok()?;
+        String::from_utf8(bytes).ok()
+    })
 }
 
 fn sanitize(text: &str) -> String {
@@ -615,6 +673,43 @@ mod tests {
         assert_eq!(events[1].event.as_deref(), Some("response.completed"));
         assert!(events[2].raw.is_some(), "a comment is kept raw");
         assert_eq!(events[3].data, Some(Value::String("[DONE]".into())));
+    }
+
+    #[test]
+    fn binary_answers_are_base64_even_when_their_bytes_are_utf8() {
+        for (content_type, body) in [
+            ("audio/mpeg", &b"ID3\x04\x00 mock audio"[..]),
+            ("image/png", &b"\x89PNG\r\n\x1a\n\x00\xff"[..]),
+            ("application/octet-stream", &b"plain"[..]),
+        ] {
+            let mut e = entry(b"", None);
+            e.body = Bytes::copy_from_slice(body);
+            e.meta.response.headers = vec![("content-type".into(), content_type.into())];
+            let file = round_trip(&e);
+            assert!(
+                matches!(file.response.body, FixtureBody::Base64 { .. }),
+                "{content_type}"
+            );
+        }
+        assert!(is_binary_type("Audio/MPEG; charset=binary"));
+        assert!(!is_binary_type("image/svg+xml"));
+        assert!(!is_binary_type("application/json"));
+        assert!(!is_binary_type("text/plain"));
+    }
+
+    #[test]
+    fn a_multipart_request_files_under_its_model_part() {
+        let mut e = entry(b"{\"text\":\"hi\"}", None);
+        e.meta.model = None;
+        e.meta.request.path = "/v1/audio/transcriptions".into();
+        e.meta.request.body = RequestBody::Json(serde_json::json!([
+            {"headers": ["content-disposition: form-data; name=\"file\"; filename=\"a.wav\"", "content-type: audio/wav"], "content_base64": "UklGRg=="},
+            {"headers": ["content-disposition: form-data; name=\"model\""], "content_base64": "d2hpc3Blci0x"},
+        ]));
+        assert_eq!(
+            relative_path(&e),
+            PathBuf::from("audio.transcriptions/whisper-1/0123456789abcdef.json")
+        );
     }
 
     #[test]

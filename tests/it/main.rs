@@ -18,6 +18,7 @@ mod fixtures;
 mod fuzz;
 mod limits;
 mod proxy;
+mod routes;
 mod sdk;
 mod singleflight;
 mod soak;

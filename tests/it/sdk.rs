@@ -254,6 +254,57 @@ async fn python_sdk_embeddings_repeat_is_an_identical_hit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_audio_and_images_repeat_as_byte_identical_hits() {
+    let Some(python) = python().await else {
+        return;
+    };
+    let mock = MockUpstream::start().await;
+    let proxy = TestProxy::start(&mock.url(), "").await;
+
+    let out = run_scenario(&python, &proxy, "audio_and_images_twice").await;
+    for call in ["transcription", "speech", "image"] {
+        let result = &out[call];
+        assert_eq!(
+            result["caches"],
+            serde_json::json!(["miss", "hit"]),
+            "{call}: {out:#}"
+        );
+        assert_eq!(result["keys"][0], result["keys"][1], "{call}");
+        assert_eq!(result["bodies_hex"][0], result["bodies_hex"][1], "{call}");
+    }
+    let speech = &out["speech"];
+    assert_eq!(speech["types"][1], "audio/mpeg");
+    let expected: String = binary_answer(2)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        speech["bodies_hex"][1],
+        expected.as_str(),
+        "the audio bytes, exactly"
+    );
+    assert_eq!(
+        mock.calls(),
+        3,
+        "only each first call may reach the upstream"
+    );
+    let forms: Vec<_> = mock
+        .seen()
+        .into_iter()
+        .filter(|r| r.path_and_query.ends_with("/audio/transcriptions"))
+        .collect();
+    assert_eq!(forms.len(), 1);
+    assert!(
+        forms[0]
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("multipart/form-data; boundary=")),
+        "the SDK sent a form"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_sdk_replay_miss_raises_not_found_naming_llmtape() {
     let Some(python) = python().await else {
         return;

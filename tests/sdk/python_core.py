@@ -152,12 +152,47 @@ def fixtures(c: OpenAI) -> dict:
     }
 
 
+def audio_and_images_twice(c: OpenAI) -> dict:
+    """Each audio and image call twice. The SDK picks a new multipart
+    boundary for every form it sends, so the second transcription hits only
+    if the form is keyed by its parts."""
+    audio = b"RIFF\x24\x00\x00\x00WAVEfmt \r\n--\r\n" + bytes(range(256))
+
+    def twice(call) -> dict:
+        raws = [call(), call()]
+        return {
+            "caches": [r.headers.get("x-llmtape-cache") for r in raws],
+            "keys": [r.headers.get("x-llmtape-key") for r in raws],
+            "types": [r.headers.get("content-type") for r in raws],
+            "bodies_hex": [r.content.hex() for r in raws],
+        }
+
+    return {
+        "transcription": twice(
+            lambda: c.audio.transcriptions.with_raw_response.create(
+                model="whisper-1", file=("a.wav", audio, "audio/wav")
+            )
+        ),
+        "speech": twice(
+            lambda: c.audio.speech.with_raw_response.create(
+                model="tts-1", voice="alloy", input="Say hi"
+            )
+        ),
+        "image": twice(
+            lambda: c.images.with_raw_response.generate(
+                model="dall-e-3", prompt="a lighthouse", response_format="b64_json"
+            )
+        ),
+    }
+
+
 SCENARIOS = {
     "chat_twice": chat_twice,
     "embeddings_twice": embeddings_twice,
     "chat_stream_twice": chat_stream_twice,
     "replay_miss": replay_miss,
     "fixtures": fixtures,
+    "audio_and_images_twice": audio_and_images_twice,
 }
 
 

@@ -79,7 +79,13 @@ type MockBody =
 /// test can tell a replay from a fresh upstream answer. Requests can steer
 /// it with headers the proxy forwards: `x-mock-status: 500` answers with
 /// that status, `x-mock-delay-ms: N` waits before the headers,
-/// `x-mock-hold: 1` waits for [`MockUpstream::release`] before answering.
+/// `x-mock-hold: 1` waits for [`MockUpstream::release`] before answering,
+/// `x-mock-content-type: T` answers with [`binary_answer`] bytes of type `T`.
+///
+/// Audio and image routes answer as OpenAI does: `audio/speech` with
+/// binary `audio/mpeg` ([`binary_answer`]), transcriptions and
+/// translations with `{"text": ...}` naming the call and the size of the
+/// form received, images with `{"data": [{"b64_json": ...}]}`.
 pub struct MockUpstream {
     pub addr: SocketAddr,
     pub state: Arc<MockState>,
@@ -184,6 +190,39 @@ impl MockUpstream {
     pub fn seen(&self) -> Vec<SeenRequest> {
         self.state.seen.lock().unwrap().clone()
     }
+
+    /// Requests seen whose path (without the query) ends with `suffix`.
+    pub fn calls_to(&self, suffix: &str) -> usize {
+        self.seen()
+            .iter()
+            .filter(|r| {
+                let path = r.path_and_query.split('?').next().unwrap_or("");
+                path.ends_with(suffix)
+            })
+            .count()
+    }
+}
+
+/// The binary body the mock sends for call `n`: not UTF-8 (an MP3 frame
+/// header, NUL and 0xff bytes, every byte value once), different per call.
+pub fn binary_answer(n: usize) -> Vec<u8> {
+    let mut bytes = b"ID3\x04\x00\x00\x00\x00\x00\x00\xff\xfb\x90\x00".to_vec();
+    bytes.extend_from_slice(format!("mock audio #{n}").as_bytes());
+    bytes.extend(0..=255u8);
+    bytes
+}
+
+/// A response with `body` of `content_type`, as the mock sends it.
+fn typed_answer(n: usize, content_type: &str, body: impl Into<Bytes>) -> Response<MockBody> {
+    let mut response = Response::new(
+        Full::new(body.into())
+            .map_err(|e| match e {})
+            .boxed_unsync(),
+    );
+    let h = response.headers_mut();
+    h.insert("content-type", content_type.parse().unwrap());
+    h.insert("x-request-id", format!("req_mock_{n}").parse().unwrap());
+    response
 }
 
 async fn answer(
@@ -261,6 +300,37 @@ async fn answer(
             &parts.headers,
             &request_json,
         ));
+    }
+    if let Some(content_type) = parts
+        .headers
+        .get("x-mock-content-type")
+        .and_then(|v| v.to_str().ok())
+    {
+        return Ok(typed_answer(n, content_type, binary_answer(n)));
+    }
+    if !parts.headers.contains_key("x-mock-status") {
+        if path.ends_with("/audio/speech") {
+            return Ok(typed_answer(n, "audio/mpeg", binary_answer(n)));
+        }
+        if path.ends_with("/audio/transcriptions") || path.ends_with("/audio/translations") {
+            let text = format!(
+                "{{\"text\":\"transcript #{n} of a {} byte form\"}}",
+                body.len()
+            );
+            return Ok(typed_answer(n, "application/json", text));
+        }
+        if path.ends_with("/images/generations")
+            || path.ends_with("/images/edits")
+            || path.ends_with("/images/variations")
+        {
+            use base64::Engine;
+            let image = base64::engine::general_purpose::STANDARD.encode(binary_answer(n));
+            let text = format!(
+                "{{\"created\":{},\"data\":[{{\"b64_json\":\"{image}\",\"revised_prompt\":\"image #{n}\"}}]}}",
+                1_700_000_000 + n
+            );
+            return Ok(typed_answer(n, "application/json", text));
+        }
     }
     let scripted = state.script.lock().unwrap().clone();
     if let (Some(script), true) = (scripted, path.ends_with("/chat/completions")) {
