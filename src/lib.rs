@@ -53,6 +53,7 @@ pub mod error;
 pub mod key;
 pub mod logs;
 pub mod record;
+pub mod remote;
 pub(crate) mod route;
 pub mod serve;
 pub mod store;
