@@ -15,7 +15,7 @@ use crate::error::CommandError;
 use crate::record::recording::Recording;
 
 /// What `ls` prints.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 pub struct Options {
     /// A JSON array instead of text.
     pub json: bool,
