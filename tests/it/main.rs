@@ -19,6 +19,7 @@ mod fuzz;
 mod limits;
 mod proxy;
 mod sdk;
+mod serving;
 mod singleflight;
 mod soak;
 mod stream;
