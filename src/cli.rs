@@ -66,6 +66,10 @@ pub enum Command {
     Export(ExportArgs),
     /// Load fixture files into the store.
     Import(ImportArgs),
+    /// Delete recordings (history too) by key prefix; nothing is deleted if any prefix is unknown or ambiguous.
+    Rm(RmArgs),
+    /// Delete the recordings that match every filter given (at least one).
+    Prune(PruneArgs),
     /// Check fixture files: valid, and free of anything that looks like a credential.
     Lint(LintArgs),
     /// Request keys.
@@ -156,7 +160,7 @@ pub struct ExportArgs {
     pub filter: FilterArgs,
 }
 
-/// Which recordings a command works on (`export`, `verify`).
+/// Which recordings a command works on (`export`, `verify`, `prune`).
 #[derive(Debug, Args)]
 pub struct FilterArgs {
     /// Only recordings made with this x-llmtape-namespace.
@@ -168,6 +172,28 @@ pub struct FilterArgs {
     /// Only this model.
     #[arg(long)]
     pub model: Option<String>,
+}
+
+/// `llmtape rm`
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Starts of keys, as `ls` prints them (each must match one recording).
+    #[arg(required = true, value_name = "KEY_PREFIX")]
+    pub key_prefixes: Vec<String>,
+}
+
+/// `llmtape prune`
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Only recordings made longer ago than this (e.g. 30d, 12h, 90m).
+    #[arg(long, value_name = "DURATION")]
+    pub older_than: Option<String>,
+    /// Which recordings.
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// List what would be removed, and remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `llmtape import`

@@ -2,7 +2,8 @@
 //! deserves.
 //!
 //! A leaf: it names the errors of the layers the commands stand on
-//! (config, store, fixtures, server start-up) and no command module, so
+//! (config, store, fixtures, server start-up, the running server's
+//! client) and no command module, so
 //! every command and the dispatcher in [`crate::app`] can use it without
 //! an import cycle. The proxy's own errors (answered as HTTP statuses) are
 //! not here.
@@ -10,6 +11,7 @@
 use std::process::ExitCode;
 
 use crate::config::ConfigError;
+use crate::remote::RemoteError;
 use crate::serve::server::StartError;
 use crate::store::fixtures::FixtureError;
 use crate::store::{StoreError, TierError};
@@ -41,6 +43,19 @@ pub enum CommandError {
     /// Writing the output failed (e.g. a closed pipe).
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
+    /// The command could not go through the running `serve` that holds
+    /// the store.
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    /// The running `serve` ran the command, and it failed there: its
+    /// message and exit code, as they would have been here.
+    #[error("{message}")]
+    Relayed {
+        /// The error's one-line message.
+        message: String,
+        /// Its exit code.
+        code: u8,
+    },
 }
 
 impl From<TierError> for CommandError {
@@ -63,16 +78,18 @@ impl CommandError {
     }
 
     /// The exit code as a number (what [`CommandError::exit_code`] wraps;
-    /// `ExitCode` cannot be compared).
-    fn code(&self) -> u8 {
+    /// `ExitCode` cannot be compared, nor sent by a running `serve`).
+    pub fn code(&self) -> u8 {
         // No `_ =>` arm: a new variant must choose its code.
         match self {
             CommandError::Config(_)
             | CommandError::Store(_)
             | CommandError::Start(_)
             | CommandError::Fixture(_)
-            | CommandError::Usage(_) => 2,
+            | CommandError::Usage(_)
+            | CommandError::Remote(_) => 2,
             CommandError::NotFound(_) | CommandError::Incomplete(_) | CommandError::Output(_) => 1,
+            CommandError::Relayed { code, .. } => *code,
         }
     }
 }
@@ -93,6 +110,15 @@ mod tests {
         assert_eq!(CommandError::NotFound("x".into()).code(), 1);
         assert_eq!(CommandError::Incomplete("x".into()).code(), 1);
         assert_eq!(CommandError::from(std::io::Error::other("pipe")).code(), 1);
+        let relayed = CommandError::Relayed {
+            message: "no recording has a key starting with ef in s".into(),
+            code: 1,
+        };
+        assert_eq!(relayed.code(), 1);
+        assert_eq!(
+            relayed.to_string(),
+            "no recording has a key starting with ef in s"
+        );
         let folded = CommandError::from(TierError::Fixtures(fixture()));
         assert!(matches!(folded, CommandError::Fixture(_)));
         assert_eq!(folded.to_string(), "a.json: bad");

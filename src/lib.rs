@@ -30,12 +30,14 @@
 //! without sled) and a fixtures folder (`store::FixtureDir`, files in the
 //! [`store::fixtures`] format) behind it.
 //!
-//! **Commands** ([`cmd`]): ls, show, explain, audit, export, import, lint,
-//! verify and probe, each with plain options; `audit` compares answers and
-//! `diff` finds differing JSON paths for them. [`cli`] holds the clap
-//! types (and [`usage`] words their errors as one line), [`app`] turns
-//! them into a command's options, [`error`] is the commands' one error
-//! type.
+//! **Commands** ([`cmd`]): ls, show, explain, audit, export, import, rm,
+//! prune, lint, verify and probe, each with plain options; `audit`
+//! compares answers and `diff` finds differing JSON paths for them. The
+//! ones on recordings are a [`cmd::job::Job`], run on the tier [`app`]
+//! opens, or, while a `serve` holds the store, sent through its
+//! `serve.json` ([`remote`]) to `serve::admin_commands` and run there.
+//! [`cli`] holds the clap types (and [`usage`] words their errors as one line), [`app`] turns them into a command's
+//! options, [`error`] is the commands' one error type.
 //!
 //! **Around it**: [`config`] (two-stage: raw TOML, then validated types),
 //! [`logs`] (the plain log line), `sync` (lock poisoning, handled once).
@@ -54,6 +56,7 @@ pub mod error;
 pub mod key;
 pub mod logs;
 pub mod record;
+pub mod remote;
 pub mod route;
 pub mod serve;
 pub mod store;

@@ -129,6 +129,21 @@ pub struct RoutePattern {
     name: String,
 }
 
+/// Written as the entry it was parsed from (`POST /v2/*`), so commands sent
+/// to a running server carry the caller's routes exactly.
+impl serde::Serialize for RoutePattern {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&format_args!("{} {}", self.method, self.name))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RoutePattern {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let entry = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        RoutePattern::parse(&entry).map_err(serde::de::Error::custom)
+    }
+}
+
 impl RoutePattern {
     /// Parses `METHOD /path` or `METHOD /prefix*`. The error names the
     /// entry and how to write it.
@@ -228,7 +243,7 @@ pub enum RouteId {
 
 /// What the proxy caches: the built-in routes, minus the `[routes] bypass`
 /// entries, plus the `[routes] cache` entries.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Routes {
     /// More routes to record and replay.
     pub cache: Vec<RoutePattern>,

@@ -24,7 +24,7 @@ use crate::record::recording::Recording;
 const DELTAS_SHOWN: usize = 10;
 
 /// Which flips the audit reports, and how.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Options {
     /// JSON (schema in the README) instead of text.
     pub json: bool,

@@ -1,11 +1,11 @@
-//! Which recordings a command works on (`export`, `verify`): by namespace,
-//! route and model.
+//! Which recordings a command works on (`export`, `verify`, `prune`): by
+//! namespace, route and model.
 
 use crate::record::recording::{Recording, RequestBody};
 use crate::route::Route;
 
 /// Which recordings to work on; every field that is set must match.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Filter {
     /// Only this namespace.
     pub namespace: Option<String>,

@@ -1,4 +1,5 @@
-//! `llmtape import`: fixture files loaded into the store, history included.
+//! `llmtape import`: fixture files loaded into the store (any tier, so a
+//! running `serve` can import into its own), history included.
 //! Invalid files are skipped with their reason; recordings already
 //! identical are left alone, so importing twice changes nothing.
 
@@ -7,7 +8,7 @@ use std::path::Path;
 use crate::cmd::transfer::{Progress, Summary};
 use crate::error::CommandError;
 use crate::store::fixtures;
-use crate::store::{SledStore, TierError};
+use crate::store::{Tier, TierError};
 
 /// Refuses a `DIR` that is not a folder, before any store is opened (so a
 /// typo does not create an empty store).
@@ -23,7 +24,7 @@ pub fn check_folder(dir: &Path) -> Result<(), CommandError> {
 }
 
 /// Loads every fixture under `dir` into the store.
-pub fn import(store: &SledStore, dir: &Path) -> Result<Summary, TierError> {
+pub fn import(store: &dyn Tier, dir: &Path) -> Result<Summary, TierError> {
     let files = fixtures::fixture_files(dir)?;
     let progress = Progress::new("importing", files.len());
     let mut summary = Summary::default();
@@ -56,6 +57,7 @@ mod tests {
     use super::*;
     use crate::key::RequestKey;
     use crate::record::recording::test_entry;
+    use crate::store::SledStore;
 
     #[test]
     fn imports_valid_files_once_and_skips_broken_ones() {

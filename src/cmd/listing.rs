@@ -1,10 +1,14 @@
 //! The recordings `ls`, `show` and `audit` read: every recording of a store
 //! or a fixtures folder, with its history, in key order.
 //!
-//! Owns reading them whole and the one-line request target they all print.
+//! Owns reading them whole, the one-line request target they all print,
+//! and finding a recording by key prefix (`show`, `rm`).
 //! Opening the store or folder is the dispatcher's ([`crate::app`]); what
 //! each command prints is its own.
 
+use std::io::Write;
+
+use crate::error::CommandError;
 use crate::key::RequestKey;
 use crate::record::recording::Recording;
 use crate::store::{Tier, TierError};
@@ -12,6 +16,9 @@ use crate::store::{Tier, TierError};
 /// Hex characters of a key shown in one-line listings: 64 bits, unique in
 /// any store a person reads line by line.
 pub const SHORT_KEY_CHARS: usize = 16;
+
+/// How many candidates an ambiguous key prefix lists.
+const AMBIGUOUS_LISTED: usize = 10;
 
 /// Recordings read for `ls`, `show` and `audit`, from a store or a fixtures
 /// folder.
@@ -23,10 +30,15 @@ pub struct Listing {
 }
 
 impl Listing {
-    /// Reads a store or fixtures folder. Corrupt entries are reported on
-    /// stderr and skipped (the command still has something to show);
+    /// Reads a store or fixtures folder. Corrupt entries are reported to
+    /// `warn` (the caller's stderr, also when a running `serve` runs the
+    /// command) and skipped, so the command still has something to show;
     /// history is read only when `with_history`.
-    pub fn from_tier(store: &dyn Tier, with_history: bool) -> Result<Listing, TierError> {
+    pub fn read(
+        store: &dyn Tier,
+        with_history: bool,
+        warn: &mut dyn Write,
+    ) -> Result<Listing, TierError> {
         let mut recordings = Vec::new();
         let mut corrupt = 0usize;
         for item in store.iter() {
@@ -40,18 +52,63 @@ impl Listing {
                 }
                 Err(error) if error.is_corrupt() => {
                     corrupt += 1;
-                    eprintln!("llmtape: warning: {error}");
+                    let _ = writeln!(warn, "llmtape: warning: {error}");
                 }
                 Err(error) => return Err(error),
             }
         }
         if corrupt > 0 {
-            eprintln!("llmtape: {corrupt} corrupt recording(s) skipped; they replay as misses and are replaced when re-recorded");
+            let _ = writeln!(warn, "llmtape: {corrupt} corrupt recording(s) skipped; they replay as misses and are replaced when re-recorded");
         }
         Ok(Listing {
             recordings,
             location: store.location().display().to_string(),
         })
+    }
+}
+
+/// The one item of `items` whose key starts with `prefix` (any case,
+/// surrounding blanks ignored). Not hex, no match, or more than one match is
+/// [`CommandError::NotFound`], whose message names the prefix and, when
+/// ambiguous, the keys it matches; `location` names where was looked.
+pub fn find_by_prefix<'a, T>(
+    items: &'a [T],
+    key_of: impl Fn(&T) -> &RequestKey,
+    prefix: &str,
+    location: &str,
+) -> Result<&'a T, CommandError> {
+    let prefix = prefix.trim().to_ascii_lowercase();
+    if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(CommandError::NotFound(format!(
+            "{prefix:?} is not a key prefix: keys are hex, as `llmtape ls` prints them"
+        )));
+    }
+    let found: Vec<&T> = items
+        .iter()
+        .filter(|item| key_of(item).to_hex().starts_with(&prefix))
+        .collect();
+    match found.as_slice() {
+        [] => Err(CommandError::NotFound(format!(
+            "no recording has a key starting with {prefix} in {location}"
+        ))),
+        [one] => Ok(one),
+        many => {
+            let keys: Vec<String> = many
+                .iter()
+                .take(AMBIGUOUS_LISTED)
+                .map(|item| key_of(item).to_hex())
+                .collect();
+            Err(CommandError::NotFound(format!(
+                "{prefix} matches {} recordings ({}{}); give more characters",
+                many.len(),
+                keys.join(", "),
+                if many.len() > AMBIGUOUS_LISTED {
+                    ", ..."
+                } else {
+                    ""
+                }
+            )))
+        }
     }
 }
 
@@ -112,7 +169,7 @@ pub(crate) mod tests {
             let entry = test_entry(&key.to_hex(), "{}", fp, Some("m"), "t");
             store.put(&key, &entry, 5).unwrap();
         }
-        let with = Listing::from_tier(&store, true).unwrap();
+        let with = Listing::read(&store, true, &mut Vec::new()).unwrap();
         let keys: Vec<String> = with
             .recordings
             .iter()
@@ -124,7 +181,9 @@ pub(crate) mod tests {
             with.recordings[0].0.meta.system_fingerprint.as_deref(),
             Some("fp_2")
         );
-        let without = Listing::from_tier(&store, false).unwrap();
+        let mut warnings = Vec::new();
+        let without = Listing::read(&store, false, &mut warnings).unwrap();
+        assert!(warnings.is_empty());
         assert!(without.recordings.iter().all(|(_, h)| h.is_empty()));
         assert_eq!(without.location, store.path().display().to_string());
     }

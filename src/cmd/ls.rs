@@ -18,7 +18,7 @@ use crate::record::recording::Recording;
 use crate::route::Routes;
 
 /// What `ls` prints.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Options {
     /// A JSON array instead of text.
     pub json: bool,

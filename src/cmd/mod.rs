@@ -1,6 +1,8 @@
-//! The offline commands: each reads or changes recordings (or asks the
-//! upstream) and prints a report. One file per command, plus the pieces two
-//! commands share (`listing`, `paint`, `filter`, `transfer`).
+//! The commands: each reads or changes recordings (or asks the upstream)
+//! and prints a report. One file per command, plus the pieces two commands
+//! share (`listing`, `paint`, `filter`, `transfer`), and [`job`], the
+//! commands on recordings as one value, run offline or by a running
+//! `serve`.
 //!
 //! A command takes a plain options struct and a writer, and fails with
 //! [`crate::error::CommandError`]. It knows nothing of clap ([`crate::cli`])
@@ -13,11 +15,14 @@ pub(crate) mod explain;
 pub mod export;
 pub(crate) mod filter;
 pub(crate) mod import;
+pub mod job;
 pub(crate) mod lint;
 pub(crate) mod listing;
 pub(crate) mod ls;
 pub(crate) mod paint;
 pub(crate) mod probe;
+pub(crate) mod prune;
+pub(crate) mod rm;
 pub(crate) mod show;
 pub(crate) mod transfer;
 pub(crate) mod verify;

@@ -14,8 +14,9 @@ pub const DEFAULT_WIDTH: usize = 100;
 /// line would hold hardly a word after its indent.
 const MIN_WIDTH: usize = 40;
 
-/// Where a report goes, as far as its looks are concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a report goes, as far as its looks are concerned. A command run
+/// by a running `serve` is dressed for the caller's terminal, sent along.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Terminal {
     /// stdout is a terminal: a person reads it (tables get a header line).
     pub interactive: bool,

@@ -8,17 +8,14 @@ use std::io::Write;
 
 use serde_json::{json, Value};
 
-use crate::cmd::listing::{request_target, Listing};
+use crate::cmd::listing::{find_by_prefix, request_target, Listing};
 use crate::cmd::write_json;
 use crate::error::CommandError;
 use crate::record::recording::base64_encode;
 use crate::record::recording::{Recording, RequestBody};
 
-/// How many candidates an ambiguous `show` lists.
-const AMBIGUOUS_LISTED: usize = 10;
-
 /// Which recording `show` prints, and how.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Options {
     /// The start of a key, as `ls` prints it (any length, any case).
     pub key_prefix: String,
@@ -102,41 +99,12 @@ fn find<'a>(
     listing: &'a Listing,
     prefix: &str,
 ) -> Result<&'a (Recording, Vec<Recording>), CommandError> {
-    let prefix = prefix.trim().to_ascii_lowercase();
-    if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(CommandError::NotFound(format!(
-            "{prefix:?} is not a key prefix: keys are hex, as `llmtape ls` prints them"
-        )));
-    }
-    let found: Vec<&(Recording, Vec<Recording>)> = listing
-        .recordings
-        .iter()
-        .filter(|(e, _)| e.meta.key.to_hex().starts_with(&prefix))
-        .collect();
-    match found.as_slice() {
-        [] => Err(CommandError::NotFound(format!(
-            "no recording has a key starting with {prefix} in {}",
-            listing.location
-        ))),
-        [one] => Ok(one),
-        many => {
-            let keys: Vec<String> = many
-                .iter()
-                .take(AMBIGUOUS_LISTED)
-                .map(|(e, _)| e.meta.key.to_hex())
-                .collect();
-            Err(CommandError::NotFound(format!(
-                "{prefix} matches {} recordings ({}{}); give more characters",
-                many.len(),
-                keys.join(", "),
-                if many.len() > AMBIGUOUS_LISTED {
-                    ", ..."
-                } else {
-                    ""
-                }
-            )))
-        }
-    }
+    find_by_prefix(
+        &listing.recordings,
+        |(entry, _)| &entry.meta.key,
+        prefix,
+        &listing.location,
+    )
 }
 
 /// A recording in `show --json`.

@@ -1,6 +1,11 @@
 //! The admin endpoints under `/_llmtape/`: health and Prometheus metrics,
 //! answered to loopback clients, or to others that bring the configured
-//! token.
+//! token; and the contract of the command endpoint, `POST
+//! /_llmtape/command` (its path, its per-start token, the [`Reply`] it
+//! sends), whose handler is `crate::serve::admin_commands`.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
@@ -8,7 +13,9 @@ use serde_json::json;
 
 use crate::body::{full, json_response, ProxyBody};
 use crate::config::Mode;
+use crate::record::redact::Sensitive;
 use crate::serve::metrics::Metrics;
+use crate::store::Tier;
 
 /// The client's address, put into request extensions by the server.
 #[derive(Debug, Clone, Copy)]
@@ -98,9 +105,95 @@ pub fn respond<B>(request: &Request<B>, view: &AdminView<'_>) -> Response<ProxyB
     json_response(status, body.to_string())
 }
 
+/// Where commands are sent.
+pub const COMMAND_PATH: &str = "/_llmtape/command";
+
+/// How often a running command's answer sends a blank line, so the caller
+/// can tell a long command from a dead server (it gives up after a
+/// multiple of this without a byte).
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// Runs one command, sent as JSON bytes, on the server's tier. Called on a
+/// blocking thread, inside the server's runtime.
+pub trait CommandRunner: Send + Sync {
+    /// The command's output and outcome; a request it cannot read is a
+    /// [`Reply`] with an error too.
+    fn run(&self, request: &[u8], tier: &dyn Tier) -> Reply;
+}
+
+/// What a command printed and how it ended: the caller writes `stdout` and
+/// `stderr` as they are and exits with `exit_code`, after printing `error`
+/// as `main` would have.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Reply {
+    /// Everything written to stdout.
+    pub stdout: String,
+    /// Everything written to stderr (warnings, skipped files).
+    pub stderr: String,
+    /// The process exit code: 0, or the error's.
+    pub exit_code: u8,
+    /// The error's one-line message, when the command failed.
+    pub error: Option<String>,
+}
+
+impl Reply {
+    /// A command that did not run: nothing printed, just the error.
+    pub fn failed(exit_code: u8, error: String) -> Reply {
+        Reply {
+            stdout: String::new(),
+            stderr: String::new(),
+            exit_code,
+            error: Some(error),
+        }
+    }
+}
+
+/// The command endpoint's configuration: the token and the runner.
+pub struct Commands {
+    token: Sensitive<String>,
+    runner: Arc<dyn CommandRunner>,
+}
+
+impl Commands {
+    /// Commands authenticated by `token`, run by `runner`.
+    pub fn new(token: String, runner: Arc<dyn CommandRunner>) -> Commands {
+        Commands {
+            token: Sensitive(token),
+            runner,
+        }
+    }
+
+    /// The runner.
+    pub(crate) fn runner(&self) -> Arc<dyn CommandRunner> {
+        self.runner.clone()
+    }
+
+    /// Whether the request carries `Authorization: Bearer <token>`.
+    pub(crate) fn admits(&self, headers: &http::HeaderMap) -> bool {
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| same_bytes(given.as_bytes(), self.token.0.as_bytes()))
+    }
+}
+
+/// Compares in time that does not depend on where the bytes differ.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(same_bytes(b"abc", b"abc"));
+        assert!(!same_bytes(b"abc", b"abd"));
+        assert!(!same_bytes(b"abc", b"ab"));
+        assert!(!same_bytes(b"", b"a"));
+    }
 
     fn tagged(path: &str) -> Option<std::net::SocketAddr> {
         let mut request = Request::get(path).body(()).unwrap();

@@ -1,7 +1,9 @@
 //! The serve path: the listener, the proxy service and what it needs to
-//! answer a request (upstream client, single flight, replay, admin).
+//! answer a request (upstream client, single flight, replay, admin, and
+//! the commands a running serve runs for the command line).
 
 pub mod admin;
+pub mod admin_commands;
 pub(crate) mod answer;
 pub(crate) mod error;
 pub(crate) mod flight;

@@ -28,7 +28,7 @@ use crate::key::cache::{self, KeyMemo, Keyed};
 use crate::key::{Canonical, KeyRules, RequestKey};
 use crate::record::redact::{strip_hop_by_hop, Redactor, Sensitive};
 use crate::route::{RouteId, Routes};
-use crate::serve::admin::{self, AdminView};
+use crate::serve::admin::{self, AdminView, Commands};
 use crate::serve::answer::Answer;
 use crate::serve::error::ProxyError;
 use crate::serve::flight::{Flights, Lead, Patience, Role};
@@ -93,6 +93,8 @@ pub(super) struct Shared {
     pub(super) hot: HotCache,
     pub(super) memo: KeyMemo,
     pub(super) routes: Routes,
+    /// The command endpoint, once the dispatcher opens it.
+    pub(super) commands: std::sync::OnceLock<Commands>,
 }
 
 /// A miss on its way upstream: what recording its answer needs.
@@ -134,6 +136,7 @@ impl Proxy {
                 hot: HotCache::new(HOT_CACHE_BYTES),
                 memo: KeyMemo::new(cache::DEFAULT_CAPACITY),
                 routes: config.routes.clone(),
+                commands: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -208,6 +211,9 @@ impl Proxy {
         let s = &self.shared;
         let path = request.uri().path();
         if path.starts_with(admin::ADMIN_PREFIX) {
+            if path == admin::COMMAND_PATH {
+                return Answer::new(self.command(request).await, None, None);
+            }
             return Answer::new(self.admin(&request), None, None);
         }
         let mode = match request::mode(request.headers(), s.mode) {

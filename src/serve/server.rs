@@ -118,6 +118,11 @@ impl Server {
         })
     }
 
+    /// The proxy this server runs (to open its command endpoint).
+    pub fn proxy(&self) -> &Proxy {
+        &self.proxy
+    }
+
     /// The address actually bound (the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr

@@ -179,6 +179,31 @@ impl FixtureDir {
         Ok(true)
     }
 
+    /// Sets the recording for `key` and its history exactly (`import`
+    /// into a folder): the key's file is rewritten, or a new one written.
+    pub fn replace(
+        &self,
+        key: &RequestKey,
+        entry: &Recording,
+        history: &[Recording],
+    ) -> Result<(), FixtureError> {
+        let mut map = crate::sync::write(&self.loaded);
+        let path = match map.get(key) {
+            Some(old) => old.path.clone(),
+            None => self.free_path(entry, &map),
+        };
+        write_if_changed(&path, &render(&to_fixture(entry, history)))?;
+        map.insert(
+            *key,
+            Loaded {
+                entry: entry.clone(),
+                history: history.to_vec(),
+                path,
+            },
+        );
+        Ok(())
+    }
+
     /// The path for a new recording; the full key names the file in the
     /// (unlikely) case that the short name is taken.
     fn free_path(&self, entry: &Recording, map: &HashMap<RequestKey, Loaded>) -> PathBuf {

@@ -70,6 +70,15 @@ pub trait Tier: Send + Sync {
         replace: bool,
     ) -> Result<bool, TierError>;
 
+    /// Sets the recording for `key` and its history exactly, whatever was
+    /// there before (`import`).
+    fn replace(
+        &self,
+        key: &RequestKey,
+        recording: &Recording,
+        history: &[Recording],
+    ) -> Result<(), TierError>;
+
     /// Deletes the recording for `key` with its history; returns whether
     /// there was one.
     fn remove(&self, key: &RequestKey) -> Result<bool, TierError>;
@@ -135,6 +144,15 @@ impl Tier for SledStore {
         Ok(true)
     }
 
+    fn replace(
+        &self,
+        key: &RequestKey,
+        recording: &Recording,
+        history: &[Recording],
+    ) -> Result<(), TierError> {
+        Ok(SledStore::replace(self, key, recording, history)?)
+    }
+
     fn remove(&self, key: &RequestKey) -> Result<bool, TierError> {
         Ok(SledStore::remove(self, key)?)
     }
@@ -183,6 +201,15 @@ impl Tier for FixtureDir {
         replace: bool,
     ) -> Result<bool, TierError> {
         Ok(FixtureDir::put(self, key, recording, history, replace)?)
+    }
+
+    fn replace(
+        &self,
+        key: &RequestKey,
+        recording: &Recording,
+        history: &[Recording],
+    ) -> Result<(), TierError> {
+        Ok(FixtureDir::replace(self, key, recording, history)?)
     }
 
     fn remove(&self, key: &RequestKey) -> Result<bool, TierError> {
@@ -237,6 +264,13 @@ mod tests {
             assert!(tier.put(&key, &second, 5, true).unwrap());
             assert_eq!(tier.get(&key).unwrap().unwrap().body, second.body);
             assert_eq!(tier.replayable(&key).unwrap().unwrap().body, second.body);
+            assert_eq!(tier.history(&key).unwrap(), vec![first.clone()]);
+            tier.replace(&key, &second, &[first.clone(), first.clone()])
+                .unwrap();
+            assert_eq!(tier.get(&key).unwrap().unwrap().body, second.body);
+            assert_eq!(tier.history(&key).unwrap(), vec![first.clone(); 2]);
+            tier.replace(&key, &second, std::slice::from_ref(&first))
+                .unwrap();
             assert_eq!(tier.history(&key).unwrap(), vec![first.clone()]);
             assert_eq!(tier.count(), 1);
             assert!(tier.indexed(&key));

@@ -20,6 +20,7 @@ mod limits;
 mod proxy;
 mod routes;
 mod sdk;
+mod serving;
 mod singleflight;
 mod soak;
 mod stream;

@@ -89,7 +89,7 @@ use judge::{error_report, judge, KeyReport, Summary, Verdict};
 use sample::Picker;
 
 /// Which recordings `verify` re-sends, how it judges and what it prints.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Options {
     /// Re-send only this many recordings, picked at random.
     pub sample: Option<usize>,

@@ -4,6 +4,7 @@
 
 mod binary;
 mod client;
+mod commands;
 mod mock;
 mod proxy;
 
@@ -19,6 +20,7 @@ pub use llmtape::store::SledStore;
 
 pub use binary::*;
 pub use client::*;
+pub use commands::*;
 pub use mock::*;
 pub use proxy::*;
 
