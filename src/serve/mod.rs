@@ -2,7 +2,9 @@
 //! answer a request (upstream client, single flight, replay, admin).
 
 pub mod admin;
+pub(crate) mod admission;
 pub(crate) mod answer;
+pub(crate) mod connection;
 pub(crate) mod error;
 pub(crate) mod flight;
 pub(crate) mod headers;
@@ -10,8 +12,10 @@ pub(crate) mod hot_cache;
 pub(crate) mod metrics;
 pub(crate) mod nearest;
 pub mod proxy;
+pub(crate) mod read_timeout;
 pub mod replay;
 pub(crate) mod request;
 pub mod server;
 pub(crate) mod upstream;
 pub(crate) mod upstream_call;
+pub(crate) mod watchdog;
