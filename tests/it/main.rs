@@ -20,6 +20,7 @@ mod limits;
 mod proxy;
 mod sdk;
 mod singleflight;
+mod slow_clients;
 mod soak;
 mod stream;
 mod tls;
