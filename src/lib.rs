@@ -5,9 +5,11 @@
 //! from the top of this list down.
 //!
 //! **The serve path** ([`serve`]):
-//! 1. `serve::server` accepts a connection (plain or TLS) and hands each
-//!    request to the `serve::proxy` service; `/_llmtape/*` goes to
-//!    `serve::admin`.
+//! 1. `serve::server` accepts a connection (plain or TLS) if
+//!    `serve::admission` has room; `serve::connection` serves it, with
+//!    `serve::watchdog` bounding slow heads and idle waits and
+//!    `serve::read_timeout` stalled bodies, and hands each request to the
+//!    `serve::proxy` service; `/_llmtape/*` goes to `serve::admin`.
 //! 2. `serve::proxy` decides: the mode (`serve::request` reads the
 //!    override headers), the `route`, the [`key`] (the body collected by
 //!    [`body`], canonicalised, or found in `key::cache` for repeated

@@ -60,6 +60,20 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Largest response recorded (plain or stream); larger ones are forwarded
 /// but not recorded. A 128k-token completion is a few MiB.
 pub const DEFAULT_MAX_RECORDED_BYTES: usize = 64 * 1024 * 1024;
+/// Time for a request head (request line and headers) to arrive, from the
+/// first byte (or from the start of a connection): a client sends its head
+/// in one go, so only a stalled or hostile one takes this long.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest pause while a request body is read: generous for a large upload
+/// on a slow link, short enough that a stalled one frees its connection.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// A kept-alive connection with no request is closed after this long:
+/// clients' pools reuse a connection within seconds or not at all.
+pub const DEFAULT_CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Client connections open at once; more are refused at once. Well under
+/// the file limits servers run with (the start raises the soft limit and
+/// warns when even the hard one is lower, see `serve::admission`).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// The name of the config file picked up from the working directory.
 pub const LOCAL_CONFIG_FILE: &str = "proxy.toml";
 
@@ -104,6 +118,14 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     /// Token that opens the admin endpoints to non-loopback clients.
     pub admin_token: Option<String>,
+    /// Time for a request head to arrive (408 and close beyond).
+    pub header_read_timeout: Duration,
+    /// Longest pause while a request body is read (408 beyond).
+    pub body_read_timeout: Duration,
+    /// A kept-alive connection with no request is closed after this.
+    pub idle_timeout: Duration,
+    /// Client connections open at once; more are refused.
+    pub max_connections: usize,
 }
 
 /// PEM files for the optional TLS listener.
@@ -316,6 +338,21 @@ impl Config {
             raw.server.shutdown_timeout,
             DEFAULT_SHUTDOWN_TIMEOUT,
         );
+        let header_read_timeout = duration(
+            "server.header_read_timeout",
+            raw.server.header_read_timeout,
+            DEFAULT_HEADER_READ_TIMEOUT,
+        );
+        let body_read_timeout = duration(
+            "server.body_read_timeout",
+            raw.server.body_read_timeout,
+            DEFAULT_BODY_READ_TIMEOUT,
+        );
+        let client_idle_timeout = duration(
+            "server.idle_timeout",
+            raw.server.idle_timeout,
+            DEFAULT_CLIENT_IDLE_TIMEOUT,
+        );
         let connect_timeout = duration(
             "upstream.connect_timeout",
             raw.upstream.connect_timeout,
@@ -370,6 +407,11 @@ impl Config {
             "server.max_header_bytes",
             raw.server.max_header_bytes,
             DEFAULT_MAX_HEADER_BYTES,
+        );
+        let max_connections = positive(
+            "server.max_connections",
+            raw.server.max_connections,
+            DEFAULT_MAX_CONNECTIONS,
         );
         let max_recorded_bytes = positive(
             "store.max_recorded_bytes",
@@ -461,6 +503,10 @@ impl Config {
                 max_in_flight,
                 max_header_bytes,
                 admin_token,
+                header_read_timeout,
+                body_read_timeout,
+                idle_timeout: client_idle_timeout,
+                max_connections,
             },
             upstream: UpstreamConfig {
                 url,
@@ -554,6 +600,55 @@ mod tests {
         assert_eq!(config.server.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
         assert_eq!(config.server.max_header_bytes, DEFAULT_MAX_HEADER_BYTES);
         assert_eq!(config.store.max_recorded_bytes, DEFAULT_MAX_RECORDED_BYTES);
+        assert_eq!(
+            config.server.header_read_timeout,
+            DEFAULT_HEADER_READ_TIMEOUT
+        );
+        assert_eq!(config.server.body_read_timeout, DEFAULT_BODY_READ_TIMEOUT);
+        assert_eq!(config.server.idle_timeout, DEFAULT_CLIENT_IDLE_TIMEOUT);
+        assert_eq!(config.server.max_connections, DEFAULT_MAX_CONNECTIONS);
+    }
+
+    #[test]
+    fn client_bounds_default_to_the_contract() {
+        let server = Config::defaults().server;
+        assert_eq!(server.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(server.body_read_timeout, Duration::from_secs(30));
+        assert_eq!(server.idle_timeout, Duration::from_secs(60));
+        assert_eq!(server.max_connections, 4096);
+    }
+
+    #[test]
+    fn client_bounds_are_read_from_the_file() {
+        let config = Config::from_toml(
+            "[server]\nheader_read_timeout = \"300ms\"\nbody_read_timeout = \"2s\"\nidle_timeout = \"1m\"\nmax_connections = 7\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.server.header_read_timeout,
+            Duration::from_millis(300)
+        );
+        assert_eq!(config.server.body_read_timeout, Duration::from_secs(2));
+        assert_eq!(config.server.idle_timeout, Duration::from_secs(60));
+        assert_eq!(config.server.max_connections, 7);
+    }
+
+    #[test]
+    fn zero_or_malformed_client_bounds_are_errors_naming_the_key() {
+        let text = "[server]\nheader_read_timeout = \"0s\"\nbody_read_timeout = \"soon\"\nidle_timeout = \"10\"\nmax_connections = 0\n";
+        let err = Config::from_toml(text).unwrap_err().to_string();
+        for needle in [
+            "server.header_read_timeout: must be longer than 0",
+            "server.body_read_timeout: \"soon\" is not a duration",
+            "server.idle_timeout: \"10\" is not a duration",
+            "server.max_connections: must be greater than 0",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in {err}");
+        }
+        let err = Config::from_toml("[server]\nidle_timeout = 60\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("idle_timeout"), "{err}");
     }
 
     #[test]

@@ -51,6 +51,10 @@ pub struct RawServer {
     pub max_in_flight: Option<u64>,
     pub max_header_bytes: Option<u64>,
     pub admin_token_env: Option<String>,
+    pub header_read_timeout: Option<String>,
+    pub body_read_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub max_connections: Option<u64>,
 }
 
 /// `[upstream]` as written.
@@ -122,6 +126,10 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "max_in_flight",
             "max_header_bytes",
             "admin_token_env",
+            "header_read_timeout",
+            "body_read_timeout",
+            "idle_timeout",
+            "max_connections",
         ],
     ),
     (
@@ -171,6 +179,14 @@ const RENAMED_KEYS: &[(&str, &str)] = &[
     ("key.ignore_headers", "redact.headers"),
     ("replay.pacing", "replay.timing"),
     ("redact.fields", "redact.headers"),
+    // nginx, Go's net/http and others name the client bounds so.
+    ("server.client_header_timeout", "server.header_read_timeout"),
+    ("server.read_header_timeout", "server.header_read_timeout"),
+    ("server.client_body_timeout", "server.body_read_timeout"),
+    ("server.keepalive_timeout", "server.idle_timeout"),
+    ("server.keep_alive_timeout", "server.idle_timeout"),
+    ("server.max_conns", "server.max_connections"),
+    ("server.worker_connections", "server.max_connections"),
 ];
 
 /// Parses TOML into [`RawConfig`], first reporting every unknown key by its
@@ -257,6 +273,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("upstream.first_byte_timeout"), "{err}");
+        let err = Config::from_toml("[server]\nkeepalive_timeout = \"3s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("it is now `server.idle_timeout`"), "{err}");
     }
 
     #[test]

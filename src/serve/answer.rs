@@ -62,6 +62,9 @@ pub fn error_outcome(error: &ProxyError, key: Option<&RequestKey>) -> Option<Out
         | ProxyError::ClientBody { .. }
         | ProxyError::BadHeader { .. }
         | ProxyError::Overloaded { .. }
+        | ProxyError::HeaderReadTimeout { .. }
+        | ProxyError::BodyReadTimeout { .. }
+        | ProxyError::TooManyConnections { .. }
         | ProxyError::Internal { .. } => false,
     };
     missed.then_some(Outcome::Miss)

@@ -19,6 +19,7 @@ use http::StatusCode;
 use serde_json::json;
 
 use crate::body::BoxError;
+use crate::serve::read_timeout::BodyReadTimeoutError;
 
 /// Who caused a failure: picks the status class and the log level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +46,19 @@ pub enum ProxyError {
     ClientBody {
         /// What went wrong.
         source: BoxError,
+    },
+    /// The request head did not arrive within `server.header_read_timeout`
+    /// (written by the connection's watchdog, not by the proxy service).
+    #[error("the request head did not arrive within {} (server.header_read_timeout); llmtape closed the connection", humantime::format_duration(*timeout))]
+    HeaderReadTimeout {
+        /// The configured limit.
+        timeout: Duration,
+    },
+    /// The request body paused longer than `server.body_read_timeout`.
+    #[error("the request body stalled: no data for {} (server.body_read_timeout); llmtape closed the connection", humantime::format_duration(*timeout))]
+    BodyReadTimeout {
+        /// The configured limit.
+        timeout: Duration,
     },
     /// A `x-llmtape-*` header has a value we do not understand.
     #[error("invalid {header} header {value:?}: expected one of {expected}")]
@@ -102,6 +116,15 @@ pub enum ProxyError {
     #[error("llmtape is already handling {limit} requests (server.max_in_flight); retry shortly")]
     Overloaded {
         /// The configured limit.
+        limit: usize,
+    },
+    /// Too many client connections open (written to the refused socket,
+    /// not by the proxy service).
+    #[error(
+        "llmtape already has {limit} connections open (server.max_connections); retry shortly"
+    )]
+    TooManyConnections {
+        /// The limit in force.
         limit: usize,
     },
     /// We could not build the upstream request.
@@ -165,12 +188,16 @@ impl ProxyError {
         match self {
             ProxyError::BodyTooLarge { .. }
             | ProxyError::ClientBody { .. }
+            | ProxyError::HeaderReadTimeout { .. }
+            | ProxyError::BodyReadTimeout { .. }
             | ProxyError::BadHeader { .. }
             | ProxyError::ReplayMiss { .. } => Fault::Client,
             ProxyError::UpstreamUnreachable { .. }
             | ProxyError::UpstreamTimeout { .. }
             | ProxyError::UpstreamBody { .. } => Fault::Upstream,
-            ProxyError::Internal { .. } | ProxyError::Overloaded { .. } => Fault::Proxy,
+            ProxyError::Internal { .. }
+            | ProxyError::Overloaded { .. }
+            | ProxyError::TooManyConnections { .. } => Fault::Proxy,
         }
     }
 
@@ -179,13 +206,18 @@ impl ProxyError {
         match self {
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::ClientBody { .. } | ProxyError::BadHeader { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::HeaderReadTimeout { .. } | ProxyError::BodyReadTimeout { .. } => {
+                StatusCode::REQUEST_TIMEOUT
+            }
             ProxyError::ReplayMiss { .. } => StatusCode::NOT_FOUND,
             ProxyError::UpstreamUnreachable { .. } | ProxyError::UpstreamBody { .. } => {
                 StatusCode::BAD_GATEWAY
             }
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-            ProxyError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Overloaded { .. } | ProxyError::TooManyConnections { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -194,6 +226,10 @@ impl ProxyError {
         match self {
             ProxyError::BodyTooLarge { .. } => ("invalid_request_error", "request_too_large"),
             ProxyError::ClientBody { .. } => ("invalid_request_error", "unreadable_body"),
+            ProxyError::HeaderReadTimeout { .. } => {
+                ("invalid_request_error", "request_head_timeout")
+            }
+            ProxyError::BodyReadTimeout { .. } => ("invalid_request_error", "request_body_timeout"),
             ProxyError::BadHeader { .. } => ("invalid_request_error", "invalid_llmtape_header"),
             ProxyError::ReplayMiss { .. } => ("llmtape_miss", "replay_miss"),
             ProxyError::UpstreamUnreachable { .. } => {
@@ -205,7 +241,22 @@ impl ProxyError {
             }
             ProxyError::Internal { .. } => ("llmtape_internal_error", "internal"),
             ProxyError::Overloaded { .. } => ("llmtape_overloaded", "too_many_in_flight"),
+            ProxyError::TooManyConnections { .. } => ("llmtape_overloaded", "too_many_connections"),
         }
+    }
+
+    /// This error, or [`ProxyError::BodyReadTimeout`] when somewhere in its
+    /// chain the request body stalled: a forwarded (passthrough) body that
+    /// stops fails the upstream call, but the client is at fault.
+    pub fn blame_stalled_body(self) -> ProxyError {
+        let mut source: Option<&(dyn StdError + 'static)> = self.source();
+        while let Some(inner) = source {
+            if let Some(stalled) = inner.downcast_ref::<BodyReadTimeoutError>() {
+                return ProxyError::BodyReadTimeout { timeout: stalled.0 };
+            }
+            source = inner.source();
+        }
+        self
     }
 
     /// The OpenAI-shaped JSON body.
@@ -269,6 +320,45 @@ mod tests {
         struct Repeats(#[source] std::io::Error);
         let err = Repeats(std::io::Error::other("disk on fire"));
         assert_eq!(Chain(&err).to_string(), "read failed: disk on fire");
+    }
+
+    #[test]
+    fn slow_clients_get_408_and_are_at_fault() {
+        for err in [
+            ProxyError::HeaderReadTimeout {
+                timeout: Duration::from_secs(10),
+            },
+            ProxyError::BodyReadTimeout {
+                timeout: Duration::from_secs(30),
+            },
+        ] {
+            assert_eq!(err.status(), StatusCode::REQUEST_TIMEOUT);
+            assert_eq!(err.fault(), Fault::Client);
+            assert!(err.to_string().contains("server."), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_stalled_body_deep_in_a_chain_is_blamed_on_the_client() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("send failed")]
+        struct Wrapper(#[source] BodyReadTimeoutError);
+        let err = ProxyError::UpstreamBody {
+            upstream: "http://127.0.0.1:9".into(),
+            source: Box::new(Wrapper(BodyReadTimeoutError(Duration::from_secs(3)))),
+        };
+        match err.blame_stalled_body() {
+            ProxyError::BodyReadTimeout { timeout } => assert_eq!(timeout, Duration::from_secs(3)),
+            other => panic!("not blamed on the body: {other}"),
+        }
+        let err = ProxyError::UpstreamBody {
+            upstream: "http://127.0.0.1:9".into(),
+            source: Box::new(std::io::Error::other("reset")),
+        };
+        assert!(matches!(
+            err.blame_stalled_body(),
+            ProxyError::UpstreamBody { .. }
+        ));
     }
 
     #[test]

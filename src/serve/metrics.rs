@@ -5,9 +5,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
+
+use crate::serve::watchdog::ClientTimeout;
 
 /// Histogram bucket bounds in seconds: from a cached hit (tens of
 /// microseconds) to a long completion (minutes).
@@ -72,6 +74,15 @@ pub struct Metrics {
     pub hit_latency: Histogram,
     /// Time the upstream took (to the end of the response).
     pub upstream_latency: Histogram,
+    /// Client connections open now (the count `server.max_connections`
+    /// bounds; kept by `serve::admission`).
+    pub connections_open: AtomicUsize,
+    /// Connections refused because `server.max_connections` was reached.
+    pub connections_refused: AtomicU64,
+    /// Failed `accept` calls (out of file descriptors, above all).
+    pub accept_errors: AtomicU64,
+    /// Client timeouts that fired, by [`ClientTimeout`] (in `ALL`'s order).
+    client_timeouts: [AtomicU64; ClientTimeout::ALL.len()],
 }
 
 impl Metrics {
@@ -79,6 +90,15 @@ impl Metrics {
     pub fn upstream_answered(&self, status: u16) {
         let mut map = crate::sync::lock(&self.upstream_status);
         *map.entry(status).or_insert(0) += 1;
+    }
+
+    /// Counts a client timeout that fired.
+    pub(crate) fn timed_out(&self, which: ClientTimeout) {
+        let i = ClientTimeout::ALL
+            .iter()
+            .position(|t| *t == which)
+            .expect("ALL lists every kind");
+        self.client_timeouts[i].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition.
@@ -127,6 +147,28 @@ impl Metrics {
             );
         }
         let _ = writeln!(out, "# HELP llmtape_in_flight Requests being handled.\n# TYPE llmtape_in_flight gauge\nllmtape_in_flight {}", self.in_flight.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP llmtape_connections_open Client connections open (bounded by server.max_connections).\n# TYPE llmtape_connections_open gauge\nllmtape_connections_open {}", self.connections_open.load(Ordering::Relaxed));
+        counter(
+            &mut out,
+            "llmtape_connections_refused_total",
+            "Client connections refused at once because server.max_connections was reached.",
+            self.connections_refused.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(out, "# HELP llmtape_connections_timed_out_total Client connections closed by a timeout: header (server.header_read_timeout), body (server.body_read_timeout; on HTTP/2 the stream is reset instead), idle (server.idle_timeout).\n# TYPE llmtape_connections_timed_out_total counter");
+        for (which, count) in ClientTimeout::ALL.iter().zip(&self.client_timeouts) {
+            let _ = writeln!(
+                out,
+                "llmtape_connections_timed_out_total{{timeout=\"{}\"}} {}",
+                which.as_str(),
+                count.load(Ordering::Relaxed)
+            );
+        }
+        counter(
+            &mut out,
+            "llmtape_accept_errors_total",
+            "Failed accept calls (e.g. out of file descriptors); each backs off before the next.",
+            self.accept_errors.load(Ordering::Relaxed),
+        );
         let _ = writeln!(out, "# HELP llmtape_store_recordings Recordings in the store or fixtures folder.\n# TYPE llmtape_store_recordings gauge\nllmtape_store_recordings {stored}");
         self.hit_latency
             .render("llmtape_hit_seconds", "Time to answer a hit.", &mut out);
@@ -170,5 +212,26 @@ mod tests {
         );
         assert!(text.contains("llmtape_hit_seconds_count 2"), "{text}");
         assert!(text.contains("llmtape_store_recordings 7"), "{text}");
+    }
+
+    #[test]
+    fn renders_connection_counts_and_every_timeout() {
+        let m = Metrics::default();
+        m.connections_open.fetch_add(3, Ordering::Relaxed);
+        m.connections_refused.fetch_add(2, Ordering::Relaxed);
+        m.timed_out(ClientTimeout::Idle);
+        m.timed_out(ClientTimeout::Idle);
+        m.timed_out(ClientTimeout::Header);
+        let text = m.render(0);
+        for line in [
+            "llmtape_connections_open 3",
+            "llmtape_connections_refused_total 2",
+            "llmtape_connections_timed_out_total{timeout=\"header\"} 1",
+            "llmtape_connections_timed_out_total{timeout=\"body\"} 0",
+            "llmtape_connections_timed_out_total{timeout=\"idle\"} 2",
+            "llmtape_accept_errors_total 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} in {text}");
+        }
     }
 }

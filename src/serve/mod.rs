@@ -4,7 +4,9 @@
 
 pub mod admin;
 pub mod admin_commands;
+pub(crate) mod admission;
 pub(crate) mod answer;
+pub(crate) mod connection;
 pub(crate) mod error;
 pub(crate) mod flight;
 pub(crate) mod headers;
@@ -12,8 +14,10 @@ pub(crate) mod hot_cache;
 pub(crate) mod metrics;
 pub(crate) mod nearest;
 pub mod proxy;
+pub(crate) mod read_timeout;
 pub mod replay;
 pub(crate) mod request;
 pub mod server;
 pub(crate) mod upstream;
 pub(crate) mod upstream_call;
+pub(crate) mod watchdog;

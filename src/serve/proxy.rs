@@ -36,6 +36,7 @@ use crate::serve::headers::{self, Outcome, MISS_NEAREST_HEADER};
 use crate::serve::hot_cache::HotCache;
 use crate::serve::metrics::Metrics;
 use crate::serve::nearest::{self, Nearest};
+use crate::serve::read_timeout::BodyReadTimeoutError;
 use crate::serve::replay::Rendered;
 use crate::serve::request;
 use crate::serve::upstream::{Upstream, UpstreamSetupError};
@@ -85,7 +86,7 @@ pub(super) struct Shared {
     pub(super) history: usize,
     pub(super) timing: Timing,
     pub(super) flights: Arc<Flights>,
-    pub(super) metrics: Metrics,
+    pub(super) metrics: Arc<Metrics>,
     pub(super) max_in_flight: usize,
     pub(super) max_recorded_bytes: usize,
     pub(super) admin_token: Option<Sensitive<String>>,
@@ -128,7 +129,7 @@ impl Proxy {
                 history: config.store.history,
                 timing: config.replay.timing,
                 flights: Arc::new(Flights::default()),
-                metrics: Metrics::default(),
+                metrics: Arc::default(),
                 max_in_flight: config.server.max_in_flight,
                 max_recorded_bytes: config.store.max_recorded_bytes,
                 admin_token: config.server.admin_token.clone().map(Sensitive),
@@ -236,7 +237,10 @@ impl Proxy {
                 return Answer::error(&error, None);
             }
             Err(CollectError::Read(e)) => {
-                let error = ProxyError::ClientBody { source: e };
+                let error = match e.downcast::<BodyReadTimeoutError>() {
+                    Ok(stalled) => ProxyError::BodyReadTimeout { timeout: stalled.0 },
+                    Err(e) => ProxyError::ClientBody { source: e },
+                };
                 return Answer::error(&error, None);
             }
         };
@@ -380,7 +384,7 @@ impl Proxy {
                     None,
                 )
             }
-            Err(error) => Answer::error(&error, None),
+            Err(error) => Answer::error(&error.blame_stalled_body(), None),
         }
     }
 

@@ -1,39 +1,47 @@
-//! The listener: accepts connections, serves HTTP/1.1 and HTTP/2 with
-//! hyper-util's auto builder, and shuts down gracefully.
+//! The listener: accepts connections, admits them under
+//! `server.max_connections`, hands each to its task (`serve::connection`,
+//! HTTP/1.1 and HTTP/2 with hyper-util's auto builder, TLS optional), and
+//! shuts down gracefully.
 //!
-//! Start-up opens the store and binds the socket before reporting ready,
-//! so every start problem (store held, port in use) surfaces as a
-//! [`StartError`] before the ready line. Shutdown stops accepting, lets
-//! in-flight requests finish within `server.shutdown_timeout`, then
-//! flushes the store.
+//! Start-up opens the store, fits `server.max_connections` under the
+//! open-file limit and binds the socket before reporting ready, so every
+//! start problem (store held, port in use) surfaces as a [`StartError`]
+//! before the ready line. Shutdown stops accepting, lets in-flight
+//! requests finish within `server.shutdown_timeout`, then flushes the
+//! store.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::config::{Config, TlsFiles};
-use crate::serve::admin;
+use crate::serve::admission::{self, AcceptBackoff, Admission, Throttle};
+use crate::serve::connection::{self, raw_answer};
+use crate::serve::error::ProxyError;
 use crate::serve::proxy::Proxy;
 use crate::serve::upstream::UpstreamSetupError;
+use crate::serve::watchdog::Bounds;
 use crate::store::fixtures::FixtureError;
 use crate::store::{FixtureDir, Tier};
 use crate::store::{SledStore, StoreError};
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
 
 /// A client gets this long to finish the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// After a failed `accept` (e.g. out of file descriptors), wait this long
-/// before trying again rather than spinning on the error.
-const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+/// HTTP/2: the server pings a connection that sent nothing for this
+/// long, so a peer that vanished mid-stream (no FIN, no RST) is noticed...
+const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+/// ...when it does not answer the ping within this (hyper's default).
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +85,8 @@ pub struct Server {
     local_addr: SocketAddr,
     config: Config,
     tls: Option<TlsAcceptor>,
+    /// `server.max_connections`, fitted under the open-file limit.
+    max_connections: usize,
 }
 
 impl Server {
@@ -91,6 +101,7 @@ impl Server {
             None => Arc::new(SledStore::open(&config.store.path)?),
         };
         let proxy = Proxy::new(&config, recordings)?;
+        let max_connections = admission::fit_to_file_limit(config.server.max_connections);
         let addr = config.server.listen;
         let listener = TcpListener::bind(addr).await.map_err(|source| {
             let hint = match source.kind() {
@@ -115,6 +126,7 @@ impl Server {
             local_addr,
             config,
             tls,
+            max_connections,
         })
     }
 
@@ -145,80 +157,120 @@ impl Server {
 
     /// Serves until `shutdown` completes, then drains and flushes.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let graceful = GracefulShutdown::new();
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        // Bound the request head: a larger one is refused by hyper (431).
-        builder
-            .http1()
-            .max_buf_size(self.config.server.max_header_bytes);
-        builder.http2().max_header_list_size(
-            u32::try_from(self.config.server.max_header_bytes).unwrap_or(u32::MAX),
+        let server = &self.config.server;
+        let metrics = self.proxy.shared.metrics.clone();
+        let admission = Admission::new(self.max_connections, metrics.clone());
+        let shared = Arc::new(connection::Shared {
+            proxy: self.proxy.clone(),
+            metrics: metrics.clone(),
+            builder: http_builder(&self.config),
+            bounds: Bounds {
+                header: server.header_read_timeout,
+                idle: server.idle_timeout,
+            },
+            body_read_timeout: server.body_read_timeout,
+            head_timeout_answer: raw_answer(
+                &ProxyError::HeaderReadTimeout {
+                    timeout: server.header_read_timeout,
+                },
+                &[],
+            ),
+        });
+        // Plain HTTP only: a TLS client cannot read it before a handshake.
+        let refusal = raw_answer(
+            &ProxyError::TooManyConnections {
+                limit: admission.max(),
+            },
+            &[("retry-after", "1")],
         );
+        let (closing, closing_seen) = watch::channel(false);
+        let mut backoff = AcceptBackoff::default();
+        let mut accept_failures = Throttle::new(admission::LOG_EVERY);
+        let mut refusals = Throttle::new(admission::LOG_EVERY);
         tokio::pin!(shutdown);
         loop {
-            tokio::select! {
-                accepted = self.listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        let _ = stream.set_nodelay(true);
-                        // The admin endpoints need to know who is asking.
-                        let service = TowerToHyperService::new(self.proxy.clone().map_request(
-                            move |mut request: http::Request<hyper::body::Incoming>| {
-                                admin::tag_peer(&mut request, peer);
-                                request
-                            },
-                        ));
-                        match &self.tls {
-                            None => {
-                                let connection = builder
-                                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                                    .into_owned();
-                                let connection = graceful.watch(connection);
-                                tokio::spawn(async move {
-                                    if let Err(error) = connection.await {
-                                        tracing::debug!(%error, "connection ended with an error");
-                                    }
-                                });
-                            }
-                            Some(acceptor) => {
-                                // The handshake runs in the connection's task so
-                                // a slow client cannot stall the accept loop.
-                                let acceptor = acceptor.clone();
-                                let builder = builder.clone();
-                                let watcher = graceful.watcher();
-                                tokio::spawn(async move {
-                                    let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                                        Ok(Ok(stream)) => stream,
-                                        Ok(Err(error)) => {
-                                            tracing::debug!(%error, %peer, "TLS handshake failed");
-                                            return;
-                                        }
-                                        Err(_) => {
-                                            tracing::debug!(%peer, "TLS handshake timed out");
-                                            return;
-                                        }
-                                    };
-                                    let connection = builder
-                                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                                        .into_owned();
-                                    if let Err(error) = watcher.watch(connection).await {
-                                        tracing::debug!(%error, "connection ended with an error");
-                                    }
-                                });
-                            }
-                        }
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
-                    }
-                },
+            let accepted = tokio::select! {
+                accepted = self.listener.accept() => accepted,
                 () = &mut shutdown => break,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => {
+                    backoff.succeeded();
+                    accepted
+                }
+                Err(error) => {
+                    // Out of file descriptors above all: the connection
+                    // stays in the backlog and `accept` fails again at once,
+                    // so pause (without ever spinning) and log once a second.
+                    metrics.accept_errors.fetch_add(1, Ordering::Relaxed);
+                    let pause = backoff.failed();
+                    if let Some(left_out) = accept_failures.note(Instant::now()) {
+                        tracing::warn!(%error, left_out, pause_ms = pause.as_millis() as u64, "accept failed; pausing before the next");
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => continue,
+                        () = &mut shutdown => break,
+                    }
+                }
+            };
+            let Some(admitted) = admission.admit(peer.ip()) else {
+                // Refused at once, not left in the backlog where every
+                // client behind it would wait too.
+                metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
+                if let Some(left_out) = refusals.note(Instant::now()) {
+                    tracing::warn!(%peer, limit = admission.max(), left_out, "refused a connection: server.max_connections are open");
+                }
+                if self.tls.is_none() {
+                    // One non-blocking write into an empty socket buffer;
+                    // a client that reads nothing gets the close alone.
+                    let _ = stream.try_write(&refusal);
+                }
+                drop(stream);
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let shared = shared.clone();
+            let closing = closing_seen.clone();
+            match &self.tls {
+                None => {
+                    tokio::spawn(async move {
+                        connection::serve(shared, stream, peer, false, closing).await;
+                        drop(admitted);
+                    });
+                }
+                Some(acceptor) => {
+                    // The handshake runs in the connection's task so a
+                    // slow client cannot stall the accept loop.
+                    let acceptor = acceptor.clone();
+                    tokio::spawn(async move {
+                        let stream = match tokio::time::timeout(
+                            TLS_HANDSHAKE_TIMEOUT,
+                            acceptor.accept(stream),
+                        )
+                        .await
+                        {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(error)) => {
+                                tracing::debug!(%error, %peer, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                        connection::serve(shared, stream, peer, h2, closing).await;
+                        drop(admitted);
+                    });
+                }
             }
         }
         drop(self.listener);
         tracing::info!("shutting down: waiting for in-flight requests");
+        let _ = closing.send(true);
         let deadline = self.config.server.shutdown_timeout;
-        if tokio::time::timeout(deadline, graceful.shutdown())
+        if tokio::time::timeout(deadline, admission.drained())
             .await
             .is_err()
         {
@@ -232,6 +284,26 @@ impl Server {
             Err(error) => tracing::error!(%error, "store flush failed"),
         }
     }
+}
+
+/// hyper's side of a connection: HTTP/1.1 and HTTP/2, with the bounds
+/// hyper enforces itself. The client timeouts are the watchdog's
+/// (`serve::watchdog`): hyper's own HTTP/1 header timeout stays off, as it
+/// writes no 408 and cannot tell a slow head from a kept-alive wait.
+fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Bound the request head: a larger one is refused by hyper (431).
+    builder
+        .http1()
+        .max_buf_size(config.server.max_header_bytes)
+        .header_read_timeout(None);
+    builder
+        .http2()
+        .max_header_list_size(u32::try_from(config.server.max_header_bytes).unwrap_or(u32::MAX))
+        .timer(TokioTimer::new())
+        .keep_alive_interval(H2_PING_INTERVAL)
+        .keep_alive_timeout(H2_PING_TIMEOUT);
+    builder
 }
 
 /// Builds the TLS acceptor from PEM files (HTTP/2 and HTTP/1.1 by ALPN).

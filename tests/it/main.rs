@@ -22,6 +22,7 @@ mod routes;
 mod sdk;
 mod serving;
 mod singleflight;
+mod slow_clients;
 mod soak;
 mod stream;
 mod tls;

@@ -75,7 +75,9 @@ pub struct Serve {
 }
 
 impl Serve {
-    /// Spawns `cmd` (a `serve` command) and waits for its ready line.
+    /// Spawns `cmd` (a `serve` command) and waits for its ready line
+    /// (`http://` or, with TLS, `https://`; [`Serve::url`] is for plain
+    /// HTTP only).
     pub async fn start(mut cmd: Command) -> Serve {
         let log = tempfile::NamedTempFile::new().unwrap();
         cmd.stdout(Stdio::piped()).stderr(log.reopen().unwrap());
@@ -93,6 +95,7 @@ impl Serve {
             });
         let addr = ready
             .strip_prefix("llmtape listening on http://")
+            .or_else(|| ready.strip_prefix("llmtape listening on https://"))
             .and_then(|rest| rest.split(' ').next())
             .unwrap_or_else(|| panic!("unexpected ready line: {ready}"))
             .to_string();

@@ -1,0 +1,415 @@
+//! One client connection, from the first byte to the close: hyper-util's
+//! auto builder (HTTP/1.1 or HTTP/2) over the socket, with the client
+//! bounds around it.
+//!
+//! Layers, outside in:
+//! 1. [`Watched`] wraps the socket (plain or TLS) and tells the
+//!    connection's `watchdog::Activity` when bytes arrive; on the way out
+//!    it hands the socket back, so a slow head can still be told 408.
+//! 2. The hyper connection and [`ConnService`], which counts a request in
+//!    flight from the service call to the end (or drop) of its answer's
+//!    body ([`TrackedBody`]), tags the peer for the admin endpoints, and
+//!    wraps the request body in `server.body_read_timeout`.
+//! 3. [`serve`], the connection's task: it drives the hyper connection
+//!    and sleeps towards the watchdog's deadline, and closes the
+//!    connection when the head or an idle wait took too long (HTTP/1: a
+//!    408 when part of a head came, then the close; HTTP/2: a GOAWAY), or
+//!    shuts it down gracefully when the server stops.
+//!
+//! Does not decide what a request gets (`serve::proxy`) nor which
+//! connections are served (`serve::admission`).
+
+use std::convert::Infallible;
+use std::future::{poll_fn, Future};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, Version};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{oneshot, watch};
+
+use crate::body::{BoxError, ProxyBody};
+use crate::serve::admin;
+use crate::serve::error::ProxyError;
+use crate::serve::metrics::Metrics;
+use crate::serve::proxy::Proxy;
+use crate::serve::read_timeout::BodyReadTimeout;
+use crate::serve::watchdog::{Activity, Bounds, ClientTimeout, InFlightRequest, Verdict};
+
+/// After a timeout, the last bytes (a 408, a GOAWAY, TLS close_notify)
+/// get this long to leave; a client that does not take them is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// The first bytes an HTTP/2 client sends (prior knowledge, no TLS).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What every connection of one server shares.
+pub(crate) struct Shared {
+    pub(crate) proxy: Proxy,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) builder: auto::Builder<TokioExecutor>,
+    pub(crate) bounds: Bounds,
+    pub(crate) body_read_timeout: Duration,
+    /// The whole HTTP/1.1 408 answer to a slow head, rendered once.
+    pub(crate) head_timeout_answer: Bytes,
+}
+
+/// A complete HTTP/1.1 answer to `error` that closes the connection: for
+/// what is written outside hyper (a slow head, a refused connection).
+pub(crate) fn raw_answer(error: &ProxyError, extra_headers: &[(&str, &str)]) -> Bytes {
+    let status = error.status();
+    let body = error.body();
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len()
+    );
+    for (name, value) in extra_headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut out = head.into_bytes();
+    out.extend_from_slice(&body);
+    Bytes::from(out)
+}
+
+/// Serves one connection until it ends, times out, or (after `closing`
+/// turns) finishes its requests. `h2`: TLS negotiated HTTP/2.
+pub(crate) async fn serve<IO>(
+    shared: Arc<Shared>,
+    io: IO,
+    peer: SocketAddr,
+    h2: bool,
+    mut closing: watch::Receiver<bool>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Activity::new(h2);
+    let (handback, mut handed_back) = oneshot::channel();
+    let io = Watched {
+        io: Some(io),
+        activity: activity.clone(),
+        first_read: true,
+        handback: Some(handback),
+    };
+    let service = ConnService {
+        shared: shared.clone(),
+        activity: activity.clone(),
+        peer,
+    };
+    let mut connection = Box::pin(
+        shared
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service),
+    );
+    let mut shutting_down = false;
+    // One timer for the connection's life, moved to each new deadline.
+    let sleep = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(sleep);
+    let mut armed_for = None;
+    let expired = loop {
+        let deadline = match activity.verdict(shared.bounds) {
+            Verdict::Busy => None,
+            Verdict::WaitUntil(deadline) => Some(deadline),
+            Verdict::HeadTimedOut { partial } => break Expired::Head { partial },
+            Verdict::IdleTimedOut => break Expired::Idle,
+        };
+        if let Some(deadline) = deadline {
+            if armed_for != Some(deadline) {
+                sleep.as_mut().reset(deadline);
+                armed_for = Some(deadline);
+            }
+        }
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, %peer, "connection ended with an error");
+                }
+                return;
+            }
+            () = &mut sleep, if deadline.is_some() => {}
+            () = activity.changed() => {}
+            // An error means the server is gone: stop all the same.
+            _ = closing.changed(), if !shutting_down => {
+                shutting_down = true;
+                connection.as_mut().graceful_shutdown();
+            }
+        }
+    };
+    let which = expired.timeout();
+    shared.metrics.timed_out(which);
+    tracing::debug!(%peer, timeout = which.as_str(), "closing a client connection that waited too long");
+    if activity.is_h2() {
+        // A GOAWAY: the client knows to open a new connection.
+        connection.as_mut().graceful_shutdown();
+        let _ = tokio::time::timeout(CLOSE_GRACE, connection.as_mut()).await;
+        return;
+    }
+    // Dropping hyper's connection hands the socket back.
+    drop(connection);
+    let Ok(mut io) = handed_back.try_recv() else {
+        return;
+    };
+    let answer = match expired {
+        Expired::Head { partial: true } => Some(&shared.head_timeout_answer[..]),
+        Expired::Head { partial: false } | Expired::Idle => None,
+    };
+    let _ = tokio::time::timeout(CLOSE_GRACE, close_with(&mut io, answer)).await;
+}
+
+/// Why the watchdog closed a connection.
+#[derive(Debug, Clone, Copy)]
+enum Expired {
+    Head { partial: bool },
+    Idle,
+}
+
+impl Expired {
+    fn timeout(self) -> ClientTimeout {
+        match self {
+            Expired::Head { .. } => ClientTimeout::Header,
+            Expired::Idle => ClientTimeout::Idle,
+        }
+    }
+}
+
+/// Writes `answer` (if any), closes the write side, and reads what the
+/// client still sends until it closes too, so the answer is not lost to
+/// a reset (closing a socket with unread data resets it). The caller
+/// bounds the time.
+async fn close_with<IO: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut IO,
+    answer: Option<&[u8]>,
+) -> io::Result<()> {
+    if let Some(mut rest) = answer {
+        while !rest.is_empty() {
+            let n = poll_fn(|cx| Pin::new(&mut *io).poll_write(cx, rest)).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            rest = &rest[n..];
+        }
+        poll_fn(|cx| Pin::new(&mut *io).poll_flush(cx)).await?;
+    }
+    poll_fn(|cx| Pin::new(&mut *io).poll_shutdown(cx)).await?;
+    let mut scratch = [0u8; 1024];
+    loop {
+        let mut buf = ReadBuf::new(&mut scratch);
+        poll_fn(|cx| Pin::new(&mut *io).poll_read(cx, &mut buf)).await?;
+        if buf.filled().is_empty() {
+            return Ok(());
+        }
+    }
+}
+
+/// The socket, telling the watchdog when bytes arrive.
+struct Watched<IO> {
+    /// Always `Some` until dropped (then handed back).
+    io: Option<IO>,
+    activity: Arc<Activity>,
+    /// Nothing read yet: the first bytes tell an HTTP/2 preface.
+    first_read: bool,
+    handback: Option<oneshot::Sender<IO>>,
+}
+
+impl<IO: Unpin> Watched<IO> {
+    fn io(&mut self) -> Pin<&mut IO> {
+        Pin::new(self.io.as_mut().expect("the socket is only taken on drop"))
+    }
+}
+
+impl<IO> Drop for Watched<IO> {
+    fn drop(&mut self) {
+        if let (Some(io), Some(handback)) = (self.io.take(), self.handback.take()) {
+            // Nobody waiting means nobody needs it: it closes here.
+            let _ = handback.send(io);
+        }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let before = buf.filled().len();
+        ready!(this.io().poll_read(cx, buf))?;
+        let read = &buf.filled()[before..];
+        if !read.is_empty() {
+            if this.first_read {
+                this.first_read = false;
+                let n = read.len().min(H2_PREFACE.len());
+                // Two bytes tell "PRI" from any HTTP/1 method.
+                if n >= 2 && read[..n] == H2_PREFACE[..n] {
+                    this.activity.saw_h2_preface();
+                }
+            }
+            this.activity.read();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.io().poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.io().poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.as_ref().is_some_and(|io| io.is_write_vectored())
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.io().poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.io().poll_shutdown(cx)
+    }
+}
+
+/// The service hyper calls for each request of one connection.
+struct ConnService {
+    shared: Arc<Shared>,
+    activity: Arc<Activity>,
+    peer: SocketAddr,
+}
+
+impl hyper::service::Service<Request<Incoming>> for ConnService {
+    type Response = Response<TrackedBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        let h2 = request.version() == Version::HTTP_2;
+        let in_flight = self.activity.request_started(h2);
+        // The admin endpoints need to know who is asking.
+        admin::tag_peer(&mut request, self.peer);
+        let on_stall = {
+            let metrics = self.shared.metrics.clone();
+            let activity = self.activity.clone();
+            move || {
+                metrics.timed_out(ClientTimeout::Body);
+                activity.body_stalled();
+            }
+        };
+        let timeout = self.shared.body_read_timeout;
+        let request = request.map(|body| BodyReadTimeout::new(body, timeout, on_stall));
+        let proxy = self.shared.proxy.clone();
+        let activity = self.activity.clone();
+        Box::pin(async move {
+            let mut response = proxy.handle(request).await;
+            // The rest of a stalled body is never read: HTTP/1 cannot go
+            // on with the next request (HTTP/2 resets just the stream).
+            if !h2 && activity.take_body_stalled() {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok(response.map(|inner| TrackedBody {
+                inner,
+                _in_flight: in_flight,
+            }))
+        })
+    }
+}
+
+/// An answer's body that keeps its request in flight until it ends or is
+/// dropped: a long stream is never taken for an idle connection.
+pub(crate) struct TrackedBody {
+    inner: ProxyBody,
+    _in_flight: InFlightRequest,
+}
+
+impl Body for TrackedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_raw_answer_is_complete_http_that_closes() {
+        let error = ProxyError::HeaderReadTimeout {
+            timeout: Duration::from_millis(300),
+        };
+        let answer = raw_answer(&error, &[("retry-after", "1")]);
+        let text = std::str::from_utf8(&answer).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("\r\nconnection: close"), "{head}");
+        assert!(head.contains("\r\nretry-after: 1"), "{head}");
+        assert!(
+            head.contains(&format!("\r\ncontent-length: {}", body.len())),
+            "{head}"
+        );
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["error"]["code"], "request_head_timeout");
+    }
+
+    #[tokio::test]
+    async fn close_with_writes_the_answer_then_waits_for_the_client_to_close() {
+        let (mut ours, mut theirs) = tokio::io::duplex(64);
+        let closing = tokio::spawn(async move { close_with(&mut ours, Some(b"bye")).await });
+        let mut got = Vec::new();
+        let mut buf = [0u8; 16];
+        loop {
+            let mut read = ReadBuf::new(&mut buf);
+            poll_fn(|cx| Pin::new(&mut theirs).poll_read(cx, &mut read))
+                .await
+                .unwrap();
+            if read.filled().is_empty() {
+                break;
+            }
+            got.extend_from_slice(read.filled());
+        }
+        assert_eq!(got, b"bye", "then end of stream");
+        drop(theirs);
+        closing.await.unwrap().unwrap();
+    }
+}
