@@ -8,16 +8,204 @@
 //! information in about half the instructions. Colour only when
 //! stderr is a terminal, and then only on the level. `--log-format json`
 //! keeps tracing-subscriber's JSON formatter.
+//!
+//! It also owns where the lines go: [`batched`] buffers them for stderr
+//! and writes a batch every [`FLUSH_INTERVAL`] (or when a batch fills, or
+//! at once for a warning or an error), so a busy `serve` makes one
+//! write(2) per interval, not one per request. The [`LogGuard`] that
+//! `main` keeps flushes what is left when it drops, after the command
+//! (and `serve`'s graceful shutdown) has returned: a clean stop loses no
+//! line, a `kill -9` at most the last interval's.
 
 use std::fmt;
-use std::time::SystemTime;
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
 
 use tracing::field::{Field, Visit};
+use tracing::Metadata;
 use tracing::{Event, Level, Subscriber};
 use tracing_log::NormalizeEvent;
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
+
+/// The longest a buffered log line waits for stderr: short enough that a
+/// user watching the log sees each request "at once", long enough that a
+/// busy server writes hundreds of lines per write(2); and what a `kill -9`
+/// may lose.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A batch this large is written without waiting for the timer, so a burst
+/// of lines never holds more than this in memory (about 500 request lines).
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// A [`MakeWriter`] that batches lines for one destination (stderr in
+/// `main`): INFO and below wait in a buffer, WARN and ERROR are written at
+/// once together with what was waiting before them (order is kept).
+#[derive(Clone)]
+pub struct Batched {
+    shared: Arc<Shared>,
+}
+
+/// What the writers, the flusher thread and the guard share.
+struct Shared {
+    state: Mutex<State>,
+    /// Set when the guard drops: the flusher thread stops.
+    stopped: AtomicBool,
+}
+
+struct State {
+    buffer: Vec<u8>,
+    out: Box<dyn Write + Send>,
+    /// After the guard dropped: every line is written at once.
+    direct: bool,
+}
+
+impl State {
+    /// Writes the buffer out. A failed write of the log is dropped: there
+    /// is nowhere left to report it.
+    fn write_out(&mut self) {
+        if !self.buffer.is_empty() {
+            let _ = self.out.write_all(&self.buffer);
+            let _ = self.out.flush();
+            self.buffer.clear();
+        }
+    }
+}
+
+impl Shared {
+    fn flush(&self) {
+        crate::sync::lock(&self.state).write_out();
+    }
+}
+
+/// Keeps the batches flowing; flushes what is left when dropped. `main`
+/// holds it for the whole run.
+pub struct LogGuard {
+    shared: Arc<Shared>,
+    flusher: Option<JoinHandle<()>>,
+}
+
+impl LogGuard {
+    /// Writes every buffered line now.
+    pub fn flush(&self) {
+        self.shared.flush();
+    }
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        self.shared.stopped.store(true, Ordering::Release);
+        {
+            let mut state = crate::sync::lock(&self.shared.state);
+            state.write_out();
+            // Lines logged after this (a late destructor) are not lost.
+            state.direct = true;
+        }
+        if let Some(flusher) = self.flusher.take() {
+            flusher.thread().unpark();
+            let _ = flusher.join();
+        }
+    }
+}
+
+/// Batches log lines for `out`, written every `interval` by a small thread
+/// of its own (so commands without a runtime log the same way).
+pub fn batched(out: Box<dyn Write + Send>, interval: Duration) -> (Batched, LogGuard) {
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            buffer: Vec::with_capacity(BATCH_BYTES),
+            out,
+            direct: false,
+        }),
+        stopped: AtomicBool::new(false),
+    });
+    let flusher = {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name("llmtape-log-flush".into())
+            .spawn(move || {
+                while !shared.stopped.load(Ordering::Acquire) {
+                    std::thread::park_timeout(interval);
+                    shared.flush();
+                }
+            })
+    };
+    let writer = Batched {
+        shared: shared.clone(),
+    };
+    match flusher {
+        Ok(flusher) => (
+            writer,
+            LogGuard {
+                shared,
+                flusher: Some(flusher),
+            },
+        ),
+        Err(_) => {
+            // No thread to flush on a timer: write every line at once, as
+            // before batching.
+            crate::sync::lock(&shared.state).direct = true;
+            (
+                writer,
+                LogGuard {
+                    shared,
+                    flusher: None,
+                },
+            )
+        }
+    }
+}
+
+/// The writer of one event: the formatter writes the whole line in one
+/// call.
+pub struct BatchedLine<'a> {
+    shared: &'a Shared,
+    /// WARN or ERROR: write it (and what waits before it) now.
+    urgent: bool,
+}
+
+impl Write for BatchedLine<'_> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let mut state = crate::sync::lock(&self.shared.state);
+        if state.direct {
+            state.out.write_all(bytes)?;
+            state.out.flush()?;
+            return Ok(bytes.len());
+        }
+        state.buffer.extend_from_slice(bytes);
+        if self.urgent || state.buffer.len() >= BATCH_BYTES {
+            state.write_out();
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Batched {
+    type Writer = BatchedLine<'a>;
+
+    fn make_writer(&'a self) -> BatchedLine<'a> {
+        BatchedLine {
+            shared: &self.shared,
+            urgent: false,
+        }
+    }
+
+    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> BatchedLine<'a> {
+        BatchedLine {
+            shared: &self.shared,
+            // More verbose levels are greater: WARN and ERROR are <= WARN.
+            urgent: *meta.level() <= Level::WARN,
+        }
+    }
+}
 
 /// The text format of llmtape's logs.
 #[derive(Debug, Clone, Copy)]
@@ -176,6 +364,121 @@ mod tests {
                 " INFO llmtape::logs::tests: request method=POST path=\"/v1/chat/completions\" key={key} status=200 ms=0.250 hit=true\n"
             )
         );
+    }
+
+    /// A destination that counts its writes.
+    #[derive(Clone, Default)]
+    struct Counted {
+        bytes: Arc<Mutex<Vec<u8>>>,
+        writes: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl io::Write for Counted {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+            self.bytes.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Counted {
+        fn text(&self) -> String {
+            String::from_utf8(self.bytes.lock().unwrap().clone()).unwrap()
+        }
+
+        fn writes(&self) -> usize {
+            self.writes.load(Ordering::SeqCst)
+        }
+    }
+
+    /// Logs through a batched writer with `interval`.
+    fn batched_logs(interval: Duration) -> (Counted, LogGuard, tracing::Dispatch) {
+        let out = Counted::default();
+        let (writer, guard) = batched(Box::new(out.clone()), interval);
+        let subscriber = tracing_subscriber::fmt()
+            .event_format(PlainFormat { ansi: false })
+            .with_writer(writer)
+            .finish();
+        (out, guard, tracing::Dispatch::new(subscriber))
+    }
+
+    const NEVER: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn info_lines_are_written_in_one_batch_in_order() {
+        let (out, guard, logs) = batched_logs(NEVER);
+        tracing::dispatcher::with_default(&logs, || {
+            for i in 0..100 {
+                tracing::info!(i, "request");
+            }
+        });
+        assert_eq!(out.writes(), 0, "nothing written per line");
+        guard.flush();
+        assert_eq!(out.writes(), 1, "one write for the batch");
+        let text = out.text();
+        let numbers: Vec<&str> = text
+            .lines()
+            .map(|l| l.rsplit_once("i=").unwrap().1)
+            .collect();
+        let expected: Vec<String> = (0..100).map(|i| i.to_string()).collect();
+        assert_eq!(numbers, expected);
+    }
+
+    #[test]
+    fn the_timer_flushes_without_being_asked() {
+        let (out, _guard, logs) = batched_logs(Duration::from_millis(20));
+        tracing::dispatcher::with_default(&logs, || tracing::info!("request"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !out.text().contains("request") {
+            assert!(std::time::Instant::now() < deadline, "the timer flushed");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn dropping_the_guard_writes_what_is_left_and_later_lines_go_straight_out() {
+        let (out, guard, logs) = batched_logs(NEVER);
+        tracing::dispatcher::with_default(&logs, || {
+            tracing::info!("first");
+            tracing::info!("second");
+        });
+        drop(guard);
+        assert_eq!(out.writes(), 1);
+        assert!(out.text().contains("first") && out.text().contains("second"));
+        tracing::dispatcher::with_default(&logs, || tracing::info!("late"));
+        assert!(
+            out.text().contains("late"),
+            "a line after the guard is written"
+        );
+    }
+
+    #[test]
+    fn a_warning_is_written_at_once_after_what_waited() {
+        let (out, _guard, logs) = batched_logs(NEVER);
+        tracing::dispatcher::with_default(&logs, || {
+            tracing::info!("before");
+            tracing::warn!("careful");
+        });
+        let text = out.text();
+        let (before, careful) = (text.find("before"), text.find("careful"));
+        assert!(before.is_some() && careful > before, "{text}");
+    }
+
+    #[test]
+    fn a_full_batch_is_written_without_the_timer() {
+        let (out, _guard, logs) = batched_logs(NEVER);
+        let long = "x".repeat(1000);
+        tracing::dispatcher::with_default(&logs, || {
+            for _ in 0..(2 * BATCH_BYTES / 1000) {
+                tracing::info!(%long, "request");
+            }
+        });
+        assert!(out.writes() >= 1, "a full batch went out");
+        assert!(out.writes() <= 2);
     }
 
     #[test]
