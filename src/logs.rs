@@ -229,11 +229,7 @@ where
         // target and location in `log.*` fields; show them as tracing does.
         let normalized = event.normalized_metadata();
         let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
-        write!(
-            writer,
-            "{} ",
-            humantime::format_rfc3339_micros(SystemTime::now())
-        )?;
+        write_time(&mut writer, SystemTime::now())?;
         let (level, colour) = match *meta.level() {
             Level::ERROR => ("ERROR", "\x1b[31m"),
             Level::WARN => (" WARN", "\x1b[33m"),
@@ -268,46 +264,154 @@ struct Fields<'a, 'w> {
 }
 
 impl Fields<'_, '_> {
-    fn field(&mut self, field: &Field, value: fmt::Arguments<'_>) {
+    /// Whether `field` is written, and if so its ` name=` (or the space
+    /// before a bare message) is.
+    fn start(&mut self, field: &Field) -> bool {
         if self.result.is_err() || field.name().starts_with("log.") {
-            return;
+            return false;
         }
         self.result = if field.name() == "message" {
-            write!(self.writer, " {value}")
+            self.writer.write_char(' ')
         } else {
-            write!(self.writer, " {}={value}", field.name())
+            self.writer
+                .write_char(' ')
+                .and_then(|()| self.writer.write_str(field.name()))
+                .and_then(|()| self.writer.write_char('='))
         };
+        self.result.is_ok()
+    }
+
+    fn value(&mut self, value: fmt::Arguments<'_>) {
+        self.result = self.writer.write_fmt(value);
+    }
+
+    fn text(&mut self, value: &str) {
+        self.result = self.writer.write_str(value);
     }
 }
 
 impl Visit for Fields<'_, '_> {
     fn record_str(&mut self, field: &Field, value: &str) {
+        if !self.start(field) {
+            return;
+        }
         if field.name() == "message" {
-            self.field(field, format_args!("{value}"));
+            self.text(value);
+        } else if value
+            .bytes()
+            .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+        {
+            // What `{:?}` writes for a string with nothing to escape (a
+            // path, a method), without its per-character escaping.
+            self.result = self
+                .writer
+                .write_char('"')
+                .and_then(|()| self.writer.write_str(value))
+                .and_then(|()| self.writer.write_char('"'));
         } else {
-            self.field(field, format_args!("{value:?}"));
+            self.value(format_args!("{value:?}"));
         }
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.field(field, format_args!("{value}"));
+        if self.start(field) {
+            let mut digits = [0u8; 20];
+            self.text(decimal(value, &mut digits));
+        }
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.field(field, format_args!("{value}"));
+        if self.start(field) {
+            self.value(format_args!("{value}"));
+        }
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.field(field, format_args!("{value}"));
+        if self.start(field) {
+            self.text(if value { "true" } else { "false" });
+        }
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.field(field, format_args!("{value:.3}"));
+        if !self.start(field) {
+            return;
+        }
+        // Milliseconds and the like: three decimals by integer arithmetic
+        // (float formatting with a precision was a tenth of a log line).
+        if value.is_finite() && (0.0..1e12).contains(&value) {
+            let thousandths = (value * 1000.0).round() as u64;
+            let mut digits = [0u8; 20];
+            let whole = decimal(thousandths / 1000, &mut digits);
+            self.result = self.writer.write_str(whole);
+            let fraction = thousandths % 1000;
+            let fraction = [
+                b'0' + (fraction / 100) as u8,
+                b'0' + (fraction / 10 % 10) as u8,
+                b'0' + (fraction % 10) as u8,
+            ];
+            self.result = self.result.and_then(|()| {
+                self.writer.write_char('.')?;
+                self.writer
+                    .write_str(std::str::from_utf8(&fraction).expect("ASCII digits"))
+            });
+        } else {
+            self.value(format_args!("{value:.3}"));
+        }
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.field(field, format_args!("{value:?}"));
+        if self.start(field) {
+            self.value(format_args!("{value:?}"));
+        }
     }
+}
+
+/// `value` in decimal, written into the end of `digits`.
+fn decimal(mut value: u64, digits: &mut [u8; 20]) -> &str {
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&digits[at..]).expect("ASCII digits")
+}
+
+thread_local! {
+    /// The second last formatted on this thread and its text up to the
+    /// seconds (`2026-12-01T19:30:05`): lines in one second share it.
+    static SECOND: std::cell::RefCell<(u64, String)> =
+        const { std::cell::RefCell::new((u64::MAX, String::new())) };
+}
+
+/// `now` as RFC 3339 with microseconds, UTC, and a space: what
+/// `humantime::format_rfc3339_micros` writes, with the date and time of
+/// day formatted once a second per thread.
+fn write_time(writer: &mut Writer<'_>, now: SystemTime) -> fmt::Result {
+    let since = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let (second, micros) = (since.as_secs(), since.subsec_micros());
+    SECOND.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != second {
+            let whole = humantime::format_rfc3339_seconds(now).to_string();
+            // `...T19:30:05Z` without the `Z`.
+            cached.1 = whole.trim_end_matches('Z').to_string();
+            cached.0 = second;
+        }
+        writer.write_str(&cached.1)
+    })?;
+    let mut digits = [b'.', b'0', b'0', b'0', b'0', b'0', b'0', b'Z', b' '];
+    let mut rest = micros;
+    for at in (1..7).rev() {
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    writer.write_str(std::str::from_utf8(&digits).expect("ASCII digits"))
 }
 
 #[cfg(test)]
@@ -479,6 +583,50 @@ mod tests {
         });
         assert!(out.writes() >= 1, "a full batch went out");
         assert!(out.writes() <= 2);
+    }
+
+    #[test]
+    fn the_time_is_what_humantime_writes() {
+        for micros in [
+            0u64,
+            1,
+            999_999,
+            1_764_619_805_123_456,
+            1_764_619_805_000_001,
+        ] {
+            let now = SystemTime::UNIX_EPOCH + Duration::from_micros(micros);
+            let mut out = String::new();
+            write_time(&mut Writer::new(&mut out), now).unwrap();
+            // Twice: the second from the cache.
+            write_time(&mut Writer::new(&mut out), now).unwrap();
+            let expected = format!("{} ", humantime::format_rfc3339_micros(now));
+            assert_eq!(out, format!("{expected}{expected}"));
+        }
+    }
+
+    #[test]
+    fn fields_are_written_as_the_formatter_would() {
+        let line = capture(false, || {
+            tracing::info!(
+                path = "/v1/a\"b",
+                ms = 1234.56789f64,
+                tiny = 0.0004f64,
+                odd = f64::NAN,
+                n = 0u64,
+                big = u64::MAX,
+                neg = -5i64,
+                "request"
+            );
+        });
+        let fields = line.split_once(": ").unwrap().1;
+        assert_eq!(
+            fields,
+            format!(
+                "request path={:?} ms=1234.568 tiny=0.000 odd=NaN n=0 big={} neg=-5\n",
+                "/v1/a\"b",
+                u64::MAX
+            )
+        );
     }
 
     #[test]
