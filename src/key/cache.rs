@@ -129,8 +129,6 @@ impl KeyMemo {
         if parts.body.len() < EXACT_MIN_BODY {
             return self.hashed(parts, rules);
         }
-        // Without per-credential keys the credential does not change the
-        // key, so it must not split the memo either (see `framed_head`).
         let head = framed_head(parts, rules);
         let sample = self.sample(&head, parts.body);
         if let Some(key) = self.exact_get(sample, &head, parts.body) {
@@ -244,15 +242,15 @@ impl KeyMemo {
     }
 }
 
-/// Every input of canonicalisation but the body, each length-prefixed
-/// (`u64::MAX` for an absent one), so the bytes name the fields exactly.
-fn framed_head(parts: &RequestParts<'_>, rules: &KeyRules) -> Vec<u8> {
-    let mut out = Vec::with_capacity(128);
+/// Feeds every input of canonicalisation but the body to `sink`, each
+/// length-prefixed (`u64::MAX` for an absent one), so the bytes name the
+/// fields exactly.
+fn frame(parts: &RequestParts<'_>, rules: &KeyRules, mut sink: impl FnMut(&[u8])) {
     let mut field = |bytes: Option<&[u8]>| match bytes {
-        None => out.extend_from_slice(&u64::MAX.to_le_bytes()),
+        None => sink(&u64::MAX.to_le_bytes()),
         Some(bytes) => {
-            out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-            out.extend_from_slice(bytes);
+            sink(&(bytes.len() as u64).to_le_bytes());
+            sink(bytes);
         }
     };
     field(Some(parts.method.as_bytes()));
@@ -260,22 +258,32 @@ fn framed_head(parts: &RequestParts<'_>, rules: &KeyRules) -> Vec<u8> {
     field(parts.query.map(str::as_bytes));
     field(parts.content_type.map(str::as_bytes));
     field(parts.namespace.map(str::as_bytes));
+    // Without per-credential keys the credential does not change the key,
+    // so it must not split the memo either.
     field(if rules.per_credential {
         Some(parts.credential.unwrap_or(b""))
     } else {
         None
     });
+}
+
+/// [`frame`] as bytes, for the exact memo's comparisons.
+fn framed_head(parts: &RequestParts<'_>, rules: &KeyRules) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
+    frame(parts, rules, |bytes| out.extend_from_slice(bytes));
     out
 }
 
 /// blake3 over every input of canonicalisation, length-prefixed, keyed
 /// by a key derived once from [`RAW_CONTEXT`] (deriving it per request
-/// cost a compression of the context every time).
+/// cost a compression of the context every time). Streamed: no buffer.
 fn raw_hash(parts: &RequestParts<'_>, rules: &KeyRules) -> [u8; 32] {
     static RAW_KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
     let key = RAW_KEY.get_or_init(|| blake3::derive_key(RAW_CONTEXT, b"memo"));
     let mut hasher = blake3::Hasher::new_keyed(key);
-    hasher.update(&framed_head(parts, rules));
+    frame(parts, rules, |bytes| {
+        hasher.update(bytes);
+    });
     hasher.update(&(parts.body.len() as u64).to_le_bytes());
     hasher.update(parts.body);
     *hasher.finalize().as_bytes()
