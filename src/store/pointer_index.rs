@@ -3,24 +3,31 @@
 //!
 //! Kept twice, on purpose: in a sled tree, written in the same transaction
 //! as the entry it points for (so after a crash a pointer never names an
-//! older recording's record), and in memory, so a hit finds its record
+//! older recording's record), and in the pointer file with a map of recent
+//! changes in memory, so a hit finds its record
 //! with no sled read. Owns both copies, the rule that keeps them in step,
 //! and the pointer file that lets a start skip reading the tree; when to
 //! write a pointer is the store's business.
 //!
-//! In memory: a sorted array of fixed-size records (key, offset, length:
-//! 44 bytes a recording, 44 MB for a million) found by a 65,536-way
-//! fan-out on the key's first two bytes and a binary search, plus a small
-//! sharded map of the changes made since it was loaded. A hash map of the
-//! same pointers took about 70 bytes a recording, and loading it from the
-//! tree pulled every leaf of the tree through sled's page cache, whose
-//! memory stayed.
+//! The pointers live in the pointer file (`llmtape-pointers.idx`, beside
+//! the response log): a header, a 65,536-way fan-out table on the key's
+//! first two bytes (256 KiB, the only part held in memory) and fixed-size
+//! records (key, offset, length: 44 bytes each) sorted by key. A lookup
+//! reads its key's bucket (about 15 records in a store of a million) with
+//! one positional read and searches it; changes made since the file was
+//! read sit in a small sharded map in front of it. A hash map of every
+//! pointer took about 70 bytes a recording of memory (70 MB for a
+//! million), and loading it from the tree pulled every leaf of the tree
+//! through sled's page cache; now a start reads 256 KiB and never touches
+//! the tree, and memory does not grow with the store. The lookup only
+//! happens when the hot cache does not hold the answer, and such a hit
+//! reads the response log anyway.
 //!
-//! The pointer file (`llmtape-pointers.idx`, beside the response log) is
-//! that array as it is in memory, with a header naming the response log
-//! length it goes with and a CRC-32. A start that finds it whole and
-//! matching reads it in one go and never touches the tree. It is derived
-//! data, never trusted beyond those checks:
+//! The file is derived data. Its header names the response log length it
+//! goes with, and a start uses it only if that, its size and its fan-out
+//! check out; a damaged record can only cost a fallback, since every
+//! pointer is checked against the log record's own key and CRC-32 when it
+//! is read. It is never trusted beyond that:
 //! - the first change a process makes deletes it (before the sled
 //!   transaction), so a crash after any change leaves no file and the next
 //!   start rebuilds from the tree;
@@ -34,8 +41,8 @@
 //! What it cannot see: a removal by an older llmtape (removals do not
 //! touch the log); delete the file after using one.
 
-use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -44,7 +51,7 @@ use sled::transaction::{TransactionalTree, UnabortableTransactionError};
 
 use crate::key::sharded::ShardedMap;
 use crate::key::RequestKey;
-use crate::store::response_log::LogPointer;
+use crate::store::response_log::{read_exact_at, write_all_at, LogPointer};
 use crate::sync;
 
 /// The sled tree of pointers. Its on-disk name is still "replay", the name
@@ -55,88 +62,189 @@ pub(super) const POINTER_TREE: &str = "replay";
 /// The pointer file's name inside the store directory.
 pub const POINTER_FILE: &str = "llmtape-pointers.idx";
 
-const FILE_MAGIC: &[u8; 8] = b"LTPIDX01";
-/// Magic (8), record count u64, response log length u64, CRC-32 of the
-/// records u32, zero padding to 32.
+const FILE_MAGIC: &[u8; 8] = b"LTPIDX02";
+/// Magic (8), record count u64 LE, response log length u64 LE, zero
+/// padding to 32.
 const FILE_HEAD: usize = 32;
 /// Key (32), offset u64 LE, length u32 LE.
 const RECORD: usize = 32 + 12;
-/// The fan-out: the first two bytes of a key pick a range of the array.
+/// The fan-out: the first two bytes of a key pick a range of the records.
 const FANOUT: usize = 1 << 16;
+/// The fan-out table on disk: `FANOUT + 1` starts, u32 LE.
+const FANOUT_BYTES: usize = (FANOUT + 1) * 4;
+/// Where the records start in the file.
+const RECORDS_AT: u64 = (FILE_HEAD + FANOUT_BYTES) as u64;
+/// A bucket of up to this many records is read onto the stack; a larger
+/// one (a store of tens of millions) into the heap.
+const STACK_RECORDS: usize = 64;
 
 /// Shards of the map of changes; a power of two above the core counts we
 /// run on, so hits rarely share a lock.
 const CHANGE_SHARDS: usize = 32;
 
-/// The sorted array of pointers as loaded: records only, no header.
-#[derive(Debug, Default)]
+/// The pointers as last written: records in the pointer file (or, when it
+/// cannot be written, in memory), found through the fan-out table.
+#[derive(Debug)]
 struct Sorted {
-    records: Vec<u8>,
+    records: Records,
     /// `fanout[p]` is the index of the first record whose first two bytes
     /// are at least `p`; `fanout[FANOUT]` is the record count.
     fanout: Vec<u32>,
 }
 
+#[derive(Debug)]
+enum Records {
+    /// In the pointer file, from [`RECORDS_AT`] (an unlinked file still
+    /// reads: the first change deletes its name, not this handle's data).
+    File(File),
+    /// In memory: the file could not be written.
+    Memory(Vec<u8>),
+}
+
 impl Sorted {
-    /// Takes `records` (whole records, strictly ascending by key: checked
-    /// here, since the search depends on it). `None` if they are not.
-    fn new(records: Vec<u8>) -> Option<Sorted> {
-        if records.len() % RECORD != 0 {
-            return None;
-        }
-        let count = records.len() / RECORD;
-        u32::try_from(count).ok()?;
-        let mut fanout = vec![0u32; FANOUT + 1];
-        let mut previous: Option<&[u8]> = None;
-        for record in records.chunks_exact(RECORD) {
-            let key = &record[..32];
-            if previous.is_some_and(|p| p >= key) {
-                return None;
-            }
-            previous = Some(key);
-            // Counted here, turned into starts below.
-            fanout[prefix_of(key) + 1] += 1;
-        }
-        for p in 0..FANOUT {
-            fanout[p + 1] += fanout[p];
-        }
-        Some(Sorted { records, fanout })
-    }
-
     fn len(&self) -> usize {
-        self.records.len() / RECORD
-    }
-
-    fn key(&self, i: usize) -> &[u8] {
-        &self.records[i * RECORD..i * RECORD + 32]
+        self.fanout[FANOUT] as usize
     }
 
     fn get(&self, key: &RequestKey) -> Option<LogPointer> {
         let key = key.as_bytes();
         let prefix = prefix_of(key);
-        let (mut low, mut high) = (
+        let (start, end) = (
             self.fanout[prefix] as usize,
             self.fanout[prefix + 1] as usize,
         );
+        if start >= end {
+            return None;
+        }
+        let mut stack = [0u8; STACK_RECORDS * RECORD];
+        let mut heap = Vec::new();
+        let bucket: &[u8] = match &self.records {
+            Records::Memory(records) => records.get(start * RECORD..end * RECORD)?,
+            Records::File(file) => {
+                let len = (end - start) * RECORD;
+                let buf = if len <= stack.len() {
+                    &mut stack[..len]
+                } else {
+                    heap.resize(len, 0);
+                    &mut heap[..]
+                };
+                // A failed read is a miss of the fast path: the store
+                // falls back to the entry.
+                read_exact_at(file, buf, RECORDS_AT + (start * RECORD) as u64).ok()?;
+                buf
+            }
+        };
+        let (mut low, mut high) = (0, end - start);
         while low < high {
             let middle = low + (high - low) / 2;
-            match self.key(middle).cmp(key.as_slice()) {
+            let record = &bucket[middle * RECORD..(middle + 1) * RECORD];
+            match record[..32].cmp(key.as_slice()) {
                 std::cmp::Ordering::Less => low = middle + 1,
                 std::cmp::Ordering::Greater => high = middle,
-                std::cmp::Ordering::Equal => {
-                    let at = middle * RECORD + 32;
-                    return LogPointer::from_bytes(&self.records[at..at + 12]);
-                }
+                std::cmp::Ordering::Equal => return LogPointer::from_bytes(&record[32..]),
             }
         }
         None
     }
 
-    /// Every (key, pointer), in key order.
-    fn iter(&self) -> impl Iterator<Item = (&[u8], LogPointer)> + '_ {
-        self.records
-            .chunks_exact(RECORD)
-            .filter_map(|record| Some((&record[..32], LogPointer::from_bytes(&record[32..])?)))
+    /// Every record in key order (streamed from the file).
+    fn for_each(&self, mut f: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+        match &self.records {
+            Records::Memory(records) => records.chunks_exact(RECORD).try_for_each(f),
+            Records::File(file) => {
+                let mut record = [0u8; RECORD];
+                let mut at = RECORDS_AT;
+                let mut chunk = vec![0u8; 4096 * RECORD];
+                let mut left = self.len();
+                while left > 0 {
+                    let n = left.min(4096);
+                    read_exact_at(file, &mut chunk[..n * RECORD], at)?;
+                    for one in chunk[..n * RECORD].chunks_exact(RECORD) {
+                        record.copy_from_slice(one);
+                        f(&record)?;
+                    }
+                    at += (n * RECORD) as u64;
+                    left -= n;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Writes a pointer file: records pushed in ascending key order, then
+/// [`PointerFile::finish`] writes the header and fan-out and renames the
+/// temporary file over the real one.
+struct PointerFile {
+    out: BufWriter<File>,
+    temporary: PathBuf,
+    counts: Vec<u32>,
+    count: u64,
+    last: Option<[u8; 32]>,
+}
+
+impl PointerFile {
+    fn create(path: &Path) -> io::Result<PointerFile> {
+        let temporary = path.with_extension("idx.tmp");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temporary)?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        out.write_all(&[0u8; FILE_HEAD + FANOUT_BYTES])?;
+        Ok(PointerFile {
+            out,
+            temporary,
+            counts: vec![0; FANOUT + 1],
+            count: 0,
+            last: None,
+        })
+    }
+
+    /// Adds a record; keys must ascend.
+    fn push(&mut self, key: &[u8], pointer: &[u8]) -> io::Result<()> {
+        let key: [u8; 32] = key
+            .try_into()
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "a key is 32 bytes"))?;
+        if self.last.is_some_and(|last| last >= key) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "pointer keys out of order",
+            ));
+        }
+        self.last = Some(key);
+        self.out.write_all(&key)?;
+        self.out.write_all(pointer)?;
+        self.counts[prefix_of(&key) + 1] += 1;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Completes the file as matching a log of `log_len` bytes and puts
+    /// it in place; returns it open for lookups.
+    fn finish(self, path: &Path, log_len: u64) -> io::Result<Sorted> {
+        let mut fanout = self.counts;
+        for p in 0..FANOUT {
+            fanout[p + 1] += fanout[p];
+        }
+        let file = self.out.into_inner().map_err(|e| e.into_error())?;
+        let mut head = Vec::with_capacity(FILE_HEAD + FANOUT_BYTES);
+        head.extend_from_slice(FILE_MAGIC);
+        head.extend_from_slice(&self.count.to_le_bytes());
+        head.extend_from_slice(&log_len.to_le_bytes());
+        head.resize(FILE_HEAD, 0);
+        for start in &fanout {
+            head.extend_from_slice(&start.to_le_bytes());
+        }
+        write_all_at(&file, &head, 0)?;
+        file.sync_all()?;
+        std::fs::rename(&self.temporary, path)?;
+        Ok(Sorted {
+            records: Records::File(file),
+            fanout,
+        })
     }
 }
 
@@ -145,7 +253,7 @@ fn prefix_of(key: &[u8]) -> usize {
     usize::from(u16::from_be_bytes([key[0], key[1]]))
 }
 
-/// The pointers in memory. Writers hold [`PointerIndex::writing`] across
+/// The pointer index. Writers hold [`PointerIndex::writing`] across
 /// their sled transaction and the update here, so memory always ends in
 /// the state of the last committed transaction (two writers to one key
 /// cannot leave it with the loser's pointer).
@@ -183,7 +291,7 @@ impl PointerIndex {
         let log_len = log_len(log);
         let (sorted, current) = match read_file(&file, log_len) {
             Some(sorted) => (sorted, true),
-            None => (from_tree(tree)?, false),
+            None => from_tree(tree, &file, log_len)?,
         };
         let index = PointerIndex {
             len: AtomicUsize::new(sorted.len()),
@@ -196,9 +304,6 @@ impl PointerIndex {
             tree: tree.clone(),
             log: log.to_path_buf(),
         };
-        if !current {
-            index.persist();
-        }
         Ok(index)
     }
 
@@ -251,8 +356,9 @@ impl PointerIndex {
         self.len.load(Ordering::Relaxed)
     }
 
-    /// Every pointer, sorted by key: the array merged with the changes.
-    fn merged(&self) -> Vec<u8> {
+    /// Writes every pointer (the file's merged with the changes) to a new
+    /// pointer file matching a log of `log_len` bytes.
+    fn write_merged(&self, log_len: u64) -> io::Result<()> {
         let changes = std::cell::RefCell::new(Vec::new());
         self.changes.sum(|shard| {
             changes
@@ -262,32 +368,29 @@ impl PointerIndex {
         });
         let mut changes: Vec<(RequestKey, Option<LogPointer>)> = changes.into_inner();
         changes.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-        let mut out = Vec::with_capacity((self.sorted.len() + changes.len()) * RECORD);
-        let push = |out: &mut Vec<u8>, key: &[u8], pointer: LogPointer| {
-            out.extend_from_slice(key);
-            out.extend_from_slice(&pointer.to_bytes());
-        };
         let mut changes = changes.into_iter().peekable();
-        for (key, pointer) in self.sorted.iter() {
+        let mut out = PointerFile::create(&self.file)?;
+        self.sorted.for_each(|record| {
+            let key = &record[..32];
             while let Some((changed, change)) =
                 changes.next_if(|(k, _)| k.as_bytes().as_slice() < key)
             {
                 if let Some(change) = change {
-                    push(&mut out, changed.as_bytes(), change);
+                    out.push(changed.as_bytes(), &change.to_bytes())?;
                 }
             }
             match changes.next_if(|(k, _)| k.as_bytes().as_slice() == key) {
-                Some((_, Some(change))) => push(&mut out, key, change),
-                Some((_, None)) => {}
-                None => push(&mut out, key, pointer),
+                Some((_, Some(change))) => out.push(key, &change.to_bytes()),
+                Some((_, None)) => Ok(()),
+                None => out.push(key, &record[32..]),
             }
-        }
+        })?;
         for (changed, change) in changes {
             if let Some(change) = change {
-                push(&mut out, changed.as_bytes(), change);
+                out.push(changed.as_bytes(), &change.to_bytes())?;
             }
         }
-        out
+        out.finish(&self.file, log_len).map(|_| ())
     }
 
     /// Writes the pointer file for what memory holds now, after flushing
@@ -299,9 +402,7 @@ impl PointerIndex {
             tracing::warn!(%error, "cannot flush the store; the pointer file is not written");
             return;
         }
-        let records = self.merged();
-        let written = write_file(&self.file, &records, log_len(&self.log));
-        match written {
+        match self.write_merged(log_len(&self.log)) {
             Ok(()) => self.file_current.store(true, Ordering::Release),
             Err(error) => {
                 tracing::warn!(file = %self.file.display(), %error, "cannot write the pointer file; the next start reads the pointer tree")
@@ -325,80 +426,92 @@ fn log_len(log: &Path) -> u64 {
     std::fs::metadata(log).map_or(0, |m| m.len())
 }
 
-/// The pointer file's records, if it is whole and matches a response log
-/// of `log_len` bytes.
+/// The pointer file, if its header and fan-out check out and it matches
+/// a response log of `log_len` bytes.
 fn read_file(path: &Path, log_len: u64) -> Option<Sorted> {
-    let mut file = File::open(path).ok()?;
-    let mut head = [0u8; FILE_HEAD];
-    file.read_exact(&mut head).ok()?;
+    let file = File::open(path).ok()?;
+    let mut head = vec![0u8; FILE_HEAD + FANOUT_BYTES];
+    read_exact_at(&file, &mut head, 0).ok()?;
     if &head[..8] != FILE_MAGIC {
         return None;
     }
     let count = u64::from_le_bytes(head[8..16].try_into().ok()?);
     let matches = u64::from_le_bytes(head[16..24].try_into().ok()?);
-    let crc = u32::from_le_bytes(head[24..28].try_into().ok()?);
     if matches != log_len {
         return None;
     }
-    let size = usize::try_from(count).ok()?.checked_mul(RECORD)?;
-    if file.metadata().ok()?.len() != (FILE_HEAD + size) as u64 {
+    let size = count.checked_mul(RECORD as u64)?.checked_add(RECORDS_AT)?;
+    if file.metadata().ok()?.len() != size {
         return None;
     }
-    let mut records = vec![0u8; size];
-    file.read_exact(&mut records).ok()?;
-    if crc32fast::hash(&records) != crc {
+    let fanout: Vec<u32> = head[FILE_HEAD..]
+        .chunks_exact(4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let ordered = fanout[0] == 0 && fanout.windows(2).all(|w| w[0] <= w[1]);
+    if !ordered || u64::from(fanout[FANOUT]) != count {
         return None;
     }
-    Sorted::new(records)
+    Some(Sorted {
+        records: Records::File(file),
+        fanout,
+    })
 }
 
-/// Writes `records` as the pointer file matching a log of `log_len`
-/// bytes: to a temporary file first, then renamed over the old one.
-fn write_file(path: &Path, records: &[u8], log_len: u64) -> io::Result<()> {
-    let mut head = [0u8; FILE_HEAD];
-    head[..8].copy_from_slice(FILE_MAGIC);
-    head[8..16].copy_from_slice(&((records.len() / RECORD) as u64).to_le_bytes());
-    head[16..24].copy_from_slice(&log_len.to_le_bytes());
-    head[24..28].copy_from_slice(&crc32fast::hash(records).to_le_bytes());
-    let temporary = path.with_extension("idx.tmp");
-    let mut out = BufWriter::new(File::create(&temporary)?);
-    out.write_all(&head)?;
-    out.write_all(records)?;
-    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    std::fs::rename(&temporary, path)
-}
-
-/// The sorted array from the pointer tree. Malformed pairs are skipped.
-fn from_tree(tree: &sled::Tree) -> Result<Sorted, sled::Error> {
-    let mut records = Vec::new();
-    for item in tree.iter() {
-        let (key, value) = item?;
-        if key.len() == 32 && LogPointer::from_bytes(&value).is_some() {
-            records.extend_from_slice(&key);
-            records.extend_from_slice(&value);
-        }
-    }
-    // sled iterates in ascending key order, each key once, so this holds;
-    // if it ever did not, sort rather than search a disordered array.
-    Ok(Sorted::new(records).unwrap_or_else(|| {
-        let mut pairs: Vec<([u8; 32], LogPointer)> = Vec::new();
-        for item in tree.iter().flatten() {
-            if let (Ok(key), Some(pointer)) = (
-                <[u8; 32]>::try_from(&item.0[..]),
-                LogPointer::from_bytes(&item.1),
-            ) {
-                pairs.push((key, pointer));
+/// The pointers of the tree, written to the pointer file at `path`
+/// (matching a log of `log_len` bytes) as they are read, so no copy of
+/// them stays in memory; `true` once the file is in place. Malformed pairs
+/// are skipped. If the file cannot be written they are kept in memory.
+fn from_tree(tree: &sled::Tree, path: &Path, log_len: u64) -> Result<(Sorted, bool), sled::Error> {
+    let pairs = || {
+        tree.iter().filter_map(|item| match item {
+            Ok((key, value)) if key.len() == 32 && LogPointer::from_bytes(&value).is_some() => {
+                Some(Ok((key, value)))
+            }
+            Ok(_) => None,
+            Err(error) => Some(Err(error)),
+        })
+    };
+    let written = (|| -> Result<io::Result<Sorted>, sled::Error> {
+        let mut out = match PointerFile::create(path) {
+            Ok(out) => out,
+            Err(error) => return Ok(Err(error)),
+        };
+        for pair in pairs() {
+            let (key, value) = pair?;
+            // sled iterates in ascending key order, each key once.
+            if let Err(error) = out.push(&key, &value) {
+                return Ok(Err(error));
             }
         }
-        pairs.sort_unstable_by_key(|pair| pair.0);
-        pairs.dedup_by(|a, b| a.0 == b.0);
-        let mut records = Vec::with_capacity(pairs.len() * RECORD);
-        for (key, pointer) in pairs {
-            records.extend_from_slice(&key);
-            records.extend_from_slice(&pointer.to_bytes());
+        Ok(out.finish(path, log_len))
+    })()?;
+    match written {
+        Ok(sorted) => Ok((sorted, true)),
+        Err(error) => {
+            tracing::warn!(file = %path.display(), %error, "cannot write the pointer file; keeping the pointers in memory");
+            let mut pairs: Vec<(sled::IVec, sled::IVec)> = pairs().collect::<Result<_, _>>()?;
+            pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            pairs.dedup_by(|a, b| a.0 == b.0);
+            let mut records = Vec::with_capacity(pairs.len() * RECORD);
+            let mut fanout = vec![0u32; FANOUT + 1];
+            for (key, value) in &pairs {
+                records.extend_from_slice(key);
+                records.extend_from_slice(value);
+                fanout[prefix_of(key) + 1] += 1;
+            }
+            for p in 0..FANOUT {
+                fanout[p + 1] += fanout[p];
+            }
+            Ok((
+                Sorted {
+                    records: Records::Memory(records),
+                    fanout,
+                },
+                false,
+            ))
         }
-        Sorted::new(records).unwrap_or_default()
-    }))
+    }
 }
 
 /// Sets or clears `key`'s pointer in the tree, inside a transaction.

@@ -12,10 +12,9 @@
 //! A third tree, the pointer tree, maps a key to a [`LogPointer`] into the
 //! [`ResponseLog`] (the replayable parts of its current entry, in a file
 //! beside sled), set in the same transaction as the entry. The tree is
-//! mirrored in memory (44 bytes a recording, read at open from the
-//! pointer file beside the log, or from the tree when that file is
-//! missing or stale: see `store::pointer_index`), so
-//! [`SledStore::replayable`] serves a hit with one map lookup and one
+//! mirrored in a sorted pointer file beside the log (rebuilt from the
+//! tree when missing or stale; see `store::pointer_index`), so
+//! [`SledStore::replayable`] serves a hit with one index lookup and one
 //! positional read, without touching sled. A key without a usable pointer
 //! falls back to the entry and gets a pointer then, so stores written
 //! before the response log existed, and a lost or damaged log, heal as
@@ -54,7 +53,7 @@ pub struct SledStore {
     pointer_tree: sled::Tree,
     /// The replayable parts of every recording, appended.
     response_log: Arc<ResponseLog>,
-    /// `pointer_tree` mirrored in memory.
+    /// `pointer_tree` mirrored in the pointer file.
     pointer_index: Arc<PointerIndex>,
     path: PathBuf,
     _open: Arc<OpenMark>,
