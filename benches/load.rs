@@ -287,9 +287,15 @@ impl Server {
             // Keep draining so the child never blocks on a full pipe.
             let _ = std::io::copy(&mut reader, &mut std::io::sink());
         });
+        // BENCH_READY_SECS: more for a profiler that runs the start-up
+        // fifty times slower.
+        let timeout = std::env::var("BENCH_READY_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map_or(READY_TIMEOUT, Duration::from_secs);
         let line = ready
-            .recv_timeout(READY_TIMEOUT)
-            .unwrap_or_else(|_| panic!("{what} printed no ready line within {READY_TIMEOUT:?}"));
+            .recv_timeout(timeout)
+            .unwrap_or_else(|_| panic!("{what} printed no ready line within {timeout:?}"));
         let startup = started.elapsed();
         let addr = line
             .split_whitespace()
