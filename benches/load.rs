@@ -1393,7 +1393,7 @@ async fn hit_cases(
                     cpu_ratio,
                     0.9,
                     false,
-                    Some(0.75),
+                    Some(0.55),
                 );
                 check(
                     format!("{case} hit throughput vs the bare server, concurrency {high}"),
@@ -1412,7 +1412,7 @@ async fn hit_cases(
                 "≥ 0.9, p99 ≤ 1.3×"
             }
             ("big", true) => {
-                check(format!("100 KB-body hit, server CPU per request vs the bare server, concurrency {high}"), cpu_ratio, 0.75, false, Some(0.6));
+                check(format!("100 KB-body hit, server CPU per request vs the bare server, concurrency {high}"), cpu_ratio, 0.75, false, Some(0.45));
                 check(
                     format!("100 KB-body hit throughput vs the bare server, concurrency {high}"),
                     ratio,
