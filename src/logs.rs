@@ -8,16 +8,204 @@
 //! information in about half the instructions. Colour only when
 //! stderr is a terminal, and then only on the level. `--log-format json`
 //! keeps tracing-subscriber's JSON formatter.
+//!
+//! It also owns where the lines go: [`batched`] buffers them for stderr
+//! and writes a batch every [`FLUSH_INTERVAL`] (or when a batch fills, or
+//! at once for a warning or an error), so a busy `serve` makes one
+//! write(2) per interval, not one per request. The [`LogGuard`] that
+//! `main` keeps flushes what is left when it drops, after the command
+//! (and `serve`'s graceful shutdown) has returned: a clean stop loses no
+//! line, a `kill -9` at most the last interval's.
 
-use std::fmt;
-use std::time::SystemTime;
+use std::fmt::{self, Write as _};
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
 
 use tracing::field::{Field, Visit};
+use tracing::Metadata;
 use tracing::{Event, Level, Subscriber};
 use tracing_log::NormalizeEvent;
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
+
+/// The longest a buffered log line waits for stderr: short enough that a
+/// user watching the log sees each request "at once", long enough that a
+/// busy server writes hundreds of lines per write(2); and what a `kill -9`
+/// may lose.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A batch this large is written without waiting for the timer, so a burst
+/// of lines never holds more than this in memory (about 500 request lines).
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// A [`MakeWriter`] that batches lines for one destination (stderr in
+/// `main`): INFO and below wait in a buffer, WARN and ERROR are written at
+/// once together with what was waiting before them (order is kept).
+#[derive(Clone)]
+pub struct Batched {
+    shared: Arc<Shared>,
+}
+
+/// What the writers, the flusher thread and the guard share.
+struct Shared {
+    state: Mutex<State>,
+    /// Set when the guard drops: the flusher thread stops.
+    stopped: AtomicBool,
+}
+
+struct State {
+    buffer: Vec<u8>,
+    out: Box<dyn Write + Send>,
+    /// After the guard dropped: every line is written at once.
+    direct: bool,
+}
+
+impl State {
+    /// Writes the buffer out. A failed write of the log is dropped: there
+    /// is nowhere left to report it.
+    fn write_out(&mut self) {
+        if !self.buffer.is_empty() {
+            let _ = self.out.write_all(&self.buffer);
+            let _ = self.out.flush();
+            self.buffer.clear();
+        }
+    }
+}
+
+impl Shared {
+    fn flush(&self) {
+        crate::sync::lock(&self.state).write_out();
+    }
+}
+
+/// Keeps the batches flowing; flushes what is left when dropped. `main`
+/// holds it for the whole run.
+pub struct LogGuard {
+    shared: Arc<Shared>,
+    flusher: Option<JoinHandle<()>>,
+}
+
+impl LogGuard {
+    /// Writes every buffered line now.
+    pub fn flush(&self) {
+        self.shared.flush();
+    }
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        self.shared.stopped.store(true, Ordering::Release);
+        {
+            let mut state = crate::sync::lock(&self.shared.state);
+            state.write_out();
+            // Lines logged after this (a late destructor) are not lost.
+            state.direct = true;
+        }
+        if let Some(flusher) = self.flusher.take() {
+            flusher.thread().unpark();
+            let _ = flusher.join();
+        }
+    }
+}
+
+/// Batches log lines for `out`, written every `interval` by a small thread
+/// of its own (so commands without a runtime log the same way).
+pub fn batched(out: Box<dyn Write + Send>, interval: Duration) -> (Batched, LogGuard) {
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            buffer: Vec::with_capacity(BATCH_BYTES),
+            out,
+            direct: false,
+        }),
+        stopped: AtomicBool::new(false),
+    });
+    let flusher = {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name("llmtape-log-flush".into())
+            .spawn(move || {
+                while !shared.stopped.load(Ordering::Acquire) {
+                    std::thread::park_timeout(interval);
+                    shared.flush();
+                }
+            })
+    };
+    let writer = Batched {
+        shared: shared.clone(),
+    };
+    match flusher {
+        Ok(flusher) => (
+            writer,
+            LogGuard {
+                shared,
+                flusher: Some(flusher),
+            },
+        ),
+        Err(_) => {
+            // No thread to flush on a timer: write every line at once, as
+            // before batching.
+            crate::sync::lock(&shared.state).direct = true;
+            (
+                writer,
+                LogGuard {
+                    shared,
+                    flusher: None,
+                },
+            )
+        }
+    }
+}
+
+/// The writer of one event: the formatter writes the whole line in one
+/// call.
+pub struct BatchedLine<'a> {
+    shared: &'a Shared,
+    /// WARN or ERROR: write it (and what waits before it) now.
+    urgent: bool,
+}
+
+impl Write for BatchedLine<'_> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let mut state = crate::sync::lock(&self.shared.state);
+        if state.direct {
+            state.out.write_all(bytes)?;
+            state.out.flush()?;
+            return Ok(bytes.len());
+        }
+        state.buffer.extend_from_slice(bytes);
+        if self.urgent || state.buffer.len() >= BATCH_BYTES {
+            state.write_out();
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Batched {
+    type Writer = BatchedLine<'a>;
+
+    fn make_writer(&'a self) -> BatchedLine<'a> {
+        BatchedLine {
+            shared: &self.shared,
+            urgent: false,
+        }
+    }
+
+    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> BatchedLine<'a> {
+        BatchedLine {
+            shared: &self.shared,
+            // More verbose levels are greater: WARN and ERROR are <= WARN.
+            urgent: *meta.level() <= Level::WARN,
+        }
+    }
+}
 
 /// The text format of llmtape's logs.
 #[derive(Debug, Clone, Copy)]
@@ -37,15 +225,37 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
+        // The line is built in a buffer of this thread's and handed to the
+        // writer in one call: the writer is a `dyn fmt::Write`, and a call
+        // per piece was a fifth of the line's cost.
+        LINE.with(|line| match line.try_borrow_mut() {
+            Ok(mut line) => {
+                line.clear();
+                self.format_line(&mut line, event)?;
+                writer.write_str(&line)
+            }
+            // Formatting a field logged again on this thread: no buffer.
+            Err(_) => {
+                let mut line = String::new();
+                self.format_line(&mut line, event)?;
+                writer.write_str(&line)
+            }
+        })
+    }
+}
+
+thread_local! {
+    /// The line being formatted on this thread (its capacity is kept).
+    static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+impl PlainFormat {
+    fn format_line(&self, line: &mut String, event: &Event<'_>) -> fmt::Result {
         // Records from the `log` crate (sled logs that way) carry their real
         // target and location in `log.*` fields; show them as tracing does.
         let normalized = event.normalized_metadata();
         let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
-        write!(
-            writer,
-            "{} ",
-            humantime::format_rfc3339_micros(SystemTime::now())
-        )?;
+        write_time(line, SystemTime::now())?;
         let (level, colour) = match *meta.level() {
             Level::ERROR => ("ERROR", "\x1b[31m"),
             Level::WARN => (" WARN", "\x1b[33m"),
@@ -54,72 +264,181 @@ where
             Level::TRACE => ("TRACE", "\x1b[35m"),
         };
         if self.ansi {
-            writer.write_str(colour)?;
-            writer.write_str(level)?;
-            writer.write_str("\x1b[0m ")?;
+            line.push_str(colour);
+            line.push_str(level);
+            line.push_str("\x1b[0m ");
         } else {
-            writer.write_str(level)?;
-            writer.write_char(' ')?;
+            line.push_str(level);
+            line.push(' ');
         }
-        writer.write_str(meta.target())?;
-        writer.write_char(':')?;
+        line.push_str(meta.target());
+        line.push(':');
         let mut fields = Fields {
-            writer: &mut writer,
+            writer: line,
             result: Ok(()),
         };
         event.record(&mut fields);
         fields.result?;
-        writer.write_char('\n')
+        line.push('\n');
+        Ok(())
     }
 }
 
 /// Writes each field as ` name=value` (the message bare, strings quoted).
-struct Fields<'a, 'w> {
-    writer: &'a mut Writer<'w>,
+struct Fields<'a> {
+    writer: &'a mut String,
     result: fmt::Result,
 }
 
-impl Fields<'_, '_> {
-    fn field(&mut self, field: &Field, value: fmt::Arguments<'_>) {
+impl Fields<'_> {
+    /// Whether `field` is written, and if so its ` name=` (or the space
+    /// before a bare message) is.
+    fn start(&mut self, field: &Field) -> bool {
         if self.result.is_err() || field.name().starts_with("log.") {
-            return;
+            return false;
         }
         self.result = if field.name() == "message" {
-            write!(self.writer, " {value}")
+            self.writer.write_char(' ')
         } else {
-            write!(self.writer, " {}={value}", field.name())
+            self.writer
+                .write_char(' ')
+                .and_then(|()| self.writer.write_str(field.name()))
+                .and_then(|()| self.writer.write_char('='))
         };
+        self.result.is_ok()
+    }
+
+    fn value(&mut self, value: fmt::Arguments<'_>) {
+        self.result = self.writer.write_fmt(value);
+    }
+
+    fn text(&mut self, value: &str) {
+        self.result = self.writer.write_str(value);
     }
 }
 
-impl Visit for Fields<'_, '_> {
+impl Visit for Fields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
+        if !self.start(field) {
+            return;
+        }
         if field.name() == "message" {
-            self.field(field, format_args!("{value}"));
+            self.text(value);
+        } else if value
+            .bytes()
+            .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+        {
+            // What `{:?}` writes for a string with nothing to escape (a
+            // path, a method), without its per-character escaping.
+            self.result = self
+                .writer
+                .write_char('"')
+                .and_then(|()| self.writer.write_str(value))
+                .and_then(|()| self.writer.write_char('"'));
         } else {
-            self.field(field, format_args!("{value:?}"));
+            self.value(format_args!("{value:?}"));
         }
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.field(field, format_args!("{value}"));
+        if self.start(field) {
+            let mut digits = [0u8; 20];
+            self.text(decimal(value, &mut digits));
+        }
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.field(field, format_args!("{value}"));
+        if self.start(field) {
+            self.value(format_args!("{value}"));
+        }
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.field(field, format_args!("{value}"));
+        if self.start(field) {
+            self.text(if value { "true" } else { "false" });
+        }
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.field(field, format_args!("{value:.3}"));
+        if !self.start(field) {
+            return;
+        }
+        // Milliseconds and the like: three decimals by integer arithmetic
+        // (float formatting with a precision was a tenth of a log line).
+        if value.is_finite() && (0.0..1e12).contains(&value) {
+            let thousandths = (value * 1000.0).round() as u64;
+            let mut digits = [0u8; 20];
+            let whole = decimal(thousandths / 1000, &mut digits);
+            self.result = self.writer.write_str(whole);
+            let fraction = thousandths % 1000;
+            let fraction = [
+                b'0' + (fraction / 100) as u8,
+                b'0' + (fraction / 10 % 10) as u8,
+                b'0' + (fraction % 10) as u8,
+            ];
+            self.result = self.result.and_then(|()| {
+                self.writer.write_char('.')?;
+                self.writer
+                    .write_str(std::str::from_utf8(&fraction).expect("ASCII digits"))
+            });
+        } else {
+            self.value(format_args!("{value:.3}"));
+        }
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.field(field, format_args!("{value:?}"));
+        if self.start(field) {
+            self.value(format_args!("{value:?}"));
+        }
     }
+}
+
+/// `value` in decimal, written into the end of `digits`.
+fn decimal(mut value: u64, digits: &mut [u8; 20]) -> &str {
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&digits[at..]).expect("ASCII digits")
+}
+
+thread_local! {
+    /// The second last formatted on this thread and its text up to the
+    /// seconds (`2026-12-01T19:30:05`): lines in one second share it.
+    static SECOND: std::cell::RefCell<(u64, String)> =
+        const { std::cell::RefCell::new((u64::MAX, String::new())) };
+}
+
+/// `now` as RFC 3339 with microseconds, UTC, and a space: what
+/// `humantime::format_rfc3339_micros` writes, with the date and time of
+/// day formatted once a second per thread.
+fn write_time(writer: &mut impl fmt::Write, now: SystemTime) -> fmt::Result {
+    let since = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let (second, micros) = (since.as_secs(), since.subsec_micros());
+    SECOND.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != second {
+            let whole = humantime::format_rfc3339_seconds(now).to_string();
+            // `...T19:30:05Z` without the `Z`.
+            cached.1 = whole.trim_end_matches('Z').to_string();
+            cached.0 = second;
+        }
+        writer.write_str(&cached.1)
+    })?;
+    let mut digits = [b'.', b'0', b'0', b'0', b'0', b'0', b'0', b'Z', b' '];
+    let mut rest = micros;
+    for at in (1..7).rev() {
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    writer.write_str(std::str::from_utf8(&digits).expect("ASCII digits"))
 }
 
 #[cfg(test)]
@@ -174,6 +493,165 @@ mod tests {
             rest,
             format!(
                 " INFO llmtape::logs::tests: request method=POST path=\"/v1/chat/completions\" key={key} status=200 ms=0.250 hit=true\n"
+            )
+        );
+    }
+
+    /// A destination that counts its writes.
+    #[derive(Clone, Default)]
+    struct Counted {
+        bytes: Arc<Mutex<Vec<u8>>>,
+        writes: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl io::Write for Counted {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+            self.bytes.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Counted {
+        fn text(&self) -> String {
+            String::from_utf8(self.bytes.lock().unwrap().clone()).unwrap()
+        }
+
+        fn writes(&self) -> usize {
+            self.writes.load(Ordering::SeqCst)
+        }
+    }
+
+    /// Logs through a batched writer with `interval`.
+    fn batched_logs(interval: Duration) -> (Counted, LogGuard, tracing::Dispatch) {
+        let out = Counted::default();
+        let (writer, guard) = batched(Box::new(out.clone()), interval);
+        let subscriber = tracing_subscriber::fmt()
+            .event_format(PlainFormat { ansi: false })
+            .with_writer(writer)
+            .finish();
+        (out, guard, tracing::Dispatch::new(subscriber))
+    }
+
+    const NEVER: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn info_lines_are_written_in_one_batch_in_order() {
+        let (out, guard, logs) = batched_logs(NEVER);
+        tracing::dispatcher::with_default(&logs, || {
+            for i in 0..100 {
+                tracing::info!(i, "request");
+            }
+        });
+        assert_eq!(out.writes(), 0, "nothing written per line");
+        guard.flush();
+        assert_eq!(out.writes(), 1, "one write for the batch");
+        let text = out.text();
+        let numbers: Vec<&str> = text
+            .lines()
+            .map(|l| l.rsplit_once("i=").unwrap().1)
+            .collect();
+        let expected: Vec<String> = (0..100).map(|i| i.to_string()).collect();
+        assert_eq!(numbers, expected);
+    }
+
+    #[test]
+    fn the_timer_flushes_without_being_asked() {
+        let (out, _guard, logs) = batched_logs(Duration::from_millis(20));
+        tracing::dispatcher::with_default(&logs, || tracing::info!("request"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !out.text().contains("request") {
+            assert!(std::time::Instant::now() < deadline, "the timer flushed");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn dropping_the_guard_writes_what_is_left_and_later_lines_go_straight_out() {
+        let (out, guard, logs) = batched_logs(NEVER);
+        tracing::dispatcher::with_default(&logs, || {
+            tracing::info!("first");
+            tracing::info!("second");
+        });
+        drop(guard);
+        assert_eq!(out.writes(), 1);
+        assert!(out.text().contains("first") && out.text().contains("second"));
+        tracing::dispatcher::with_default(&logs, || tracing::info!("late"));
+        assert!(
+            out.text().contains("late"),
+            "a line after the guard is written"
+        );
+    }
+
+    #[test]
+    fn a_warning_is_written_at_once_after_what_waited() {
+        let (out, _guard, logs) = batched_logs(NEVER);
+        tracing::dispatcher::with_default(&logs, || {
+            tracing::info!("before");
+            tracing::warn!("careful");
+        });
+        let text = out.text();
+        let (before, careful) = (text.find("before"), text.find("careful"));
+        assert!(before.is_some() && careful > before, "{text}");
+    }
+
+    #[test]
+    fn a_full_batch_is_written_without_the_timer() {
+        let (out, _guard, logs) = batched_logs(NEVER);
+        let long = "x".repeat(1000);
+        tracing::dispatcher::with_default(&logs, || {
+            for _ in 0..(2 * BATCH_BYTES / 1000) {
+                tracing::info!(%long, "request");
+            }
+        });
+        assert!(out.writes() >= 1, "a full batch went out");
+        assert!(out.writes() <= 2);
+    }
+
+    #[test]
+    fn the_time_is_what_humantime_writes() {
+        for micros in [
+            0u64,
+            1,
+            999_999,
+            1_764_619_805_123_456,
+            1_764_619_805_000_001,
+        ] {
+            let now = SystemTime::UNIX_EPOCH + Duration::from_micros(micros);
+            let mut out = String::new();
+            write_time(&mut out, now).unwrap();
+            // Twice: the second from the cache.
+            write_time(&mut out, now).unwrap();
+            let expected = format!("{} ", humantime::format_rfc3339_micros(now));
+            assert_eq!(out, format!("{expected}{expected}"));
+        }
+    }
+
+    #[test]
+    fn fields_are_written_as_the_formatter_would() {
+        let line = capture(false, || {
+            tracing::info!(
+                path = "/v1/a\"b",
+                ms = 1234.56789f64,
+                tiny = 0.0004f64,
+                odd = f64::NAN,
+                n = 0u64,
+                big = u64::MAX,
+                neg = -5i64,
+                "request"
+            );
+        });
+        let fields = line.split_once(": ").unwrap().1;
+        assert_eq!(
+            fields,
+            format!(
+                "request path={:?} ms=1234.568 tiny=0.000 odd=NaN n=0 big={} neg=-5\n",
+                "/v1/a\"b",
+                u64::MAX
             )
         );
     }

@@ -11,10 +11,14 @@ fn main() -> ExitCode {
     let filter =
         EnvFilter::try_from_env("LLMTAPE_LOG").unwrap_or_else(|_| EnvFilter::new("llmtape=info"));
     let ansi = std::io::stderr().is_terminal();
+    // Lines reach stderr in batches (one write per interval, warnings at
+    // once); the guard, dropped last, writes what is left.
+    let (writer, log_guard) =
+        llmtape::logs::batched(Box::new(std::io::stderr()), llmtape::logs::FLUSH_INTERVAL);
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match cli.global.log_format {
         llmtape::cli::LogFormat::Text => logs
             .event_format(llmtape::logs::PlainFormat { ansi })
@@ -24,11 +28,15 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
+            log_guard.flush();
             eprintln!("llmtape: cannot start the async runtime: {error}");
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(llmtape::app::run(cli)) {
+    let outcome = runtime.block_on(llmtape::app::run(cli));
+    // The command's log lines before its error message.
+    log_guard.flush();
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("llmtape: {error}");

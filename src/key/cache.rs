@@ -13,6 +13,23 @@
 //! Bounded: each shard holds at most `capacity / shards` keys and is
 //! emptied when full, which keeps memory flat and costs only a
 //! re-canonicalisation of requests seen again later.
+//!
+//! In front of it, recent requests are also remembered by their exact
+//! bytes, within a byte budget: a repeat is found by a keyed hash (std's
+//! SipHash, a random key per process) of the request's small fields and a
+//! sample of its body (all of a small body; the ends and 32 words of a
+//! large one: an agent's request carries its whole context, and 100 KB is
+//! ordinary) and confirmed by comparing every byte of every input. That
+//! costs a fraction of a blake3 pass (a tenth for 100 KB). The comparison,
+//! not the hash, decides, so two different requests never share a key
+//! whatever a tenant sends; a sample that many bodies share only sends
+//! them back to the hashed memo.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher, RandomState};
+use std::sync::RwLock;
+
+use bytes::Bytes;
 
 use crate::key::sharded::ShardedMap;
 use crate::key::{Canonical, KeyRules, RequestKey, RequestParts};
@@ -29,12 +46,60 @@ const SHARDS: usize = 32;
 /// about 3 MiB, and cover the working set of any test suite.
 pub const DEFAULT_CAPACITY: usize = 32 * 1024;
 
+/// Bodies up to this size are sampled whole: the sample below needs room
+/// for its edges and words.
+const SAMPLE_WHOLE: usize = 2 * SAMPLE_EDGE + 8 * (SAMPLE_WORDS + 1);
+
+/// Bytes of request bodies (plus [`EXACT_OVERHEAD`] each) kept for
+/// comparison: about eighty 100 KB agent requests (an agent test suite's
+/// repeated turns), or some twenty thousand small ones. Past it the exact
+/// memo starts over; requests it does not hold still take their key from
+/// the hashed memo, at the cost of a blake3 pass (about 3,700 instructions
+/// for a 250-byte body under callgrind, 24 µs for 100 KB natively).
+const EXACT_BUDGET: usize = 8 * 1024 * 1024;
+
+/// What one remembered request costs beside its bytes (the entry, its
+/// head's buffer, the map slot), for the budget.
+const EXACT_OVERHEAD: usize = 160;
+
+/// Bodies remembered per sample: a tenant who sends many bodies with one
+/// sample only evicts its own bucket's entries (they go back to the
+/// hashed memo), never gets another body's key.
+const EXACT_PER_SAMPLE: usize = 4;
+
+/// Bytes hashed from each end of a body, and words sampled between, to
+/// pick its bucket (the comparison decides, so the sample only spreads).
+const SAMPLE_EDGE: usize = 256;
+const SAMPLE_WORDS: usize = 32;
+
+/// Large bodies by their exact bytes.
+#[derive(Debug, Default)]
+struct ExactMemo {
+    buckets: HashMap<u64, Vec<Remembered>>,
+    bytes: usize,
+}
+
+/// One remembered request: every input of its key, as bytes.
+#[derive(Debug)]
+struct Remembered {
+    /// The length-prefixed method, path, query, content type, namespace
+    /// and credential (see [`framed_head`]).
+    head: Vec<u8>,
+    body: Bytes,
+    key: RequestKey,
+}
+
 /// Remembers the key of recently seen raw requests.
 #[derive(Debug)]
 pub struct KeyMemo {
     /// Raw-request hash -> key.
     keys: ShardedMap<[u8; 32], RequestKey>,
     per_shard: usize,
+    /// Large bodies by their bytes.
+    exact: RwLock<ExactMemo>,
+    /// The sample hash's key: random per process, so no one can aim
+    /// bodies at another's bucket.
+    sample_key: RandomState,
 }
 
 /// A request's key, and its canonical form when it had to be computed.
@@ -53,6 +118,8 @@ impl KeyMemo {
         KeyMemo {
             keys: ShardedMap::new(SHARDS),
             per_shard: capacity.div_ceil(SHARDS),
+            exact: RwLock::default(),
+            sample_key: RandomState::new(),
         }
     }
 
@@ -66,6 +133,21 @@ impl KeyMemo {
                 canonical: Some(canonical),
             };
         }
+        let head = framed_head(parts, rules);
+        let sample = self.sample(&head, parts.body);
+        if let Some(key) = self.exact_get(sample, &head, parts.body) {
+            return Keyed {
+                key,
+                canonical: None,
+            };
+        }
+        let keyed = self.hashed(parts, rules);
+        self.exact_insert(sample, head, parts.body, keyed.key);
+        keyed
+    }
+
+    /// The key from the hashed memo, or canonicalised (and remembered).
+    fn hashed(&self, parts: &RequestParts<'_>, rules: &KeyRules) -> Keyed {
         let raw = raw_hash(parts, rules);
         if let Some(key) = self.keys.get(&raw) {
             return Keyed {
@@ -87,6 +169,76 @@ impl KeyMemo {
         }
     }
 
+    /// A keyed hash of `head`, the body's length, its ends and words
+    /// spread over it: it spreads the buckets; comparison decides.
+    fn sample(&self, head: &[u8], body: &[u8]) -> u64 {
+        let mut hasher = self.sample_key.build_hasher();
+        hasher.write(head);
+        hasher.write_usize(body.len());
+        if body.len() <= SAMPLE_WHOLE {
+            hasher.write(body);
+            return hasher.finish();
+        }
+        hasher.write(&body[..SAMPLE_EDGE]);
+        hasher.write(&body[body.len() - SAMPLE_EDGE..]);
+        let stride = body.len() / (SAMPLE_WORDS + 1);
+        for i in 1..=SAMPLE_WORDS {
+            let at = i * stride;
+            hasher.write(&body[at..at + 8]);
+        }
+        hasher.finish()
+    }
+
+    /// The key of exactly these bytes, if remembered.
+    fn exact_get(&self, sample: u64, head: &[u8], body: &[u8]) -> Option<RequestKey> {
+        let exact = crate::sync::read(&self.exact);
+        exact
+            .buckets
+            .get(&sample)?
+            .iter()
+            .find(|r| r.head == head && r.body == body)
+            .map(|r| r.key)
+    }
+
+    /// Remembers `key` for these bytes (a copy of the body: the request's
+    /// own buffer may be far larger than its body).
+    fn exact_insert(&self, sample: u64, head: Vec<u8>, body: &[u8], key: RequestKey) {
+        if body.len() > EXACT_BUDGET / 4 {
+            return;
+        }
+        let cost = body.len() + head.len() + EXACT_OVERHEAD;
+        let mut exact = crate::sync::write(&self.exact);
+        if exact.bytes + cost > EXACT_BUDGET {
+            exact.buckets.clear();
+            exact.bytes = 0;
+        }
+        let bucket = exact.buckets.entry(sample).or_default();
+        if bucket.iter().any(|r| r.head == head && r.body == body) {
+            return;
+        }
+        let mut freed = 0;
+        if bucket.len() >= EXACT_PER_SAMPLE {
+            let old = bucket.remove(0);
+            freed = old.body.len() + old.head.len() + EXACT_OVERHEAD;
+        }
+        bucket.push(Remembered {
+            head,
+            body: Bytes::copy_from_slice(body),
+            key,
+        });
+        exact.bytes = exact.bytes - freed + cost;
+    }
+
+    /// Large bodies remembered by their bytes now.
+    #[cfg(test)]
+    fn exact_len(&self) -> usize {
+        crate::sync::read(&self.exact)
+            .buckets
+            .values()
+            .map(Vec::len)
+            .sum()
+    }
+
     /// Keys remembered now.
     #[cfg(test)]
     pub fn len(&self) -> usize {
@@ -100,16 +252,15 @@ impl KeyMemo {
     }
 }
 
-/// blake3 over every input of canonicalisation, length-prefixed.
-fn raw_hash(parts: &RequestParts<'_>, rules: &KeyRules) -> [u8; 32] {
-    let mut hasher = blake3::Hasher::new_derive_key(RAW_CONTEXT);
+/// Feeds every input of canonicalisation but the body to `sink`, each
+/// length-prefixed (`u64::MAX` for an absent one), so the bytes name the
+/// fields exactly.
+fn frame(parts: &RequestParts<'_>, rules: &KeyRules, mut sink: impl FnMut(&[u8])) {
     let mut field = |bytes: Option<&[u8]>| match bytes {
-        None => {
-            hasher.update(&u64::MAX.to_le_bytes());
-        }
+        None => sink(&u64::MAX.to_le_bytes()),
         Some(bytes) => {
-            hasher.update(&(bytes.len() as u64).to_le_bytes());
-            hasher.update(bytes);
+            sink(&(bytes.len() as u64).to_le_bytes());
+            sink(bytes);
         }
     };
     field(Some(parts.method.as_bytes()));
@@ -124,7 +275,27 @@ fn raw_hash(parts: &RequestParts<'_>, rules: &KeyRules) -> [u8; 32] {
     } else {
         None
     });
-    field(Some(parts.body));
+}
+
+/// [`frame`] as bytes, for the exact memo's comparisons.
+fn framed_head(parts: &RequestParts<'_>, rules: &KeyRules) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
+    frame(parts, rules, |bytes| out.extend_from_slice(bytes));
+    out
+}
+
+/// blake3 over every input of canonicalisation, length-prefixed, keyed
+/// by a key derived once from [`RAW_CONTEXT`] (deriving it per request
+/// cost a compression of the context every time). Streamed: no buffer.
+fn raw_hash(parts: &RequestParts<'_>, rules: &KeyRules) -> [u8; 32] {
+    static RAW_KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    let key = RAW_KEY.get_or_init(|| blake3::derive_key(RAW_CONTEXT, b"memo"));
+    let mut hasher = blake3::Hasher::new_keyed(key);
+    frame(parts, rules, |bytes| {
+        hasher.update(bytes);
+    });
+    hasher.update(&(parts.body.len() as u64).to_le_bytes());
+    hasher.update(parts.body);
     *hasher.finalize().as_bytes()
 }
 
@@ -232,6 +403,131 @@ mod tests {
         }
         assert!(memo.len() <= 64, "{} keys remembered", memo.len());
         assert!(!memo.is_empty());
+    }
+
+    /// A JSON chat body of at least `size` bytes whose content is `fill`.
+    fn large(size: usize, fill: char) -> Vec<u8> {
+        let content: String = std::iter::repeat_n(fill, size).collect();
+        format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{content}"}}]}}"#)
+            .into_bytes()
+    }
+
+    #[test]
+    fn a_small_repeat_is_found_by_its_bytes_too() {
+        let memo = KeyMemo::new(DEFAULT_CAPACITY);
+        let body = br#"{"model":"m"}"#;
+        let first = memo.key(&parts(body, None), &rules(false));
+        assert_eq!((memo.exact_len(), memo.len()), (1, 1));
+        let second = memo.key(&parts(body, None), &rules(false));
+        assert!(second.canonical.is_none());
+        assert_eq!(second.key, first.key);
+        // One byte apart, and a body that is a prefix of another.
+        for other in [
+            &br#"{"model":"n"}"#[..],
+            br#"{"model":"m"}  "#,
+            br#"{"model""#,
+        ] {
+            let keyed = memo.key(&parts(other, None), &rules(false));
+            assert!(
+                keyed.canonical.is_some(),
+                "{:?}",
+                String::from_utf8_lossy(other)
+            );
+        }
+    }
+
+    #[test]
+    fn a_large_repeat_is_found_by_its_bytes() {
+        let memo = KeyMemo::new(DEFAULT_CAPACITY);
+        let body = large(100 * 1024, 'a');
+        let first = memo.key(&parts(&body, None), &rules(false));
+        assert!(first.canonical.is_some());
+        assert_eq!(memo.exact_len(), 1);
+        let second = memo.key(&parts(&body, None), &rules(false));
+        assert!(second.canonical.is_none());
+        assert_eq!(second.key, first.key);
+    }
+
+    #[test]
+    fn large_bodies_that_share_every_sampled_byte_keep_their_own_keys() {
+        // Differ in one byte that the sample does not read: same bucket,
+        // and the comparison tells them apart.
+        let memo = KeyMemo::new(DEFAULT_CAPACITY);
+        let a = large(100 * 1024, 'a');
+        let mut b = a.clone();
+        let stride = b.len() / (SAMPLE_WORDS + 1);
+        let at = stride + 20;
+        b[at] = b'b';
+        let head = framed_head(&parts(&a, None), &rules(false));
+        assert_eq!(memo.sample(&head, &a), memo.sample(&head, &b));
+        let ka = memo.key(&parts(&a, None), &rules(false)).key;
+        let kb = memo.key(&parts(&b, None), &rules(false));
+        assert!(kb.canonical.is_some(), "b was not taken for a");
+        assert_ne!(ka, kb.key);
+        assert_eq!(
+            kb.key,
+            Canonical::new(&parts(&b, None), &rules(false)).key()
+        );
+        // Both are remembered, each with its own key.
+        assert_eq!(memo.key(&parts(&a, None), &rules(false)).key, ka);
+        assert_eq!(memo.key(&parts(&b, None), &rules(false)).key, kb.key);
+    }
+
+    #[test]
+    fn a_crowded_sample_evicts_only_its_own_bucket_and_stays_exact() {
+        let memo = KeyMemo::new(DEFAULT_CAPACITY);
+        let base = large(64 * 1024, 'a');
+        let stride = base.len() / (SAMPLE_WORDS + 1);
+        let mut keys = Vec::new();
+        for i in 0..3 * EXACT_PER_SAMPLE {
+            let mut body = base.clone();
+            body[stride + 20] = b'a' + (i % 26) as u8;
+            body[stride + 21] = b'a' + (i / 26) as u8;
+            let keyed = memo.key(&parts(&body, None), &rules(false));
+            assert_eq!(
+                keyed.key,
+                Canonical::new(&parts(&body, None), &rules(false)).key()
+            );
+            keys.push((body, keyed.key));
+        }
+        assert!(memo.exact_len() <= EXACT_PER_SAMPLE);
+        for (body, key) in &keys {
+            assert_eq!(memo.key(&parts(body, None), &rules(false)).key, *key);
+        }
+    }
+
+    #[test]
+    fn the_exact_memo_stays_within_its_budget_and_every_input_splits_it() {
+        let memo = KeyMemo::new(DEFAULT_CAPACITY);
+        for i in 0..(2 * EXACT_BUDGET / (100 * 1024)) {
+            let body = large(100 * 1024, char::from(b'a' + (i % 26) as u8));
+            let mut body = body;
+            body.extend_from_slice(format!(" {i}").as_bytes());
+            let _ = memo.key(&parts(&body, None), &rules(false));
+        }
+        let held: usize = crate::sync::read(&memo.exact).bytes;
+        assert!(held <= EXACT_BUDGET, "{held} bytes held");
+        let body = large(32 * 1024, 'z');
+        let base = parts(&body, None);
+        let _ = memo.key(&base, &rules(false));
+        for variant in [
+            RequestParts {
+                path: "/v1/embeddings",
+                ..base.clone()
+            },
+            RequestParts {
+                namespace: Some("suite-a"),
+                ..base.clone()
+            },
+            RequestParts {
+                query: Some("a=1"),
+                ..base.clone()
+            },
+        ] {
+            let keyed = memo.key(&variant, &rules(false));
+            assert!(keyed.canonical.is_some(), "{variant:?} hit the memo");
+            assert_eq!(keyed.key, Canonical::new(&variant, &rules(false)).key());
+        }
     }
 
     #[test]

@@ -115,6 +115,7 @@ impl<K: HashKey, V, S> ShardedMap<K, V, S> {
     }
 
     /// Removes `key`; returns its value.
+    #[cfg(test)]
     pub fn remove(&self, key: &K) -> Option<V> {
         self.write(key).map.remove(key)
     }
@@ -126,6 +127,7 @@ impl<K: HashKey, V, S> ShardedMap<K, V, S> {
     }
 
     /// Entries held now.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.sum(|shard| shard.map.len())
     }

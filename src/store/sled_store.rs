@@ -12,8 +12,9 @@
 //! A third tree, the pointer tree, maps a key to a [`LogPointer`] into the
 //! [`ResponseLog`] (the replayable parts of its current entry, in a file
 //! beside sled), set in the same transaction as the entry. The tree is
-//! mirrored in memory (about 50 bytes a recording, loaded at open), so
-//! [`SledStore::replayable`] serves a hit with one map lookup and one
+//! mirrored in a sorted pointer file beside the log (rebuilt from the
+//! tree when missing or stale; see `store::pointer_index`), so
+//! [`SledStore::replayable`] serves a hit with one index lookup and one
 //! positional read, without touching sled. A key without a usable pointer
 //! falls back to the entry and gets a pointer then, so stores written
 //! before the response log existed, and a lost or damaged log, heal as
@@ -52,7 +53,7 @@ pub struct SledStore {
     pointer_tree: sled::Tree,
     /// The replayable parts of every recording, appended.
     response_log: Arc<ResponseLog>,
-    /// `pointer_tree` mirrored in memory.
+    /// `pointer_tree` mirrored in the pointer file.
     pointer_index: Arc<PointerIndex>,
     path: PathBuf,
     _open: Arc<OpenMark>,
@@ -144,9 +145,11 @@ impl SledStore {
         })?;
         let pointer_tree = tree(POINTER_TREE)?;
         let pointer_index =
-            PointerIndex::load(&pointer_tree).map_err(|source| StoreError::Open {
-                path: path.to_path_buf(),
-                source,
+            PointerIndex::open(path, &pointer_tree, response_log.path()).map_err(|source| {
+                StoreError::Open {
+                    path: path.to_path_buf(),
+                    source,
+                }
             })?;
         let store = SledStore {
             entries: tree(ENTRIES_TREE)?,
@@ -647,6 +650,81 @@ mod tests {
             let pointer = store.pointer_index.get(key).expect("a pointer");
             assert!(store.response_log.read(key, pointer).is_ok());
         }
+    }
+
+    fn pointer_file(dir: &Path) -> PathBuf {
+        dir.join(crate::store::pointer_index::POINTER_FILE)
+    }
+
+    #[test]
+    fn the_pointer_file_is_written_at_close_read_at_open_and_deleted_by_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys: Vec<RequestKey> = (0..50u8).map(|i| RequestKey::from_bytes([i; 32])).collect();
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            // Written at open (an empty store rebuilt from its empty tree).
+            assert!(pointer_file(dir.path()).exists());
+            for key in &keys {
+                store.put(key, &entry(key, "{\"n\":1}", "fp"), 3).unwrap();
+            }
+            assert!(
+                !pointer_file(dir.path()).exists(),
+                "the first change deletes the file"
+            );
+            store.remove(&keys[3]).unwrap();
+            store
+                .put(&keys[4], &entry(&keys[4], "{\"n\":2}", "fp"), 3)
+                .unwrap();
+        }
+        assert!(pointer_file(dir.path()).exists(), "written at close");
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(store.indexed_len(), 49);
+        assert!(store.pointer_index.get(&keys[3]).is_none());
+        assert_eq!(
+            &store.replayable(&keys[4]).unwrap().unwrap().body[..],
+            b"{\"n\":2}"
+        );
+        for key in keys.iter().filter(|k| **k != keys[3]) {
+            let pointer = store.pointer_index.get(key).expect("a pointer");
+            assert!(store.response_log.read(key, pointer).is_ok());
+        }
+    }
+
+    #[test]
+    fn a_pointer_file_that_does_not_match_is_rebuilt_from_the_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = RequestKey::from_bytes([7; 32]);
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            store.put(&key, &entry(&key, "{\"n\":1}", "fp"), 3).unwrap();
+        }
+        // What an llmtape that does not know the file does: re-record the
+        // key (a new log record and pointer) and leave the file alone.
+        let saved = std::fs::read(pointer_file(dir.path())).unwrap();
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            store.put(&key, &entry(&key, "{\"n\":2}", "fp"), 3).unwrap();
+        }
+        std::fs::write(pointer_file(dir.path()), &saved).unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(
+            &store.replayable(&key).unwrap().unwrap().body[..],
+            b"{\"n\":2}",
+            "the log grew since the file was written: the tree decides"
+        );
+        drop(store);
+
+        // A damaged file: the same.
+        let mut damaged = std::fs::read(pointer_file(dir.path())).unwrap();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 0xff;
+        std::fs::write(pointer_file(dir.path()), &damaged).unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(
+            &store.replayable(&key).unwrap().unwrap().body[..],
+            b"{\"n\":2}"
+        );
+        assert_eq!(store.indexed_len(), 1);
     }
 
     #[test]

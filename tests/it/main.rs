@@ -10,6 +10,7 @@
 
 mod support;
 
+mod access_log;
 mod audit;
 mod bad_input;
 mod cli;
