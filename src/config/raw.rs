@@ -89,6 +89,8 @@ pub struct RawKey {
     pub ignore_fields: Option<Vec<String>>,
     pub scope: Option<String>,
     pub sampling_namespaces: Option<Vec<String>>,
+    pub presets: Option<Vec<String>>,
+    pub repeats: Option<String>,
 }
 
 /// `[replay]` as written.
@@ -152,7 +154,16 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "max_recorded_bytes",
         ],
     ),
-    ("key", &["ignore_fields", "scope", "sampling_namespaces"]),
+    (
+        "key",
+        &[
+            "ignore_fields",
+            "scope",
+            "sampling_namespaces",
+            "presets",
+            "repeats",
+        ],
+    ),
     ("replay", &["timing"]),
     ("redact", &["headers"]),
     ("routes", ROUTES_KEYS),

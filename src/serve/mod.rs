@@ -17,6 +17,8 @@ pub mod proxy;
 pub(crate) mod read_timeout;
 pub mod replay;
 pub(crate) mod request;
+pub(crate) mod runs;
+pub(crate) mod sequence;
 pub mod server;
 pub(crate) mod upstream;
 pub(crate) mod upstream_call;

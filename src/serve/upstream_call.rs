@@ -83,6 +83,7 @@ impl Proxy {
             replace: miss.replace,
             lead: None,
             flip: None,
+            call: miss.call,
         };
         if is_event_stream(&head.headers) {
             if let Some(lead) = &miss.lead {
@@ -188,6 +189,8 @@ struct StoreSink {
     lead: Option<Lead>,
     /// Set when the recording changed the key's fingerprint.
     flip: Option<String>,
+    /// A sequence call's number, kept in the recording.
+    call: Option<u32>,
 }
 
 impl Sink for StoreSink {
@@ -197,8 +200,9 @@ impl Sink for StoreSink {
         }
     }
 
-    fn commit(&mut self, recording: Recording) {
+    fn commit(&mut self, mut recording: Recording) {
         let s = &self.proxy.shared;
+        recording.meta.call = self.call;
         // Only a re-recording can replace one: a plain miss just found the
         // key absent, so it has nothing to compare with.
         if self.re_record {

@@ -1,0 +1,148 @@
+//! Key presets end to end: fields a preset names change no key, and the
+//! forwarded request keeps them.
+
+use crate::support::*;
+use http::StatusCode;
+
+/// Caches Anthropic Messages even before it is a built-in route.
+const MESSAGES_ROUTE: &str = "[routes]\ncache = [\"POST /v1/messages\"]\n";
+
+/// A Claude Code turn as it sends it: the billing block first in
+/// `system` (with a `cch` that changes on every request) and a
+/// per-session `metadata.user_id`.
+fn claude_code_turn(cch: &str, session: &str) -> String {
+    serde_json::json!({
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 32000,
+        "system": [
+            {"type": "text", "text": format!("x-anthropic-billing-header: cc_version=2.1.177.01c; cc_entrypoint=cli; cch={cch};")},
+            {"type": "text", "text": "You are Claude Code, Anthropic's official CLI for Claude.",
+             "cache_control": {"type": "ephemeral"}}
+        ],
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "list the files"}]}],
+        "metadata": {"user_id": format!("user_0f3a_account__session_{session}")},
+        "stream": false
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn two_claude_code_turns_differing_only_in_cch_and_user_id_make_one_upstream_call() {
+    let mock = MockUpstream::start().await;
+    let proxy = TestProxy::start(&mock.url(), MESSAGES_ROUTE).await;
+    let url = proxy.url("/v1/messages");
+    let headers = [
+        ("x-api-key", "sk-ant-test-dummy"),
+        ("anthropic-version", "2023-06-01"),
+    ];
+
+    let first = post_with(&url, &claude_code_turn("36ee5", "a1"), &headers).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.cache(), "miss");
+    let second = post_with(&url, &claude_code_turn("9b0c2", "b7"), &headers).await;
+    assert_eq!(
+        second.cache(),
+        "hit",
+        "cch and user_id must not split the key"
+    );
+    assert_eq!(second.body, first.body);
+    assert_eq!(
+        second.header("x-llmtape-key"),
+        first.header("x-llmtape-key")
+    );
+    assert_eq!(mock.calls(), 1);
+
+    // The preset changed the key only: the upstream got the request as sent.
+    let seen = mock.seen();
+    let forwarded: serde_json::Value = serde_json::from_slice(&seen[0].body).unwrap();
+    assert_eq!(
+        forwarded["system"][0]["text"],
+        "x-anthropic-billing-header: cc_version=2.1.177.01c; cc_entrypoint=cli; cch=36ee5;"
+    );
+    assert_eq!(
+        forwarded["metadata"]["user_id"],
+        "user_0f3a_account__session_a1"
+    );
+
+    // Another prompt is another key.
+    let other = claude_code_turn("36ee5", "a1").replace("list the files", "run the tests");
+    assert_eq!(post_with(&url, &other, &headers).await.cache(), "miss");
+    assert_eq!(mock.calls(), 2);
+}
+
+#[tokio::test]
+async fn without_presets_every_claude_code_turn_is_a_miss() {
+    let mock = MockUpstream::start().await;
+    let proxy = TestProxy::start(
+        &mock.url(),
+        &format!("[key]\npresets = []\n{MESSAGES_ROUTE}"),
+    )
+    .await;
+    let url = proxy.url("/v1/messages");
+    assert_eq!(
+        post(&url, &claude_code_turn("1", "a")).await.cache(),
+        "miss"
+    );
+    assert_eq!(
+        post(&url, &claude_code_turn("2", "a")).await.cache(),
+        "miss"
+    );
+    assert_eq!(mock.calls(), 2);
+}
+
+#[tokio::test]
+async fn claude_code_leaves_openai_requests_alone_and_openai_presets_are_opt_in() {
+    let mock = MockUpstream::start().await;
+    let proxy = TestProxy::start(&mock.url(), "").await;
+    let url = proxy.url("/v1/chat/completions");
+    let with_user_id = |id: &str| {
+        CHAT.replace(
+            "\"seed\"",
+            &format!("\"metadata\":{{\"user_id\":\"{id}\"}},\"seed\""),
+        )
+    };
+    assert_eq!(post(&url, &with_user_id("a")).await.cache(), "miss");
+    assert_eq!(post(&url, &with_user_id("b")).await.cache(), "miss");
+    // openai-defaults is off by default: "stream": false is another key.
+    let sent_default = CHAT.replace("\"seed\"", "\"stream\":false,\"seed\"");
+    assert_eq!(post(&url, CHAT).await.cache(), "miss");
+    assert_eq!(post(&url, &sent_default).await.cache(), "miss");
+    assert_eq!(mock.calls(), 4);
+
+    let mock = MockUpstream::start().await;
+    let proxy = TestProxy::start(
+        &mock.url(),
+        "[key]\npresets = [\"openai-identity\", \"openai-defaults\"]\n",
+    )
+    .await;
+    let url = proxy.url("/v1/chat/completions");
+    assert_eq!(post(&url, CHAT).await.cache(), "miss");
+    let agents_sdk = CHAT.replace(
+        "\"seed\"",
+        "\"stream\":false,\"n\":1,\"tools\":[],\"include\":[],\"logprobs\":false,\"safety_identifier\":\"s\",\"prompt_cache_key\":\"k\",\"metadata\":{\"run\":\"7\"},\"seed\"",
+    );
+    let hit = post(&url, &agents_sdk).await;
+    assert_eq!(hit.cache(), "hit");
+    assert_eq!(mock.calls(), 1);
+    // A non-default value still counts.
+    let two = CHAT.replace("\"seed\"", "\"n\":2,\"seed\"");
+    assert_eq!(post(&url, &two).await.cache(), "miss");
+}
+
+#[tokio::test]
+async fn key_explain_names_what_each_preset_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let ran = run_in(
+        dir.path(),
+        &["key", "explain", "--path", "/v1/messages"],
+        Some(&claude_code_turn("36ee5", "a1")),
+    )
+    .await;
+    let out = ran.out();
+    assert!(out.contains("\npresets:     claude-code\n"), "{out}");
+    assert!(
+        out.contains("\nremoved:     /system/0 by preset claude-code\n             /metadata/user_id by preset claude-code\n"),
+        "{out}"
+    );
+    assert!(!out.contains("cch="), "{out}");
+}
