@@ -146,3 +146,58 @@ async fn key_explain_names_what_each_preset_removed() {
     );
     assert!(!out.contains("cch="), "{out}");
 }
+
+#[tokio::test]
+async fn rekey_merges_recordings_made_before_the_preset_and_they_hit_after() {
+    let mock = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let without = format!("[key]\npresets = []\n{MESSAGES_ROUTE}");
+    let mut proxy = TestProxy::start_with_store(&mock.url(), &without, &store).await;
+    let url = proxy.url("/v1/messages");
+    let _older = post(&url, &claude_code_turn("1", "a")).await;
+    let newer = post(&url, &claude_code_turn("2", "b")).await;
+    assert_eq!(newer.cache(), "miss");
+    proxy.stop().await;
+
+    // The user turns the default preset back on.
+    std::fs::write(dir.path().join("proxy.toml"), MESSAGES_ROUTE).unwrap();
+    let dry = run_in(
+        dir.path(),
+        &["--store", "store", "rekey", "--dry-run"],
+        None,
+    )
+    .await;
+    assert_eq!(dry.code, 0, "{}", dry.err());
+    assert!(dry.out().contains("would merge"), "{}", dry.out());
+    assert!(
+        dry.out().contains("2 key(s) would change, 1 merge(s)"),
+        "{}",
+        dry.out()
+    );
+    let rekey = run_in(dir.path(), &["--store", "store", "rekey"], None).await;
+    assert_eq!(rekey.code, 0, "{}", rekey.err());
+    assert!(
+        rekey.out().contains("2 key(s) changed, 1 merge(s)"),
+        "{}",
+        rekey.out()
+    );
+
+    let mut proxy = TestProxy::start_with_store(
+        &mock.url(),
+        &format!("mode = \"replay\"\n{MESSAGES_ROUTE}"),
+        &store,
+    )
+    .await;
+    let hit = post(&proxy.url("/v1/messages"), &claude_code_turn("3", "c")).await;
+    assert_eq!(hit.cache(), "hit");
+    assert_eq!(hit.body, newer.body, "the newer recording wins the merge");
+    assert_eq!(mock.calls(), 2);
+    proxy.stop().await;
+    let again = run_in(dir.path(), &["--store", "store", "rekey"], None).await;
+    assert!(
+        again.out().contains("0 key(s) changed, 0 merge(s)"),
+        "{}",
+        again.out()
+    );
+}
