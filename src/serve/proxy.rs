@@ -367,7 +367,12 @@ impl Proxy {
     }
 
     /// The 404 for a replay-mode miss, naming the nearest recording.
-    fn replay_miss(&self, parts: &Parts, canonical: &Canonical, key: &RequestKey) -> Answer {
+    pub(super) fn replay_miss(
+        &self,
+        parts: &Parts,
+        canonical: &Canonical,
+        key: &RequestKey,
+    ) -> Answer {
         let nearest = nearest::nearest(self.tier(), canonical);
         let error = ProxyError::ReplayMiss {
             key: key.to_hex(),

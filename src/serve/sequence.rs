@@ -114,6 +114,13 @@ impl Proxy {
                 return answer;
             }
         }
+        let canonical = request
+            .canonical
+            .unwrap_or_else(|| Canonical::new(&request::key_parts(parts, &body), &s.rules));
+        if request.mode == Mode::Replay && call == 1 {
+            // Nothing of this request is recorded: say what is nearest.
+            return self.replay_miss(parts, &canonical, &key);
+        }
         if request.mode == Mode::Replay {
             // Calls 1, 2, ... recorded without a gap, below this one.
             let recorded = (1..call)
@@ -129,9 +136,6 @@ impl Proxy {
             };
             return Answer::error(&error, Some(&key));
         }
-        let canonical = request
-            .canonical
-            .unwrap_or_else(|| Canonical::new(&request::key_parts(parts, &body), &s.rules));
         let miss = Miss {
             canonical,
             key,

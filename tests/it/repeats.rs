@@ -146,6 +146,16 @@ async fn a_plain_recording_answers_the_first_call_of_a_sequence() {
         "{message}"
     );
     assert!(message.contains("run \"r\""), "{message}");
+    // A request never recorded at all gets the usual miss, nearest named.
+    let never = CHAT.replace("Say hi", "Say bye");
+    let first = post_with(&url, &never, &[SEQUENCE, ("x-llmtape-mode", "replay")]).await;
+    assert_eq!(first.status, StatusCode::NOT_FOUND);
+    assert_eq!(first.header("x-llmtape-call"), Some("1"));
+    let message = first.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(message.contains("the nearest recording is"), "{message}");
     assert_eq!(mock.calls(), 1);
 }
 
@@ -215,6 +225,42 @@ async fn fixtures_keep_the_order_and_the_call_number() {
         post_with(&url, CHAT, &[SEQUENCE]).await.status,
         StatusCode::NOT_FOUND
     );
+    assert_eq!(mock.calls(), 3);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn export_and_import_keep_the_order() {
+    let mock = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut proxy = TestProxy::start_with_store(&mock.url(), "", &dir.path().join("store")).await;
+    let url = proxy.url("/v1/chat/completions");
+    let mut recorded = Vec::new();
+    for _ in 0..3 {
+        recorded.push(post_with(&url, CHAT, &[SEQUENCE]).await);
+    }
+    proxy.stop().await;
+    let export = run_in(
+        dir.path(),
+        &["--store", "store", "export", "--out", "fx"],
+        None,
+    )
+    .await;
+    assert_eq!(export.code, 0, "{}", export.err());
+    let import = run_in(dir.path(), &["--store", "copy", "import", "fx"], None).await;
+    assert_eq!(import.code, 0, "{}", import.err());
+    let ls = run_in(dir.path(), &["--store", "copy", "ls"], None).await;
+    assert!(ls.out().contains("(call 3)"), "{}", ls.out());
+
+    let mut proxy =
+        TestProxy::start_with_store(&mock.url(), "mode = \"replay\"\n", &dir.path().join("copy"))
+            .await;
+    let url = proxy.url("/v1/chat/completions");
+    for original in &recorded {
+        let reply = post_with(&url, CHAT, &[SEQUENCE]).await;
+        assert_eq!(reply.cache(), "hit");
+        assert_eq!(reply.body, original.body);
+    }
     assert_eq!(mock.calls(), 3);
     proxy.stop().await;
 }
