@@ -187,6 +187,8 @@ const RENAMED_KEYS: &[(&str, &str)] = &[
     ("server.max_body_size", "server.max_body_bytes"),
     ("server.max_body", "server.max_body_bytes"),
     ("key.ignore", "key.ignore_fields"),
+    ("key.preset", "key.presets"),
+    ("key.repeat", "key.repeats"),
     ("key.ignore_headers", "redact.headers"),
     ("replay.pacing", "replay.timing"),
     ("redact.fields", "redact.headers"),

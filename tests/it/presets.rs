@@ -201,3 +201,49 @@ async fn rekey_merges_recordings_made_before_the_preset_and_they_hit_after() {
         again.out()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rekey_through_a_running_serve_takes_effect_on_its_next_request() {
+    let mock = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let without = format!("[key]\npresets = []\n{MESSAGES_ROUTE}");
+    let mut proxy = TestProxy::start_with_store(&mock.url(), &without, &store).await;
+    let url = proxy.url("/v1/messages");
+    let older = post(&url, &claude_code_turn("1", "a")).await;
+    let _newer = post(&url, &claude_code_turn("2", "b")).await;
+    proxy.stop().await;
+
+    std::fs::write(dir.path().join("proxy.toml"), MESSAGES_ROUTE).unwrap();
+    let mut serve = Serve::start(serve_cmd(
+        dir.path(),
+        &mock.url(),
+        std::path::Path::new("store"),
+    ))
+    .await;
+    let url = serve.url("/v1/messages");
+    // Before: under the preset the recordings' old keys are not found.
+    let replay = [("x-llmtape-mode", "replay")];
+    let before = post_with(&url, &claude_code_turn("1", "a"), &replay).await;
+    assert_eq!(before.status, http::StatusCode::NOT_FOUND);
+    assert_ne!(
+        before.header("x-llmtape-key"),
+        older.header("x-llmtape-key")
+    );
+    let rekey = run_in(dir.path(), &["--store", "store", "rekey"], None).await;
+    assert_eq!(rekey.code, 0, "{}", rekey.err());
+    assert!(rekey.out().contains("1 merge(s)"), "{}", rekey.out());
+    assert!(
+        rekey.out().contains("rekeyed 2 recording(s) in store"),
+        "{}",
+        rekey.out()
+    );
+    let after = post_with(&url, &claude_code_turn("3", "c"), &replay).await;
+    assert_eq!(after.cache(), "hit");
+    assert_eq!(
+        after.header("x-llmtape-key"),
+        before.header("x-llmtape-key")
+    );
+    assert_eq!(mock.calls(), 2);
+    serve.terminate().await;
+}
