@@ -385,6 +385,40 @@ mod tests {
     }
 
     #[test]
+    fn a_fixtures_folder_is_rekeyed_file_by_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let fixtures = crate::store::FixtureDir::load(dir.path()).unwrap();
+        let old_rules = KeyRules {
+            presets: vec![],
+            ..Config::defaults().key.rules()
+        };
+        let body = r#"{"model":"gpt","stream":false}"#;
+        let recording = recording_of(
+            body,
+            "/v1/chat/completions",
+            "2026-01-01T00:00:00.000Z",
+            &old_rules,
+        );
+        fixtures
+            .put(&recording.key(), &recording, 5, false)
+            .unwrap();
+        let before = crate::store::fixtures::fixture_files(dir.path()).unwrap();
+        let config = config("[key]\npresets = [\"openai-defaults\"]\n");
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        run(&fixtures, &config, &Options::default(), &mut out, &mut err).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("1 key(s) changed, 0 merge(s)"), "{text}");
+        let new = new_key(&recording, &config.key.rules()).unwrap();
+        assert_ne!(new, recording.key());
+        let reloaded = crate::store::FixtureDir::load(dir.path()).unwrap();
+        assert!(reloaded.get(&recording.key()).is_none());
+        assert_eq!(reloaded.get(&new).unwrap().body, recording.body);
+        let after = crate::store::fixtures::fixture_files(dir.path()).unwrap();
+        assert_eq!(after.len(), 1);
+        assert_ne!(after, before, "the file moved to its new key's name");
+    }
+
+    #[test]
     fn the_api_key_scope_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
