@@ -66,6 +66,7 @@ fn parts(body: &[u8]) -> RequestParts<'_> {
 fn bench_key(c: &mut Criterion) {
     // The default rules, as `key.ignore_fields` ships them.
     let rules = KeyRules {
+        presets: llmtape::key::DEFAULT_PRESETS.to_vec(),
         ignore_fields: vec!["/user".to_string()],
         per_credential: false,
     };

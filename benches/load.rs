@@ -172,6 +172,7 @@ fn big_chat_request(target: usize) -> Bytes {
 
 fn key_rules() -> KeyRules {
     KeyRules {
+        presets: llmtape::key::DEFAULT_PRESETS.to_vec(),
         ignore_fields: vec!["/user".to_string()],
         per_credential: false,
     }

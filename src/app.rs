@@ -22,7 +22,7 @@ use crate::cli::{
 };
 use crate::cmd::job::{self, Job, Opens, JOB_VERSION};
 use crate::cmd::paint::Terminal;
-use crate::cmd::{audit, explain, filter, import, lint, ls, probe, prune, rm, show, verify};
+use crate::cmd::{audit, explain, filter, import, lint, ls, probe, prune, rekey, rm, show, verify};
 use crate::config::{Config, Mode, Overrides};
 use crate::error::CommandError;
 use crate::remote::{Published, RemoteError, ServeFile};
@@ -100,6 +100,13 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
         Command::Prune(args) => {
             let config = Config::load(&overrides)?;
             on_recordings(&config, Job::Prune(args.into())).await
+        }
+        Command::Rekey(args) => {
+            let config = Config::load(&overrides)?;
+            let options = rekey::Options {
+                dry_run: args.dry_run,
+            };
+            on_recordings(&config, Job::Rekey(options)).await
         }
         Command::Lint(args) => lint::run(&args.dir, &mut stdout()),
         Command::Audit(args) => {

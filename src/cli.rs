@@ -70,6 +70,8 @@ pub enum Command {
     Rm(RmArgs),
     /// Delete the recordings that match every filter given (at least one).
     Prune(PruneArgs),
+    /// Recompute every recording's key under the current key rules (presets, ignore_fields); recordings whose keys meet merge.
+    Rekey(RekeyArgs),
     /// Check fixture files: valid, and free of anything that looks like a credential.
     Lint(LintArgs),
     /// Request keys.
@@ -192,6 +194,14 @@ pub struct PruneArgs {
     #[command(flatten)]
     pub filter: FilterArgs,
     /// List what would be removed, and remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `llmtape rekey`
+#[derive(Debug, Args)]
+pub struct RekeyArgs {
+    /// Report which keys would change and merge, and change nothing.
     #[arg(long)]
     pub dry_run: bool,
 }

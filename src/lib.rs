@@ -13,7 +13,9 @@
 //! 2. `serve::proxy` decides: the mode (`serve::request` reads the
 //!    override headers), the `route`, the [`key`] (the body collected by
 //!    [`body`], canonicalised, or found in `key::cache` for repeated
-//!    bytes), then the tier. It returns an `serve::answer::Answer`, the
+//!    bytes; `key::presets` drop volatile fields first), then the tier;
+//!    `serve::sequence` keys the Nth identical call of a run
+//!    (`serve::runs` counts them). It returns an `serve::answer::Answer`, the
 //!    response with its outcome (`serve::headers`).
 //! 3. A hit is replayed (`serve::replay`) from `serve::hot_cache`, or from
 //!    the [`store`]'s tier, byte for byte.
@@ -33,7 +35,7 @@
 //! [`store::fixtures`] format) behind it.
 //!
 //! **Commands** ([`cmd`]): ls, show, explain, audit, export, import, rm,
-//! prune, lint, verify and probe, each with plain options; `audit`
+//! prune, rekey, lint, verify and probe, each with plain options; `audit`
 //! compares answers and `diff` finds differing JSON paths for them. The
 //! ones on recordings are a [`cmd::job::Job`], run on the tier [`app`]
 //! opens, or, while a `serve` holds the store, sent through its

@@ -43,8 +43,8 @@ pub fn run(
     out: &mut dyn Write,
 ) -> Result<(), CommandError> {
     let rules = KeyRules {
-        ignore_fields: key.ignore_fields.clone(),
         per_credential: false,
+        ..key.rules()
     };
     let canonical = Canonical::new(
         &RequestParts {
@@ -60,7 +60,7 @@ pub fn run(
     );
     let note = (key.scope == Scope::ApiKey).then_some(API_KEY_SCOPE_NOTE);
     let route = route_line(options, routes);
-    print(&canonical, &route, note, out)
+    print(&canonical, &rules, &route, note, out)
 }
 
 /// The route a request is on, and what the proxy does with it.
@@ -90,6 +90,7 @@ fn route_line(options: &Options, routes: &Routes) -> String {
 
 fn print(
     canonical: &Canonical,
+    rules: &KeyRules,
     route: &str,
     note: Option<&str>,
     out: &mut dyn Write,
@@ -124,13 +125,21 @@ fn print(
             bytes.len()
         )?,
     }
-    if canonical.ignored.is_empty() {
+    let presets: Vec<&str> = rules.presets.iter().map(|p| p.as_str()).collect();
+    if presets.is_empty() {
+        writeln!(out, "presets:     (none)")?;
+    } else {
+        writeln!(out, "presets:     {}", presets.join(", "))?;
+    }
+    if canonical.removed.is_empty() {
         writeln!(
             out,
-            "ignored:     (nothing; key.ignore_fields matched no field)"
+            "removed:     (nothing; no preset or key.ignore_fields pointer matched)"
         )?;
-    } else {
-        writeln!(out, "ignored:     {}", canonical.ignored.join(", "))?;
+    }
+    for (i, removed) in canonical.removed.iter().enumerate() {
+        let label = if i == 0 { "removed:" } else { "" };
+        writeln!(out, "{label:<12} {} by {}", removed.pointer, removed.by)?;
     }
     writeln!(out, "route:       {route}")?;
     if let Some(note) = note {
@@ -171,7 +180,7 @@ mod tests {
         let text = render(&options(), &key, br#"{"model": "m", "n": 1}"#);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
-            lines[..8],
+            lines[..9],
             [
                 "canonical form (version 1):",
                 "  method:    POST",
@@ -179,12 +188,13 @@ mod tests {
                 "  query:     (none)",
                 "  namespace: (none)",
                 r#"  body:      json {"model":"m","n":1}"#,
-                "ignored:     (nothing; key.ignore_fields matched no field)",
+                "presets:     claude-code",
+                "removed:     (nothing; no preset or key.ignore_fields pointer matched)",
                 "route:       chat.completions (cached)",
             ]
         );
-        assert!(lines[8].starts_with("key:         "), "{text}");
-        assert_eq!(lines.len(), 9);
+        assert!(lines[9].starts_with("key:         "), "{text}");
+        assert_eq!(lines.len(), 10);
         let reordered = render(&options(), &key, br#"{"n":1,"model":"m"}"#);
         assert_eq!(reordered, text, "same canonical form, same key");
     }
@@ -200,11 +210,44 @@ mod tests {
         let text = render(&options, &key, br#"{"model":"m","user":"u1"}"#);
         assert!(text.contains("\n  query:     a=1&b=2\n"), "{text}");
         assert!(text.contains("\n  namespace: suite-a\n"), "{text}");
-        assert!(text.contains("\nignored:     /user\n"), "{text}");
+        assert!(
+            text.contains("\nremoved:     /user by key.ignore_fields\n"),
+            "{text}"
+        );
         assert!(text.contains(&format!("\nnote:        {API_KEY_SCOPE_NOTE}\n")));
         let text = render(&options, &key, b"not json");
         assert!(
             text.contains("  body:      8 bytes, not JSON: hashed as bytes"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn each_preset_and_pointer_is_named_with_what_it_removed() {
+        let mut key =
+            Config::from_toml("[key]\npresets = [\"claude-code\", \"openai-defaults\"]\n")
+                .unwrap()
+                .key;
+        key.ignore_fields = vec!["/user".into(), "/absent".into()];
+        let mut options = options();
+        options.path = "/v1/messages".into();
+        let body = br#"{"model":"claude","stream":false,"user":"u",
+            "system":[{"type":"text","text":"x-anthropic-billing-header: cch=1;"},{"type":"text","text":"Be brief."}],
+            "metadata":{"user_id":"session-9"},"messages":[]}"#;
+        let text = render(&options, &key, body);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[6], "presets:     claude-code, openai-defaults");
+        assert_eq!(
+            lines[7..11],
+            [
+                "removed:     /system/0 by preset claude-code",
+                "             /metadata/user_id by preset claude-code",
+                "             /stream by preset openai-defaults",
+                "             /user by key.ignore_fields",
+            ]
+        );
+        assert!(
+            lines[5].contains(r#""system":[{"text":"Be brief.","type":"text"}]"#),
             "{text}"
         );
     }

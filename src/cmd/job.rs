@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use crate::cmd::filter::Filter;
 use crate::cmd::listing::Listing;
 use crate::cmd::paint::Terminal;
-use crate::cmd::{audit, export, import, ls, prune, rm, show, verify};
+use crate::cmd::{audit, export, import, ls, prune, rekey, rm, show, verify};
 use crate::config::Config;
 use crate::error::CommandError;
 use crate::key::RequestKey;
@@ -53,6 +53,8 @@ pub enum Job {
     Rm(rm::Options),
     /// `llmtape prune`
     Prune(prune::Options),
+    /// `llmtape rekey`
+    Rekey(rekey::Options),
     /// `llmtape verify`
     Verify(verify::Options),
 }
@@ -79,6 +81,7 @@ impl Job {
             | Job::Audit(_)
             | Job::Rm(_)
             | Job::Prune(_)
+            | Job::Rekey(_)
             | Job::Verify(_) => Opens::Recordings,
         }
     }
@@ -139,6 +142,7 @@ pub async fn run(
         }
         Job::Rm(options) => rm::run(tier, options, out),
         Job::Prune(options) => prune::run(tier, options, std::time::SystemTime::now(), out),
+        Job::Rekey(options) => rekey::run(tier, config, options, out, err),
         Job::Verify(options) => {
             let all_same = verify::run(config, tier, options, terminal, out).await?;
             tier.flush()?;

@@ -60,10 +60,11 @@ pub fn run(
             m.response.status,
             route_name(entry, &options.routes),
             format!(
-                "{} {}{}",
+                "{} {}{}{}",
                 m.request.method,
                 request_target(entry),
-                if m.stream.is_some() { " (stream)" } else { "" }
+                if m.stream.is_some() { " (stream)" } else { "" },
+                m.call.map(|n| format!(" (call {n})")).unwrap_or_default()
             ),
             m.model.as_deref().unwrap_or("-"),
             m.system_fingerprint.as_deref().unwrap_or("-"),
@@ -107,6 +108,7 @@ fn summary_json(entry: &Recording, routes: &Routes) -> Value {
         "latency_ms": m.latency_ms,
         "body_bytes": entry.body.len(),
         "content_type": entry.content_type(),
+        "call": m.call,
     })
 }
 

@@ -22,6 +22,7 @@ pub(crate) mod ls;
 pub(crate) mod paint;
 pub(crate) mod probe;
 pub(crate) mod prune;
+pub(crate) mod rekey;
 pub(crate) mod rm;
 pub(crate) mod show;
 pub(crate) mod transfer;

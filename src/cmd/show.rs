@@ -45,6 +45,9 @@ pub fn run(listing: &Listing, options: &Options, out: &mut dyn Write) -> Result<
     if !m.request.namespace.is_empty() {
         writeln!(out, "namespace:          {}", m.request.namespace)?;
     }
+    if let Some(call) = m.call {
+        writeln!(out, "sequence call:      {call}")?;
+    }
     writeln!(
         out,
         "model:              {}",
@@ -122,6 +125,7 @@ fn full_json(entry: &Recording) -> Value {
         "model": m.model,
         "recorded_at": m.recorded_at,
         "latency_ms": m.latency_ms,
+        "call": m.call,
     })
 }
 

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use http::{HeaderName, Uri};
 
+use crate::key::{KeyRules, Preset, Repeats, DEFAULT_PRESETS};
 use crate::route::Routes;
 
 pub use choices::{Mode, Scope, Timing};
@@ -177,6 +178,21 @@ pub struct KeyConfig {
     /// Namespaces whose identical concurrent misses each go upstream
     /// instead of sharing one call (for suites that sample on purpose).
     pub sampling_namespaces: Vec<String>,
+    /// Named sets of volatile fields the key ignores (`key.presets`).
+    pub presets: Vec<Preset>,
+    /// What an identical request sent again gets (`key.repeats`).
+    pub repeats: Repeats,
+}
+
+impl KeyConfig {
+    /// The rules a key is computed under.
+    pub fn rules(&self) -> KeyRules {
+        KeyRules {
+            presets: self.presets.clone(),
+            ignore_fields: self.ignore_fields.clone(),
+            per_credential: self.scope == Scope::ApiKey,
+        }
+    }
 }
 
 /// `[replay]`
@@ -442,6 +458,7 @@ impl Config {
             Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
         };
 
+        let (presets, repeats) = key_presets_and_repeats(&raw.key, &mut problems);
         let ignore_fields = raw
             .key
             .ignore_fields
@@ -530,6 +547,8 @@ impl Config {
                 ignore_fields,
                 scope,
                 sampling_namespaces: raw.key.sampling_namespaces.unwrap_or_default(),
+                presets,
+                repeats,
             },
             replay: ReplayConfig { timing },
             redact: RedactConfig {
@@ -539,6 +558,34 @@ impl Config {
             source: None,
         })
     }
+}
+
+/// `key.presets` (default `["claude-code"]`, each named once) and
+/// `key.repeats` (default `"same"`).
+fn key_presets_and_repeats(key: &RawKey, problems: &mut Vec<String>) -> (Vec<Preset>, Repeats) {
+    let mut presets = Vec::new();
+    match &key.presets {
+        None => presets.extend(DEFAULT_PRESETS),
+        Some(names) => {
+            for name in names {
+                match name.parse::<Preset>() {
+                    Ok(preset) if presets.contains(&preset) => {
+                        problems.push(format!("key.presets: {preset} is named twice"))
+                    }
+                    Ok(preset) => presets.push(preset),
+                    Err(e) => problems.push(format!("key.presets: {e}")),
+                }
+            }
+        }
+    }
+    let repeats = match key.repeats.as_deref() {
+        None => Repeats::Same,
+        Some(text) => text.parse().unwrap_or_else(|e: String| {
+            problems.push(format!("key.repeats: {e}"));
+            Repeats::Same
+        }),
+    };
+    (presets, repeats)
 }
 
 /// Parses and checks the upstream base URL.
@@ -688,6 +735,40 @@ mod tests {
         let config = Config::from_raw(raw, &overrides, "t").unwrap();
         assert_eq!(config.mode, Mode::Record);
         assert_eq!(config.server.listen.port(), 0);
+    }
+
+    #[test]
+    fn key_presets_and_repeats_default_and_parse() {
+        let key = Config::defaults().key;
+        assert_eq!(key.presets, vec![Preset::ClaudeCode]);
+        assert_eq!(key.repeats, Repeats::Same);
+        let key = Config::from_toml(
+            "[key]\npresets = [\"openai-identity\", \"openai-defaults\"]\nrepeats = \"sequence\"\n",
+        )
+        .unwrap()
+        .key;
+        assert_eq!(
+            key.presets,
+            vec![Preset::OpenaiIdentity, Preset::OpenaiDefaults]
+        );
+        assert_eq!(key.repeats, Repeats::Sequence);
+        assert!(Config::from_toml("[key]\npresets = []\n")
+            .unwrap()
+            .key
+            .presets
+            .is_empty());
+        let err = Config::from_toml(
+            "[key]\npresets = [\"claude\", \"claude-code\", \"claude-code\"]\nrepeats = \"loop\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for needle in [
+            "key.presets: unknown preset \"claude\"",
+            "key.presets: claude-code is named twice",
+            "key.repeats: unknown repeats \"loop\"",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in {err}");
+        }
     }
 
     #[test]

@@ -89,6 +89,8 @@ pub struct RawKey {
     pub ignore_fields: Option<Vec<String>>,
     pub scope: Option<String>,
     pub sampling_namespaces: Option<Vec<String>>,
+    pub presets: Option<Vec<String>>,
+    pub repeats: Option<String>,
 }
 
 /// `[replay]` as written.
@@ -152,7 +154,16 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "max_recorded_bytes",
         ],
     ),
-    ("key", &["ignore_fields", "scope", "sampling_namespaces"]),
+    (
+        "key",
+        &[
+            "ignore_fields",
+            "scope",
+            "sampling_namespaces",
+            "presets",
+            "repeats",
+        ],
+    ),
     ("replay", &["timing"]),
     ("redact", &["headers"]),
     ("routes", ROUTES_KEYS),
@@ -176,6 +187,8 @@ const RENAMED_KEYS: &[(&str, &str)] = &[
     ("server.max_body_size", "server.max_body_bytes"),
     ("server.max_body", "server.max_body_bytes"),
     ("key.ignore", "key.ignore_fields"),
+    ("key.preset", "key.presets"),
+    ("key.repeat", "key.repeats"),
     ("key.ignore_headers", "redact.headers"),
     ("replay.pacing", "replay.timing"),
     ("redact.fields", "redact.headers"),

@@ -6,7 +6,8 @@
 //! [`Canonical::key`] computes: a request seen for the first time, or sent
 //! with different bytes that mean the same thing, takes the full path and
 //! gets the same key. The raw hash covers every input of
-//! [`Canonical::new`] (the credential only when the key rules use it), under
+//! [`Canonical::new`] (the key rules: presets and ignored pointers; the
+//! credential only when the rules use it), under
 //! its own blake3 context, length-prefixed, so two requests share a memo
 //! slot only if they would be canonicalised identically.
 //!
@@ -275,6 +276,17 @@ fn frame(parts: &RequestParts<'_>, rules: &KeyRules, mut sink: impl FnMut(&[u8])
     } else {
         None
     });
+    // The rules: one memo serves one proxy's rules, but a memo must never
+    // hand out a key computed under other presets or pointers. A few short
+    // strings, framed without allocating.
+    field(Some(&(rules.presets.len() as u64).to_le_bytes()));
+    for preset in &rules.presets {
+        field(Some(preset.as_str().as_bytes()));
+    }
+    field(Some(&(rules.ignore_fields.len() as u64).to_le_bytes()));
+    for pointer in &rules.ignore_fields {
+        field(Some(pointer.as_bytes()));
+    }
 }
 
 /// [`frame`] as bytes, for the exact memo's comparisons.
@@ -317,6 +329,7 @@ mod tests {
 
     fn rules(per_credential: bool) -> KeyRules {
         KeyRules {
+            presets: crate::key::DEFAULT_PRESETS.to_vec(),
             ignore_fields: vec!["/user".into()],
             per_credential,
         }
@@ -392,6 +405,33 @@ mod tests {
         let b = tenants.key(&parts(body, Some(b"Bearer sk-b")), &rules(true));
         assert!(b.canonical.is_some());
         assert_ne!(a.key, b.key);
+    }
+
+    #[test]
+    fn presets_and_pointers_split_the_memo() {
+        let memo = KeyMemo::new(DEFAULT_CAPACITY);
+        let body = br#"{"model":"m","user":"u","metadata":{"user_id":"s"}}"#;
+        let base = rules(false);
+        let _ = memo.key(&parts(body, None), &base);
+        let variants = [
+            KeyRules {
+                presets: vec![],
+                ..base.clone()
+            },
+            KeyRules {
+                presets: vec![crate::key::Preset::OpenaiIdentity],
+                ..base.clone()
+            },
+            KeyRules {
+                ignore_fields: vec![],
+                ..base.clone()
+            },
+        ];
+        for variant in &variants {
+            let keyed = memo.key(&parts(body, None), variant);
+            assert!(keyed.canonical.is_some(), "{variant:?} hit the memo");
+            assert_eq!(keyed.key, Canonical::new(&parts(body, None), variant).key());
+        }
     }
 
     #[test]

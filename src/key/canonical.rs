@@ -6,7 +6,7 @@
 use serde_json::{Map, Number, Value};
 
 use crate::key::multipart::{multipart_boundary, split_multipart, FormPart};
-use crate::key::{KeyRules, RequestKey, RequestParts};
+use crate::key::{By, KeyRules, Removed, RequestKey, RequestParts};
 
 /// blake3 `derive_key` context; must change whenever canonicalisation does.
 const KEY_CONTEXT: &str = "llmtape 2026-11-22 request key v1";
@@ -42,15 +42,15 @@ pub struct Canonical {
     pub namespace: String,
     /// Hash of the caller's credential with `scope = "api-key"`.
     pub tenant: Option<[u8; 32]>,
-    /// The ignore-pointers that were actually present and removed.
-    pub ignored: Vec<String>,
+    /// What the presets and `ignore_fields` removed, in that order.
+    pub removed: Vec<Removed>,
 }
 
 impl Canonical {
     /// Reduces a request to its canonical form.
     pub fn new(parts: &RequestParts<'_>, rules: &KeyRules) -> Canonical {
-        let mut ignored = Vec::new();
-        let body = canonical_body(parts, rules, &mut ignored);
+        let mut removed = Vec::new();
+        let body = canonical_body(parts, rules, &mut removed);
         Canonical {
             method: parts.method.to_ascii_uppercase(),
             path: parts.path.to_string(),
@@ -62,7 +62,7 @@ impl Canonical {
             } else {
                 None
             },
-            ignored,
+            removed,
         }
     }
 
@@ -138,7 +138,7 @@ fn sorted_query(query: &str) -> String {
 fn canonical_body(
     parts: &RequestParts<'_>,
     rules: &KeyRules,
-    ignored: &mut Vec<String>,
+    removed: &mut Vec<Removed>,
 ) -> CanonicalBody {
     if parts.body.is_empty() {
         return CanonicalBody::Empty;
@@ -153,14 +153,26 @@ fn canonical_body(
     // as bytes instead.
     match serde_json::from_slice::<Value>(parts.body) {
         Ok(mut value) => {
-            for pointer in &rules.ignore_fields {
-                if remove_pointer(&mut value, pointer) {
-                    ignored.push(pointer.clone());
-                }
-            }
+            remove_fields(parts.path, &mut value, rules, removed);
             CanonicalBody::Json(value)
         }
         Err(_) => CanonicalBody::Bytes(parts.body.to_vec()),
+    }
+}
+
+/// Removes what the presets and then `ignore_fields` name from a JSON
+/// body, noting each removal. `rekey` calls it on stored requests.
+pub fn remove_fields(path: &str, value: &mut Value, rules: &KeyRules, removed: &mut Vec<Removed>) {
+    for preset in &rules.presets {
+        preset.apply(path, value, removed);
+    }
+    for pointer in &rules.ignore_fields {
+        if remove_pointer(value, pointer) {
+            removed.push(Removed {
+                by: By::IgnoreFields,
+                pointer: pointer.clone(),
+            });
+        }
     }
 }
 
@@ -280,6 +292,7 @@ mod tests {
 
     fn rules() -> KeyRules {
         KeyRules {
+            presets: crate::key::DEFAULT_PRESETS.to_vec(),
             ignore_fields: vec!["/user".into()],
             per_credential: false,
         }

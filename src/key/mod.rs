@@ -19,12 +19,16 @@
 pub(crate) mod cache;
 mod canonical;
 mod multipart;
+mod presets;
+mod repeats;
 pub(crate) mod sharded;
 
 use std::fmt;
 
-pub use canonical::{canonical_json, remove_pointer, Canonical, CanonicalBody};
+pub use canonical::{canonical_json, remove_fields, remove_pointer, Canonical, CanonicalBody};
 pub use multipart::FormPart;
+pub use presets::{By, Preset, Removed, BILLING_HEADER_PREFIX, DEFAULT_PRESETS};
+pub use repeats::{call_key, Repeats};
 
 /// Version of the canonical form; part of the hash context.
 pub const CANONICAL_VERSION: u32 = 1;
@@ -125,6 +129,8 @@ pub struct RequestParts<'a> {
 /// The settings that shape a key.
 #[derive(Debug, Clone, Default)]
 pub struct KeyRules {
+    /// Named sets of fields removed before hashing, applied first.
+    pub presets: Vec<Preset>,
     /// JSON pointers removed before hashing.
     pub ignore_fields: Vec<String>,
     /// Mix a hash of the caller's credential into the key.

@@ -67,6 +67,7 @@ mod tests {
 
     fn rules() -> KeyRules {
         KeyRules {
+            presets: crate::key::DEFAULT_PRESETS.to_vec(),
             ignore_fields: vec!["/user".into()],
             per_credential: false,
         }

@@ -66,6 +66,7 @@ impl Exchange {
                 recorded_at: rfc3339(SystemTime::now()),
                 latency_ms: millis(self.sent.elapsed()),
                 stream: None,
+                call: None,
             },
             body,
         }

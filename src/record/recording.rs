@@ -52,6 +52,11 @@ pub struct RecordingMeta {
     /// the body into consecutive byte ranges. `None` for a plain body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<Vec<StreamEvent>>,
+    /// With `x-llmtape-repeats: sequence`: which call of its request in a
+    /// run this answered (1, 2, ...). `None` for a plain recording; older
+    /// recordings have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<u32>,
 }
 
 /// One recorded server-sent event: its length in the body and when it
@@ -313,6 +318,7 @@ pub(crate) fn test_entry(
             recorded_at: recorded_at.into(),
             latency_ms: 1,
             stream: None,
+            call: None,
         },
         body: body.into(),
     }
@@ -342,6 +348,7 @@ mod tests {
                 recorded_at: "2026-11-22T00:00:00.000Z".into(),
                 latency_ms: 12,
                 stream: None,
+                call: None,
             },
             body: Bytes::from_static(b"{\"id\": 1,  \"x\":1.0}"),
         }

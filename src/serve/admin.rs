@@ -1,6 +1,7 @@
 //! The admin endpoints under `/_llmtape/`: health and Prometheus metrics,
 //! answered to loopback clients, or to others that bring the configured
-//! token; and the contract of the command endpoint, `POST
+//! token; `POST /_llmtape/runs/ID/reset`, which starts a repeat
+//! sequence run's count again; and the contract of the command endpoint, `POST
 //! /_llmtape/command` (its path, its per-start token, the [`Reply`] it
 //! sends), whose handler is `crate::serve::admin_commands`.
 
@@ -15,6 +16,7 @@ use crate::body::{full, json_response, ProxyBody};
 use crate::config::Mode;
 use crate::record::redact::Sensitive;
 use crate::serve::metrics::Metrics;
+use crate::serve::runs::Runs;
 use crate::store::Tier;
 
 /// The client's address, put into request extensions by the server.
@@ -45,6 +47,16 @@ pub struct AdminView<'a> {
     pub metrics: &'a Metrics,
     /// The token that admits non-loopback clients, if configured.
     pub token: Option<&'a str>,
+    /// The counts of repeat sequences, by run.
+    pub runs: &'a Runs,
+}
+
+/// The run a `/_llmtape/runs/ID/reset` path names (ID as sent, not
+/// percent-decoded: the same text as its `x-llmtape-run` header).
+fn run_to_reset(path: &str) -> Option<&str> {
+    path.strip_prefix("/_llmtape/runs/")?
+        .strip_suffix("/reset")
+        .filter(|id| !id.is_empty() && !id.contains('/'))
 }
 
 /// Answers a request for `/_llmtape/...`.
@@ -81,6 +93,25 @@ pub fn respond<B>(request: &Request<B>, view: &AdminView<'_>) -> Response<ProxyB
             HeaderValue::from_static("text/plain; version=0.0.4"),
         );
         return response;
+    }
+    if let Some(run) = run_to_reset(path) {
+        if request.method() != http::Method::POST {
+            return json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"error": {
+                    "message": format!("{path} resets a run: send POST"),
+                    "type": "invalid_request_error",
+                    "param": null,
+                    "code": "method_not_allowed",
+                }})
+                .to_string(),
+            );
+        }
+        let had_calls = view.runs.reset(run);
+        return json_response(
+            StatusCode::OK,
+            json!({"run": run, "reset": true, "had_calls": had_calls}).to_string(),
+        );
     }
     let (status, body) = match path {
         "/_llmtape/health" => (
@@ -186,6 +217,17 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_reset_path_names_one_run() {
+        assert_eq!(
+            run_to_reset("/_llmtape/runs/suite-1/reset"),
+            Some("suite-1")
+        );
+        assert_eq!(run_to_reset("/_llmtape/runs//reset"), None);
+        assert_eq!(run_to_reset("/_llmtape/runs/a/b/reset"), None);
+        assert_eq!(run_to_reset("/_llmtape/runs/a"), None);
+    }
 
     #[test]
     fn tokens_compare_whole() {

@@ -85,6 +85,23 @@ pub enum ProxyError {
         /// The nearest recording and how it differs, if any.
         nearest: Option<String>,
     },
+    /// Replay mode, `x-llmtape-repeats: sequence`, and fewer calls of the
+    /// request recorded than this one's number in its run.
+    #[error("llmtape has no recording for call {call} of this request (x-llmtape-repeats: sequence, {run}): {recorded} of its calls are recorded (key {key}, {method} {path}) and mode=replay, so it did not call the upstream; record call {call} with mode=auto, or start the run's count again with POST /_llmtape/runs/ID/reset")]
+    SequenceMiss {
+        /// Hex key of this call.
+        key: String,
+        /// Method.
+        method: String,
+        /// Path.
+        path: String,
+        /// This request's number in its run.
+        call: u32,
+        /// Calls recorded, 1 to this many.
+        recorded: u32,
+        /// The run, as the message names it.
+        run: String,
+    },
     /// The upstream could not be reached.
     #[error("llmtape could not reach the upstream {upstream}: {}", Chain(source))]
     UpstreamUnreachable {
@@ -191,7 +208,8 @@ impl ProxyError {
             | ProxyError::HeaderReadTimeout { .. }
             | ProxyError::BodyReadTimeout { .. }
             | ProxyError::BadHeader { .. }
-            | ProxyError::ReplayMiss { .. } => Fault::Client,
+            | ProxyError::ReplayMiss { .. }
+            | ProxyError::SequenceMiss { .. } => Fault::Client,
             ProxyError::UpstreamUnreachable { .. }
             | ProxyError::UpstreamTimeout { .. }
             | ProxyError::UpstreamBody { .. } => Fault::Upstream,
@@ -209,7 +227,9 @@ impl ProxyError {
             ProxyError::HeaderReadTimeout { .. } | ProxyError::BodyReadTimeout { .. } => {
                 StatusCode::REQUEST_TIMEOUT
             }
-            ProxyError::ReplayMiss { .. } => StatusCode::NOT_FOUND,
+            ProxyError::ReplayMiss { .. } | ProxyError::SequenceMiss { .. } => {
+                StatusCode::NOT_FOUND
+            }
             ProxyError::UpstreamUnreachable { .. } | ProxyError::UpstreamBody { .. } => {
                 StatusCode::BAD_GATEWAY
             }
@@ -231,7 +251,9 @@ impl ProxyError {
             }
             ProxyError::BodyReadTimeout { .. } => ("invalid_request_error", "request_body_timeout"),
             ProxyError::BadHeader { .. } => ("invalid_request_error", "invalid_llmtape_header"),
-            ProxyError::ReplayMiss { .. } => ("llmtape_miss", "replay_miss"),
+            ProxyError::ReplayMiss { .. } | ProxyError::SequenceMiss { .. } => {
+                ("llmtape_miss", "replay_miss")
+            }
             ProxyError::UpstreamUnreachable { .. } => {
                 ("llmtape_upstream_error", "upstream_unreachable")
             }

@@ -25,6 +25,12 @@ pub const FINGERPRINT_CHANGED_HEADER: &str = "x-llmtape-fingerprint-changed";
 pub const NOT_RECORDED_HEADER: &str = "x-llmtape-not-recorded";
 /// Per-request override of `replay.timing`.
 pub const REPLAY_TIMING_HEADER: &str = "x-llmtape-replay-timing";
+/// Per-request override of `key.repeats`: `same` or `sequence`.
+pub const REPEATS_HEADER: &str = "x-llmtape-repeats";
+/// The run a sequence request counts in (default: the serve's lifetime).
+pub const RUN_HEADER: &str = "x-llmtape-run";
+/// On a sequence answer: which call of its request in the run it is.
+pub const CALL_HEADER: &str = "x-llmtape-call";
 
 /// What happened to a request; the same words in headers, logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,22 +23,24 @@ use http_body::Body;
 use http_body_util::BodyExt;
 
 use crate::body::{collect_limited, BoxError, CollectError, IdleTimeout, ProxyBody};
-use crate::config::{Config, Mode, Scope, Timing};
+use crate::config::{Config, Mode, Timing};
 use crate::key::cache::{self, KeyMemo, Keyed};
-use crate::key::{Canonical, KeyRules, RequestKey};
+use crate::key::{Canonical, KeyRules, Repeats, RequestKey};
 use crate::record::redact::{strip_hop_by_hop, Redactor, Sensitive};
 use crate::route::{RouteId, Routes};
 use crate::serve::admin::{self, AdminView, Commands};
 use crate::serve::answer::Answer;
 use crate::serve::error::ProxyError;
-use crate::serve::flight::{Flights, Lead, Patience, Role};
+use crate::serve::flight::{Flights, Patience, Role};
 use crate::serve::headers::{self, Outcome, MISS_NEAREST_HEADER};
 use crate::serve::hot_cache::HotCache;
 use crate::serve::metrics::Metrics;
 use crate::serve::nearest::{self, Nearest};
+use crate::serve::pending::{Miss, Sequence};
 use crate::serve::read_timeout::BodyReadTimeoutError;
 use crate::serve::replay::Rendered;
 use crate::serve::request;
+use crate::serve::runs::Runs;
 use crate::serve::upstream::{Upstream, UpstreamSetupError};
 use crate::store::Tier;
 
@@ -94,21 +96,12 @@ pub(super) struct Shared {
     pub(super) hot: HotCache,
     pub(super) memo: KeyMemo,
     pub(super) routes: Routes,
+    /// `key.repeats`.
+    pub(super) repeats: Repeats,
+    /// The call counts of repeat sequences.
+    pub(super) runs: Runs,
     /// The command endpoint, once the dispatcher opens it.
     pub(super) commands: std::sync::OnceLock<Commands>,
-}
-
-/// A miss on its way upstream: what recording its answer needs.
-pub(super) struct Miss {
-    pub(super) canonical: Canonical,
-    pub(super) key: RequestKey,
-    /// The caller asked for a fresh answer (record mode, `no-cache`): the
-    /// recording it replaces may have another fingerprint.
-    pub(super) re_record: bool,
-    /// Rewrite an existing fixture (record mode).
-    pub(super) replace: bool,
-    /// Followers to share the answer with.
-    pub(super) lead: Option<Lead>,
 }
 
 impl Proxy {
@@ -119,10 +112,7 @@ impl Proxy {
                 mode: config.mode,
                 upstream: Upstream::new(&config.upstream)?,
                 tier,
-                rules: KeyRules {
-                    ignore_fields: config.key.ignore_fields.clone(),
-                    per_credential: config.key.scope == Scope::ApiKey,
-                },
+                rules: config.key.rules(),
                 redactor: Redactor::new(config.redact.headers.clone()),
                 max_body_bytes: config.server.max_body_bytes,
                 record_errors: config.store.record_errors,
@@ -137,6 +127,8 @@ impl Proxy {
                 hot: HotCache::new(HOT_CACHE_BYTES),
                 memo: KeyMemo::new(cache::DEFAULT_CAPACITY),
                 routes: config.routes.clone(),
+                repeats: config.key.repeats,
+                runs: Runs::default(),
                 commands: std::sync::OnceLock::new(),
             }),
         })
@@ -257,6 +249,20 @@ impl Proxy {
             Mode::Replay => false,
             Mode::Auto | Mode::Passthrough => request::wants_no_cache(&parts.headers),
         };
+        match request::repeats(&parts.headers, s.repeats) {
+            Ok(Repeats::Same) => {}
+            Ok(Repeats::Sequence) => {
+                let plain = Sequence {
+                    key,
+                    canonical,
+                    mode,
+                    re_record,
+                    timing,
+                };
+                return self.sequence(&parts, body, plain).await;
+            }
+            Err(error) => return Answer::error(&error, Some(&key)),
+        }
         if !re_record {
             if let Some(answer) = self.replay(&key, timing) {
                 return answer;
@@ -306,6 +312,7 @@ impl Proxy {
             // A committed fixture is only rewritten by an explicit re-record.
             replace: mode == Mode::Record,
             lead,
+            call: None,
         };
         Answer::new(
             self.call_upstream(&parts, body, miss).await,
@@ -316,7 +323,7 @@ impl Proxy {
 
     /// A hit for `key`, if it is recorded: from the hot cache, else from
     /// the tier (then cached). A corrupt or unreadable recording is a miss.
-    fn replay(&self, key: &RequestKey, timing: Timing) -> Option<Answer> {
+    pub(super) fn replay(&self, key: &RequestKey, timing: Timing) -> Option<Answer> {
         let s = &self.shared;
         let rendered = match s.hot.get(key) {
             Some(rendered) => rendered,
@@ -345,7 +352,12 @@ impl Proxy {
     }
 
     /// The 404 for a replay-mode miss, naming the nearest recording.
-    fn replay_miss(&self, parts: &Parts, canonical: &Canonical, key: &RequestKey) -> Answer {
+    pub(super) fn replay_miss(
+        &self,
+        parts: &Parts,
+        canonical: &Canonical,
+        key: &RequestKey,
+    ) -> Answer {
         let nearest = nearest::nearest(self.tier(), canonical);
         let error = ProxyError::ReplayMiss {
             key: key.to_hex(),
@@ -398,6 +410,7 @@ impl Proxy {
                 recordings: s.tier.count(),
                 metrics: &s.metrics,
                 token: s.admin_token.as_ref().map(|Sensitive(t)| t.as_str()),
+                runs: &s.runs,
             },
         )
     }

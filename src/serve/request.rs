@@ -5,9 +5,9 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 
 use crate::config::{Mode, Timing};
-use crate::key::RequestParts;
+use crate::key::{Repeats, RequestParts};
 use crate::serve::error::ProxyError;
-use crate::serve::headers::{MODE_HEADER, NAMESPACE_HEADER, REPLAY_TIMING_HEADER};
+use crate::serve::headers::{MODE_HEADER, NAMESPACE_HEADER, REPEATS_HEADER, REPLAY_TIMING_HEADER};
 
 /// The mode for this request: `x-llmtape-mode`, else `default`.
 pub fn mode(headers: &HeaderMap, default: Mode) -> Result<Mode, ProxyError> {
@@ -86,6 +86,23 @@ pub fn path_and_query(parts: &Parts) -> &str {
         .path_and_query()
         .map(|pq| pq.as_str())
         .unwrap_or("/")
+}
+
+/// `x-llmtape-repeats` for this request, else `default`; a value it does
+/// not know is the caller's mistake (400).
+pub fn repeats(headers: &HeaderMap, default: Repeats) -> Result<Repeats, ProxyError> {
+    match headers.get(REPEATS_HEADER) {
+        None => Ok(default),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| ProxyError::BadHeader {
+                header: REPEATS_HEADER,
+                value: String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                expected: "same, sequence",
+            }),
+    }
 }
 
 #[cfg(test)]

@@ -27,7 +27,8 @@ use crate::serve::answer::error_response;
 use crate::serve::error::{Chain, ProxyError};
 use crate::serve::flight::{Ending, Lead};
 use crate::serve::headers::{self, Outcome, FINGERPRINT_CHANGED_HEADER, NOT_RECORDED_HEADER};
-use crate::serve::proxy::{Miss, Proxy};
+use crate::serve::pending::Miss;
+use crate::serve::proxy::Proxy;
 use crate::serve::request;
 
 /// After a client leaves mid-stream, how long the proxy keeps reading the
@@ -83,6 +84,7 @@ impl Proxy {
             replace: miss.replace,
             lead: None,
             flip: None,
+            call: miss.call,
         };
         if is_event_stream(&head.headers) {
             if let Some(lead) = &miss.lead {
@@ -188,6 +190,8 @@ struct StoreSink {
     lead: Option<Lead>,
     /// Set when the recording changed the key's fingerprint.
     flip: Option<String>,
+    /// A sequence call's number, kept in the recording.
+    call: Option<u32>,
 }
 
 impl Sink for StoreSink {
@@ -197,8 +201,9 @@ impl Sink for StoreSink {
         }
     }
 
-    fn commit(&mut self, recording: Recording) {
+    fn commit(&mut self, mut recording: Recording) {
         let s = &self.proxy.shared;
+        recording.meta.call = self.call;
         // Only a re-recording can replace one: a plain miss just found the
         // key absent, so it has nothing to compare with.
         if self.re_record {

@@ -53,6 +53,10 @@ pub struct FixtureFile {
     pub recorded_at: String,
     /// Upstream latency in milliseconds.
     pub latency_ms: u64,
+    /// With `x-llmtape-repeats: sequence`: which call of its request in a
+    /// run this is (older fixtures have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<u32>,
     /// Earlier recordings of the same request, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<FixtureRecording>,
@@ -205,6 +209,7 @@ pub fn to_fixture(entry: &Recording, history: &[Recording]) -> FixtureFile {
         model: current.model,
         recorded_at: current.recorded_at,
         latency_ms: current.latency_ms,
+        call: entry.meta.call,
         history: history.iter().map(recording_of).collect(),
     }
 }
@@ -373,6 +378,7 @@ pub fn from_fixture(file: &FixtureFile) -> Result<(Recording, Vec<Recording>), S
                 recorded_at: recording.recorded_at.clone(),
                 latency_ms: recording.latency_ms,
                 stream,
+                call: file.call,
             },
             body,
         })
@@ -602,6 +608,7 @@ mod tests {
                 recorded_at: "2026-11-22T00:00:00.000Z".into(),
                 latency_ms: 42,
                 stream,
+                call: None,
             },
             body: Bytes::from_static(body),
         }

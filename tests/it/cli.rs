@@ -366,7 +366,8 @@ async fn every_usage_error_is_one_line_naming_what_is_accepted() {
         "llmtape: 'llmtape export' needs --out <DIR> (see 'llmtape export --help')"
     );
     // An unknown command, and none at all.
-    let commands = "serve, ls, show, export, import, rm, prune, lint, key, audit, verify, probe";
+    let commands =
+        "serve, ls, show, export, import, rm, prune, rekey, lint, key, audit, verify, probe";
     let unknown = usage_error(&["frobnicate"], &[]).await;
     assert!(
         unknown.starts_with(&format!(

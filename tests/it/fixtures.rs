@@ -301,7 +301,10 @@ async fn key_explain_prints_the_canonical_form_and_the_key_the_proxy_uses() {
     let (code, stdout, stderr) = run(cmd).await;
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains(&format!("key:         {key}")), "{stdout}");
-    assert!(stdout.contains("ignored:     /user"), "{stdout}");
+    assert!(
+        stdout.contains("removed:     /user by key.ignore_fields"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains(r#"json {"messages":[{"content":"Say hi","role":"user"}],"model":"gpt-4o-mini","seed":42,"temperature":0}"#),
         "{stdout}"
@@ -442,6 +445,7 @@ fn synthetic_store(path: &Path, n: usize) {
                 recorded_at: "2026-11-22T00:00:00.000Z".into(),
                 latency_ms: 1,
                 stream: None,
+                call: None,
             },
             body: bytes::Bytes::from(format!("{{\"i\":{i}}}")),
         };

@@ -154,6 +154,7 @@ fn key_of(body: &[u8], rules: &KeyRules) -> RequestKey {
 
 fn default_rules() -> KeyRules {
     KeyRules {
+        presets: llmtape::key::DEFAULT_PRESETS.to_vec(),
         ignore_fields: vec!["/user".into()],
         per_credential: false,
     }
@@ -182,7 +183,7 @@ proptest! {
         pointers in prop::collection::vec("(/[a-z0-9~]{0,4}){0,6}|\\PC{0,12}", 0..4),
         per_credential in any::<bool>(),
     ) {
-        let rules = KeyRules { ignore_fields: pointers, per_credential };
+        let rules = KeyRules { presets: llmtape::key::DEFAULT_PRESETS.to_vec(), ignore_fields: pointers, per_credential };
         let parts = RequestParts {
             method: "post",
             path: "/v1/chat/completions",
@@ -257,6 +258,7 @@ proptest! {
         let text = nested_text(depth, &shapes, balanced);
         let pointer = "/a".repeat(pointer_depth);
         let rules = KeyRules {
+            presets: llmtape::key::DEFAULT_PRESETS.to_vec(),
             ignore_fields: vec!["/user".into(), pointer, "/0/0/0".into()],
             per_credential: false,
         };
@@ -381,6 +383,7 @@ fn entry_strategy() -> impl Strategy<Value = Recording> {
                         recorded_at: "2026-11-22T00:00:00.000Z".into(),
                         latency_ms,
                         stream,
+                        call: None,
                     },
                     body: Bytes::from(body),
                 }
@@ -695,6 +698,7 @@ fn stream_lengths_that_overflow_are_an_error() {
                 recorded_at: "2026-11-22T00:00:00.000Z".into(),
                 latency_ms: 1,
                 stream: None,
+                call: None,
             },
             body: Bytes::new(),
         }

@@ -1,0 +1,37 @@
+//! What a request that did not hit carries on: to the upstream call
+//! ([`Miss`]) or, for a repeat sequence, to the sequence's own path
+//! ([`Sequence`]). A leaf, so the proxy and the paths it hands requests to
+//! share these without importing each other.
+
+use crate::config::{Mode, Timing};
+use crate::key::{Canonical, RequestKey};
+use crate::serve::flight::Lead;
+
+/// A miss on its way upstream: what recording its answer needs.
+pub(super) struct Miss {
+    pub(super) canonical: Canonical,
+    pub(super) key: RequestKey,
+    /// The caller asked for a fresh answer (record mode, `no-cache`): the
+    /// recording it replaces may have another fingerprint.
+    pub(super) re_record: bool,
+    /// Rewrite an existing fixture (record mode).
+    pub(super) replace: bool,
+    /// Followers to share the answer with.
+    pub(super) lead: Option<Lead>,
+    /// A sequence call's number (`x-llmtape-repeats: sequence`).
+    pub(super) call: Option<u32>,
+}
+
+/// A request on its way through a sequence, as `Proxy::route` found it.
+pub(super) struct Sequence {
+    /// The plain key.
+    pub(super) key: RequestKey,
+    /// The canonical form, if it was computed.
+    pub(super) canonical: Option<Canonical>,
+    /// The request's mode.
+    pub(super) mode: Mode,
+    /// The caller asked for a fresh answer.
+    pub(super) re_record: bool,
+    /// Replay pacing.
+    pub(super) timing: Timing,
+}
