@@ -66,7 +66,7 @@ pub fn run(
                 if m.stream.is_some() { " (stream)" } else { "" }
             ),
             m.model.as_deref().unwrap_or("-"),
-            m.system_fingerprint.as_deref().unwrap_or("-"),
+            m.fingerprint().unwrap_or("-"),
             entry.body.len(),
             media_type(entry).unwrap_or("-")
         )?;
@@ -104,6 +104,7 @@ fn summary_json(entry: &Recording, routes: &Routes) -> Value {
         "namespace": m.request.namespace,
         "model": m.model,
         "system_fingerprint": m.system_fingerprint,
+        "fingerprint": m.fingerprint(),
         "latency_ms": m.latency_ms,
         "body_bytes": entry.body.len(),
         "content_type": entry.content_type(),

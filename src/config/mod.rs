@@ -36,6 +36,8 @@ use raw::parse_raw;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Default upstream: the OpenAI API.
 pub const DEFAULT_UPSTREAM: &str = "https://api.openai.com";
+/// Default upstream of Anthropic requests (`route::Dialect::Anthropic`).
+pub const DEFAULT_ANTHROPIC_UPSTREAM: &str = "https://api.anthropic.com";
 /// Default store directory, relative to the working directory.
 pub const DEFAULT_STORE: &str = ".llmtape/store";
 /// 32 MiB: larger than any chat request with inline images we have seen,
@@ -150,6 +152,12 @@ pub struct UpstreamConfig {
     pub first_byte_timeout: Duration,
     /// Longest gap between body chunks.
     pub idle_timeout: Duration,
+    /// Base URL of Anthropic requests (`/v1/messages`, or any request
+    /// with `anthropic-version`); the timeouts above apply to it too.
+    pub anthropic_url: Uri,
+    /// Environment variable holding the key sent to `anthropic_url` as
+    /// `x-api-key` instead of the caller's.
+    pub anthropic_api_key_env: Option<String>,
 }
 
 /// `[store]`
@@ -207,6 +215,8 @@ pub struct Overrides {
     pub listen: Option<String>,
     /// `--upstream` / `LLMTAPE_UPSTREAM`.
     pub upstream: Option<String>,
+    /// `--anthropic-upstream` / `LLMTAPE_ANTHROPIC_UPSTREAM`.
+    pub anthropic_upstream: Option<String>,
     /// `--store` / `LLMTAPE_STORE`.
     pub store: Option<PathBuf>,
     /// `--fixtures` / `LLMTAPE_FIXTURES`.
@@ -379,16 +389,38 @@ impl Config {
             Uri::from_static(DEFAULT_UPSTREAM)
         });
 
-        let api_key_env = raw.upstream.api_key_env.filter(|name| {
-            let valid = !name.is_empty() && !name.contains('=') && !name.starts_with("sk-");
-            if !valid {
-                problems.push(format!(
-                    "upstream.api_key_env: {:?} is not an environment variable name; write the variable's name, e.g. \"OPENAI_API_KEY\", never the key itself",
-                    redact_preview(name)
-                ));
-            }
-            valid
+        let anthropic_text = overrides
+            .anthropic_upstream
+            .clone()
+            .or(raw.upstream.anthropic_url)
+            .unwrap_or_else(|| DEFAULT_ANTHROPIC_UPSTREAM.to_string());
+        let anthropic_url = parse_upstream_url(&anthropic_text).unwrap_or_else(|e| {
+            problems.push(format!("upstream.anthropic_url: {e}"));
+            Uri::from_static(DEFAULT_ANTHROPIC_UPSTREAM)
         });
+
+        let mut key_env = |setting: &str, value: Option<String>, example: &str| {
+            value.filter(|name| {
+                let valid = !name.is_empty() && !name.contains('=') && !name.starts_with("sk-");
+                if !valid {
+                    problems.push(format!(
+                        "{setting}: {:?} is not an environment variable name; write the variable's name, e.g. \"{example}\", never the key itself",
+                        redact_preview(name)
+                    ));
+                }
+                valid
+            })
+        };
+        let api_key_env = key_env(
+            "upstream.api_key_env",
+            raw.upstream.api_key_env,
+            "OPENAI_API_KEY",
+        );
+        let anthropic_api_key_env = key_env(
+            "upstream.anthropic_api_key_env",
+            raw.upstream.anthropic_api_key_env,
+            "ANTHROPIC_API_KEY",
+        );
 
         let mut positive = |name: &str, value: Option<u64>, default: usize| match value {
             None => default,
@@ -514,6 +546,8 @@ impl Config {
                 connect_timeout,
                 first_byte_timeout,
                 idle_timeout,
+                anthropic_url,
+                anthropic_api_key_env,
             },
             store: StoreConfig {
                 path: overrides
@@ -688,6 +722,52 @@ mod tests {
         let config = Config::from_raw(raw, &overrides, "t").unwrap();
         assert_eq!(config.mode, Mode::Record);
         assert_eq!(config.server.listen.port(), 0);
+    }
+
+    #[test]
+    fn the_anthropic_upstream_has_its_own_settings() {
+        let defaults = Config::defaults().upstream;
+        assert_eq!(
+            defaults.anthropic_url.to_string(),
+            "https://api.anthropic.com/"
+        );
+        assert_eq!(defaults.anthropic_api_key_env, None);
+        let raw = parse_raw(
+            "[upstream]\nanthropic_url = \"http://127.0.0.1:9/a\"\nanthropic_api_key_env = \"ANTHROPIC_API_KEY\"\n",
+            "t",
+        )
+        .unwrap();
+        let config = Config::from_raw(raw, &Overrides::default(), "t").unwrap();
+        assert_eq!(
+            config.upstream.anthropic_url.to_string(),
+            "http://127.0.0.1:9/a"
+        );
+        assert_eq!(
+            config.upstream.url, defaults.url,
+            "the OpenAI upstream is unchanged"
+        );
+        assert_eq!(
+            config.upstream.anthropic_api_key_env.as_deref(),
+            Some("ANTHROPIC_API_KEY")
+        );
+        let raw = parse_raw("[upstream]\nanthropic_url = \"http://127.0.0.1:9\"\n", "t").unwrap();
+        let overrides = Overrides {
+            anthropic_upstream: Some("http://127.0.0.1:10".into()),
+            ..Overrides::default()
+        };
+        let config = Config::from_raw(raw, &overrides, "t").unwrap();
+        assert_eq!(
+            config.upstream.anthropic_url.to_string(),
+            "http://127.0.0.1:10/"
+        );
+        let err = Config::from_toml(
+            "[upstream]\nanthropic_url = \"ftp://x\"\nanthropic_api_key_env = \"sk-ant-dummy\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("upstream.anthropic_url"), "{err}");
+        assert!(err.contains("upstream.anthropic_api_key_env"), "{err}");
+        assert!(!err.contains("sk-ant-dummy"), "{err}");
     }
 
     #[test]

@@ -125,6 +125,10 @@ fn raw_hash(parts: &RequestParts<'_>, rules: &KeyRules) -> [u8; 32] {
         None
     });
     field(Some(parts.body));
+    field(parts.anthropic_version.map(str::as_bytes));
+    for beta in &parts.anthropic_beta {
+        field(Some(beta.as_bytes()));
+    }
     *hasher.finalize().as_bytes()
 }
 
@@ -141,6 +145,8 @@ mod tests {
             body,
             namespace: None,
             credential,
+            anthropic_version: None,
+            anthropic_beta: Vec::new(),
         }
     }
 

@@ -42,6 +42,10 @@ pub struct Canonical {
     pub namespace: String,
     /// Hash of the caller's credential with `scope = "api-key"`.
     pub tenant: Option<[u8; 32]>,
+    /// The request headers in the key, `(name, value)` sorted by name:
+    /// `anthropic-beta` (its betas sorted and deduplicated, joined by
+    /// `,`) and `anthropic-version`, each only when sent.
+    pub headers: Vec<(String, String)>,
     /// The ignore-pointers that were actually present and removed.
     pub ignored: Vec<String>,
 }
@@ -62,6 +66,7 @@ impl Canonical {
             } else {
                 None
             },
+            headers: keyed_headers(parts),
             ignored,
         }
     }
@@ -103,6 +108,16 @@ impl Canonical {
             Some(hash) => field(hash),
             None => field(b""),
         }
+        // Appended only when there are some, so every key made before they
+        // were keyed (and every OpenAI request's) stays what it was.
+        if !self.headers.is_empty() {
+            field(b"headers");
+            field(&(self.headers.len() as u64).to_le_bytes());
+            for (name, value) in &self.headers {
+                field(name.as_bytes());
+                field(value.as_bytes());
+            }
+        }
         RequestKey::from_bytes(*hasher.finalize().as_bytes())
     }
 
@@ -121,6 +136,28 @@ impl Canonical {
             .and_then(Value::as_bool)
             .unwrap_or(false)
     }
+}
+
+/// The keyed request headers of `parts`, as [`Canonical::headers`] holds
+/// them.
+fn keyed_headers(parts: &RequestParts<'_>) -> Vec<(String, String)> {
+    let mut headers = Vec::new();
+    let mut betas: Vec<&str> = parts
+        .anthropic_beta
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|b| !b.is_empty())
+        .collect();
+    if !betas.is_empty() {
+        betas.sort_unstable();
+        betas.dedup();
+        headers.push(("anthropic-beta".to_string(), betas.join(",")));
+    }
+    if let Some(version) = parts.anthropic_version.map(str::trim) {
+        headers.push(("anthropic-version".to_string(), version.to_string()));
+    }
+    headers
 }
 
 fn tenant_hash(credential: &[u8]) -> [u8; 32] {
@@ -299,6 +336,8 @@ mod tests {
                 body: body.as_bytes(),
                 namespace,
                 credential: Some(b"Bearer sk-test-dummy"),
+                anthropic_version: None,
+                anthropic_beta: Vec::new(),
             },
             rules,
         )
@@ -340,6 +379,8 @@ mod tests {
                 body: b"",
                 namespace: None,
                 credential: None,
+                anthropic_version: None,
+                anthropic_beta: Vec::new(),
             },
             &rules(),
         )
@@ -403,6 +444,8 @@ mod tests {
             body: CHAT.as_bytes(),
             namespace: None,
             credential: Some(cred),
+            anthropic_version: None,
+            anthropic_beta: Vec::new(),
         };
         let a = Canonical::new(&parts(b"Bearer sk-a"), &scoped).key();
         let b = Canonical::new(&parts(b"Bearer sk-b"), &scoped).key();
@@ -425,6 +468,8 @@ mod tests {
                     body: b"{}",
                     namespace: None,
                     credential: None,
+                    anthropic_version: None,
+                    anthropic_beta: Vec::new(),
                 },
                 &rules(),
             )
@@ -464,6 +509,8 @@ mod tests {
                 body: b"",
                 namespace: Some(""),
                 credential: None,
+                anthropic_version: None,
+                anthropic_beta: Vec::new(),
             },
             &rules(),
         );
@@ -476,6 +523,8 @@ mod tests {
                 body: b"",
                 namespace: None,
                 credential: None,
+                anthropic_version: None,
+                anthropic_beta: Vec::new(),
             },
             &rules(),
         );
@@ -494,6 +543,8 @@ mod tests {
                 body: deep.as_bytes(),
                 namespace: None,
                 credential: None,
+                anthropic_version: None,
+                anthropic_beta: Vec::new(),
             },
             &rules(),
         );

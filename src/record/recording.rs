@@ -77,6 +77,10 @@ pub struct RecordedRequest {
     /// `x-llmtape-namespace` ("" when none).
     #[serde(default)]
     pub namespace: String,
+    /// The request headers in the key (`anthropic-beta`,
+    /// `anthropic-version`), sorted by name; absent when none was sent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<(String, String)>,
     /// The body: JSON when it was JSON, else text or base64.
     pub body: RequestBody,
 }
@@ -125,6 +129,17 @@ pub enum DecodeError {
     /// The metadata is not valid.
     #[error("entry metadata is invalid: {0}")]
     Meta(#[source] serde_json::Error),
+}
+
+impl RecordingMeta {
+    /// What tells one version of the upstream's model from another: the
+    /// answer's `system_fingerprint`, else (Anthropic Messages, the
+    /// Responses API, which have none) its `model`, which names a dated
+    /// snapshot. `ls`, `show`, `audit`, `probe` and
+    /// `x-llmtape-fingerprint-changed` use it.
+    pub fn fingerprint(&self) -> Option<&str> {
+        self.system_fingerprint.as_deref().or(self.model.as_deref())
+    }
 }
 
 impl Recording {
@@ -259,6 +274,7 @@ impl RecordedRequest {
             path: canonical.path.clone(),
             query: canonical.query.clone(),
             namespace: canonical.namespace.clone(),
+            headers: canonical.headers.clone(),
             body: match &canonical.body {
                 CanonicalBody::Empty => RequestBody::Empty,
                 CanonicalBody::Json(value) => RequestBody::Json(value.clone()),
@@ -302,6 +318,7 @@ pub(crate) fn test_entry(
                 path: "/v1/chat/completions".into(),
                 query: String::new(),
                 namespace: String::new(),
+                headers: Vec::new(),
                 body: RequestBody::Json(serde_json::json!({"model": model})),
             },
             response: RecordedResponse {
@@ -331,6 +348,7 @@ mod tests {
                     path: "/v1/chat/completions".into(),
                     query: String::new(),
                     namespace: String::new(),
+                    headers: Vec::new(),
                     body: RequestBody::Json(serde_json::json!({"model": "m"})),
                 },
                 response: RecordedResponse {

@@ -63,10 +63,13 @@ pub fn wants_no_cache(headers: &HeaderMap) -> bool {
 /// What the key is computed from.
 pub fn key_parts<'a>(parts: &'a Parts, body: &'a [u8]) -> RequestParts<'a> {
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    // Anthropic's SDKs send `x-api-key` (or, with an auth token,
+    // `Authorization`).
     let credential = parts
         .headers
         .get(header::AUTHORIZATION)
         .or_else(|| parts.headers.get("api-key"))
+        .or_else(|| parts.headers.get("x-api-key"))
         .map(HeaderValue::as_bytes);
     RequestParts {
         method: parts.method.as_str(),
@@ -76,6 +79,13 @@ pub fn key_parts<'a>(parts: &'a Parts, body: &'a [u8]) -> RequestParts<'a> {
         body,
         namespace: header(NAMESPACE_HEADER),
         credential,
+        anthropic_version: header("anthropic-version"),
+        anthropic_beta: parts
+            .headers
+            .get_all("anthropic-beta")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect(),
     }
 }
 

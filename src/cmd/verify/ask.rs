@@ -104,6 +104,8 @@ impl Outgoing {
                 body: &body,
                 namespace: None,
                 credential: None,
+                anthropic_version: None,
+                anthropic_beta: Vec::new(),
             },
             rules,
         );
@@ -511,6 +513,7 @@ mod tests {
             path: "/v1/chat/completions".into(),
             query: String::new(),
             namespace: String::new(),
+            headers: Vec::new(),
             body: RequestBody::Empty,
         }
     }
