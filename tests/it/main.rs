@@ -10,6 +10,7 @@
 
 mod support;
 
+mod anthropic;
 mod audit;
 mod bad_input;
 mod cli;

@@ -1,0 +1,388 @@
+//! Anthropic Messages end to end: `/v1/messages` and `count_tokens`
+//! recorded and replayed byte for byte (streams with thinking blocks,
+//! signatures and tool calls included), stored only after `message_stop`,
+//! keyed by `anthropic-version` and `anthropic-beta`, sent to
+//! `upstream.anthropic_url` (the OpenAI upstream is a closed port here, so
+//! any request sent there would fail), `x-api-key` never stored, and
+//! llmtape's own errors shaped like Anthropic's.
+
+use http::Method;
+
+use crate::support::*;
+
+const MESSAGES: &str = r#"{"model":"claude-sonnet-4-5","max_tokens":256,"messages":[{"role":"user","content":"Say hi"}]}"#;
+
+const STREAM_THINKING_TOOLS: &str = r#"{"model":"claude-sonnet-4-5","max_tokens":2048,"stream":true,"thinking":{"type":"enabled","budget_tokens":1024},"tools":[{"name":"get_weather","description":"Weather","input_schema":{"type":"object","properties":{"city":{"type":"string"}}}}],"messages":[{"role":"user","content":"Weather in Paris?"}]}"#;
+
+const API_KEY: &str = "sk-ant-api03-test-dummy-secret";
+
+/// llmtape in front of `mock` for Anthropic, and of nothing for OpenAI.
+async fn proxy_for(mock: &AnthropicMock, closed: &ClosedPort, extra: &str) -> TestProxy {
+    let toml = format!("{extra}\n[upstream]\nanthropic_url = \"{}\"\n", mock.url());
+    TestProxy::start(&format!("http://{}", closed.addr), &toml).await
+}
+
+/// The headers the Anthropic SDKs send, plus `more`.
+fn headers<'a>(more: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut all = vec![
+        ("content-type", "application/json"),
+        ("x-api-key", API_KEY),
+        ("anthropic-version", "2023-06-01"),
+    ];
+    all.retain(|(n, _)| !more.iter().any(|(m, _)| m.eq_ignore_ascii_case(n)));
+    all.extend_from_slice(more);
+    all
+}
+
+async fn messages(proxy: &TestProxy, body: &str, more: &[(&str, &str)]) -> Reply {
+    send(
+        Method::POST,
+        &proxy.url("/v1/messages"),
+        &headers(more),
+        body.to_string(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn messages_are_recorded_once_and_replayed_byte_for_byte() {
+    let mock = AnthropicMock::start().await;
+    let closed = ClosedPort::new();
+    let proxy = proxy_for(&mock, &closed, "").await;
+    let first = messages(&proxy, MESSAGES, &[]).await;
+    assert_eq!(
+        first.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&first.body)
+    );
+    assert_eq!(first.cache(), "miss");
+    assert_eq!(first.json()["content"][0]["text"], "reply #1");
+    assert_eq!(first.json()["id"], "msg_mock_1");
+    let second = messages(&proxy, MESSAGES, &[]).await;
+    assert_eq!(second.cache(), "hit");
+    assert_eq!(second.body, first.body);
+    assert_eq!(second.header("request-id"), Some("req_mock_1"));
+    assert_eq!(mock.calls(), 1);
+    // The mock saw the caller's credential and version, and nothing of ours.
+    let seen = &mock.seen()[0];
+    assert_eq!(seen.path_and_query, "/v1/messages");
+    assert_eq!(seen.headers["x-api-key"], API_KEY);
+    assert_eq!(seen.headers["anthropic-version"], "2023-06-01");
+    assert!(!seen
+        .headers
+        .keys()
+        .any(|k| k.as_str().starts_with("x-llmtape-")));
+}
+
+#[tokio::test]
+async fn count_tokens_is_cached_too() {
+    let mock = AnthropicMock::start().await;
+    let closed = ClosedPort::new();
+    let proxy = proxy_for(&mock, &closed, "").await;
+    let url = proxy.url("/v1/messages/count_tokens");
+    let body = r#"{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"Say hi"}]}"#;
+    let first = send(Method::POST, &url, &headers(&[]), body).await;
+    assert_eq!(first.json()["input_tokens"], 101);
+    let second = send(Method::POST, &url, &headers(&[]), body).await;
+    assert_eq!((second.cache(), second.body.clone()), ("hit", first.body));
+    assert_eq!(mock.calls(), 1);
+}
+
+#[tokio::test]
+async fn a_stream_with_thinking_and_tools_is_stored_only_after_message_stop_and_replays_exactly() {
+    let mock = AnthropicMock::start().await;
+    let closed = ClosedPort::new();
+    let proxy = proxy_for(&mock, &closed, "").await;
+    let url = proxy.url("/v1/messages");
+    let mut gated = headers(&[("x-mock-stream-gate", "1")]);
+    gated.retain(|(n, _)| *n != "content-type");
+    let response = open_stream(&url, STREAM_THINKING_TOOLS, &gated).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-llmtape-cache"], "miss");
+    let mut body = response.into_body();
+    // The first event arrives while the upstream holds the rest back:
+    // forwarded as it comes, and nothing recorded yet.
+    let first = next_chunk(&mut body).await.unwrap().unwrap();
+    assert!(first.starts_with(b"event: message_start\n"), "{first:?}");
+    assert_eq!(
+        mock.events_sent(),
+        1,
+        "the upstream is held after one event"
+    );
+    let early = messages(
+        &proxy,
+        STREAM_THINKING_TOOLS,
+        &[("x-llmtape-mode", "replay")],
+    )
+    .await;
+    assert_eq!(early.status, 404, "not recorded before message_stop");
+    mock.open_gate(1000);
+    let mut streamed = first.to_vec();
+    streamed.extend(read_all(&mut body).await.unwrap());
+    let text = String::from_utf8(streamed.clone()).unwrap();
+    for needle in [
+        "event: content_block_start",
+        "\"type\":\"thinking_delta\"",
+        "\"type\":\"signature_delta\"",
+        "\"signature\":\"EqQBCkYIARgCIkB1sigmock",
+        "\"type\":\"tool_use\"",
+        "\"type\":\"input_json_delta\"",
+        "event: ping",
+        "event: message_delta",
+    ] {
+        assert!(text.contains(needle), "{needle} in {text}");
+    }
+    assert!(text.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"));
+    let replayed = messages(&proxy, STREAM_THINKING_TOOLS, &[]).await;
+    assert_eq!(replayed.cache(), "hit");
+    assert_eq!(replayed.body.to_vec(), streamed, "byte for byte");
+    assert!(replayed
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/event-stream"));
+    assert_eq!(mock.calls(), 1);
+}
+
+#[tokio::test]
+async fn a_stream_with_an_error_event_or_cut_or_without_message_stop_is_never_stored() {
+    let mock = AnthropicMock::start().await;
+    let closed = ClosedPort::new();
+    let proxy = proxy_for(&mock, &closed, "").await;
+    let mut calls = 0;
+    for end in ["error", "cut", "none"] {
+        let body = STREAM_THINKING_TOOLS.replace("Paris", end);
+        let url = proxy.url("/v1/messages");
+        // Gated, so that each event (and the cut) leaves the upstream only
+        // once the client has the one before.
+        let response = open_stream(
+            &url,
+            &body,
+            &headers(&[("x-mock-stream-end", end), ("x-mock-stream-gate", "1")]),
+        )
+        .await;
+        let mut stream = response.into_body();
+        let mut read = Ok(Vec::new());
+        loop {
+            match next_chunk(&mut stream).await {
+                Ok(Some(chunk)) => {
+                    if let Ok(all) = &mut read {
+                        all.extend_from_slice(&chunk);
+                    }
+                    mock.open_gate(1);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    read = Err(e);
+                    break;
+                }
+            }
+        }
+        if end == "cut" {
+            assert!(read.is_err(), "a cut reaches the client as a cut");
+        } else {
+            let text = String::from_utf8(read.unwrap()).unwrap();
+            assert_eq!(text.contains("event: error"), end == "error", "{text}");
+        }
+        calls += 1;
+        let again = messages(&proxy, &body, &[("x-mock-stream-end", "done")]).await;
+        calls += 1;
+        assert_eq!(again.cache(), "miss", "{end}: not recorded");
+        assert_eq!(mock.calls(), calls, "{end}");
+        let third = messages(&proxy, &body, &[]).await;
+        assert_eq!(third.cache(), "hit", "{end}: the clean answer was recorded");
+    }
+}
+
+#[tokio::test]
+async fn anthropic_version_and_beta_are_in_the_key_and_no_other_header_is() {
+    let mock = AnthropicMock::start().await;
+    let closed = ClosedPort::new();
+    let proxy = proxy_for(&mock, &closed, "").await;
+    let base = messages(&proxy, MESSAGES, &[]).await;
+    assert_eq!(base.cache(), "miss");
+    let version = messages(&proxy, MESSAGES, &[("anthropic-version", "2024-01-01")]).await;
+    assert_eq!(version.cache(), "miss", "another anthropic-version");
+    let beta = messages(
+        &proxy,
+        MESSAGES,
+        &[(
+            "anthropic-beta",
+            "prompt-caching-2024-07-31,tools-2024-04-04",
+        )],
+    )
+    .await;
+    assert_eq!(beta.cache(), "miss", "an anthropic-beta");
+    let same_betas = messages(
+        &proxy,
+        MESSAGES,
+        &[(
+            "anthropic-beta",
+            "tools-2024-04-04, prompt-caching-2024-07-31",
+        )],
+    )
+    .await;
+    assert_eq!(same_betas.cache(), "hit", "the same betas in another order");
+    assert_eq!(same_betas.body, beta.body);
+    let other_headers = messages(
+        &proxy,
+        MESSAGES,
+        &[
+            ("user-agent", "Anthropic/Python 0.50.0"),
+            ("x-stainless-retry-count", "1"),
+            ("x-api-key", "sk-ant-another-dummy"),
+        ],
+    )
+    .await;
+    assert_eq!(other_headers.cache(), "hit", "other headers are not keyed");
+    assert_eq!(other_headers.body, base.body);
+    assert_eq!(mock.calls(), 3);
+}
+
+#[tokio::test]
+async fn with_api_key_scope_x_api_key_partitions_the_cache() {
+    let mock = AnthropicMock::start().await;
+    let closed = ClosedPort::new();
+    let proxy = proxy_for(&mock, &closed, "[key]\nscope = \"api-key\"\n").await;
+    messages(&proxy, MESSAGES, &[]).await;
+    let other = messages(&proxy, MESSAGES, &[("x-api-key", "sk-ant-other-dummy")]).await;
+    assert_eq!(other.cache(), "miss");
+    let again = messages(&proxy, MESSAGES, &[]).await;
+    assert_eq!(again.cache(), "hit");
+    assert_eq!(mock.calls(), 2);
+}
+
+#[tokio::test]
+async fn x_api_key_never_reaches_the_store() {
+    let mock = AnthropicMock::start().await;
+    let closed = ClosedPort::new();
+    let mut proxy = proxy_for(&mock, &closed, "").await;
+    messages(&proxy, MESSAGES, &[]).await;
+    let url = proxy.url("/v1/messages");
+    let mut stream = open_stream(&url, STREAM_THINKING_TOOLS, &headers(&[]))
+        .await
+        .into_body();
+    read_all(&mut stream).await.unwrap();
+    assert_eq!(messages(&proxy, MESSAGES, &[]).await.cache(), "hit");
+    proxy.stop().await;
+    let files = all_files(&proxy.store_dir);
+    assert!(!files.is_empty());
+    for file in files {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(
+            !bytes
+                .windows(API_KEY.len())
+                .any(|w| w == API_KEY.as_bytes()),
+            "the key is in {}",
+            file.display()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_replay_miss_is_shaped_like_anthropics_errors_and_names_the_differing_header() {
+    let mock = AnthropicMock::start().await;
+    let closed = ClosedPort::new();
+    let proxy = proxy_for(&mock, &closed, "").await;
+    messages(&proxy, MESSAGES, &[]).await;
+    let miss = messages(
+        &proxy,
+        MESSAGES,
+        &[
+            ("x-llmtape-mode", "replay"),
+            ("anthropic-version", "2024-01-01"),
+        ],
+    )
+    .await;
+    assert_eq!(miss.status, 404);
+    let body = miss.json();
+    assert_eq!(body["type"], "error");
+    assert_eq!(body["error"]["type"], "not_found_error");
+    assert_eq!(body["error"]["llmtape_code"], "replay_miss");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("(header anthropic-version)"), "{message}");
+    assert!(miss
+        .header("x-llmtape-miss-nearest")
+        .unwrap()
+        .contains("(header anthropic-version)"));
+    assert_eq!(mock.calls(), 1);
+    // An OpenAI route keeps OpenAI's shape.
+    let openai = post_with(
+        &proxy.url("/v1/chat/completions"),
+        CHAT,
+        &[("x-llmtape-mode", "replay")],
+    )
+    .await;
+    assert_eq!(openai.json()["error"]["type"], "llmtape_miss");
+}
+
+#[tokio::test]
+async fn an_unreachable_anthropic_upstream_is_an_anthropic_shaped_502() {
+    let closed = ClosedPort::new();
+    let anthropic = ClosedPort::new();
+    let toml = format!(
+        "[upstream]\nanthropic_url = \"http://{}\"\n",
+        anthropic.addr
+    );
+    let proxy = TestProxy::start(&format!("http://{}", closed.addr), &toml).await;
+    let reply = messages(&proxy, MESSAGES, &[]).await;
+    assert_eq!(reply.status, 502);
+    let body = reply.json();
+    assert_eq!(body["type"], "error");
+    assert_eq!(body["error"]["type"], "api_error");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains(&anthropic.addr.to_string()), "{message}");
+}
+
+#[tokio::test]
+async fn upstream_errors_pass_through_unrecorded() {
+    let mock = AnthropicMock::start().await;
+    let closed = ClosedPort::new();
+    let proxy = proxy_for(&mock, &closed, "").await;
+    let overloaded = messages(&proxy, MESSAGES, &[("x-mock-status", "529")]).await;
+    assert_eq!(overloaded.status.as_u16(), 529);
+    assert_eq!(overloaded.json()["error"]["message"], "mock error #1");
+    let missing = messages(&proxy, MESSAGES, &[]).await;
+    assert_eq!(missing.cache(), "miss");
+    assert_eq!(mock.calls(), 2);
+}
+
+#[tokio::test]
+async fn other_anthropic_requests_pass_through_to_the_anthropic_upstream() {
+    let mock = AnthropicMock::start().await;
+    let closed = ClosedPort::new();
+    let proxy = proxy_for(&mock, &closed, "").await;
+    let batches = send(
+        Method::POST,
+        &proxy.url("/v1/messages/batches"),
+        &headers(&[]),
+        "{}",
+    )
+    .await;
+    assert_eq!(batches.cache(), "bypass");
+    assert_eq!(batches.json()["error"]["type"], "not_found_error");
+    // `/v1/models` with `anthropic-version` is Anthropic's (and cached).
+    let models = send(Method::GET, &proxy.url("/v1/models"), &headers(&[]), "").await;
+    assert_eq!(models.status, 200);
+    assert_eq!(models.json()["data"][0]["type"], "model");
+    let again = send(Method::GET, &proxy.url("/v1/models"), &headers(&[]), "").await;
+    assert_eq!(again.cache(), "hit");
+    assert_eq!(mock.calls(), 2);
+}
+
+#[tokio::test]
+async fn the_model_is_the_fingerprint_of_an_anthropic_answer() {
+    let mock = AnthropicMock::start().await;
+    let closed = ClosedPort::new();
+    let proxy = proxy_for(&mock, &closed, "").await;
+    mock.set_model("claude-sonnet-4-5-20250929");
+    let first = messages(&proxy, MESSAGES, &[]).await;
+    assert!(first.header("x-llmtape-fingerprint-changed").is_none());
+    mock.set_model("claude-sonnet-4-5-20251201");
+    let again = messages(&proxy, MESSAGES, &[("x-llmtape-mode", "record")]).await;
+    assert_eq!(again.cache(), "miss");
+    assert_eq!(
+        again.header("x-llmtape-fingerprint-changed"),
+        Some("claude-sonnet-4-5-20250929 -> claude-sonnet-4-5-20251201")
+    );
+}
