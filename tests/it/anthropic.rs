@@ -386,3 +386,225 @@ async fn the_model_is_the_fingerprint_of_an_anthropic_answer() {
         Some("claude-sonnet-4-5-20250929 -> claude-sonnet-4-5-20251201")
     );
 }
+
+/// The official SDKs, `ANTHROPIC_BASE_URL` at llmtape: the Python
+/// interpreter is `$LLMTAPE_TEST_PYTHON`, else `<repo>/.venv/bin/python`,
+/// with `anthropic` importable; Node is `$LLMTAPE_TEST_NODE`, else `node`,
+/// with `@anthropic-ai/sdk` in `tests/node/node_modules` (`scripts/test`
+/// installs both). Without them these tests skip with a note on stderr,
+/// except under CI (`$CI` set), where they fail.
+mod sdk {
+    use std::path::{Path, PathBuf};
+    use std::process::Stdio;
+
+    use serde_json::Value;
+
+    use super::*;
+
+    /// Runs `program args` (killed after `WAIT`) and returns its output,
+    /// or why it could not run.
+    async fn run(
+        program: &Path,
+        args: &[&str],
+        dir: &Path,
+        envs: &[(&str, String)],
+    ) -> Result<std::process::Output, String> {
+        let mut command = tokio::process::Command::new(program);
+        command
+            .args(args)
+            .current_dir(dir)
+            .env("ANTHROPIC_API_KEY", API_KEY)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            // Loopback only: no proxy from the environment may get in the way.
+            .env("NO_PROXY", "*")
+            .env("no_proxy", "*")
+            .env_remove("HTTP_PROXY")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("ALL_PROXY")
+            .env_remove("http_proxy")
+            .env_remove("https_proxy")
+            .env_remove("all_proxy")
+            .env_remove("NODE_OPTIONS")
+            .env_remove("ANTHROPIC_AUTH_TOKEN")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        for (name, value) in envs {
+            command.env(name, value);
+        }
+        match tokio::time::timeout(WAIT, command.output()).await {
+            Err(_) => Err(format!(
+                "{} did not finish within {WAIT:?}",
+                program.display()
+            )),
+            Ok(Err(e)) => Err(format!("cannot run {}: {e}", program.display())),
+            Ok(Ok(out)) => Ok(out),
+        }
+    }
+
+    /// `None` after saying why the SDK is missing (outside CI; under CI
+    /// this panics instead).
+    fn missing(what: &str, problem: String) -> Option<PathBuf> {
+        if std::env::var_os("CI").is_some() {
+            panic!("the {what} SDK tests need it installed: {problem}; run scripts/test (it installs it)");
+        }
+        eprintln!("skipping: {what} SDK test: {problem}; run scripts/test to install it");
+        None
+    }
+
+    async fn python() -> Option<PathBuf> {
+        let python = match std::env::var_os("LLMTAPE_TEST_PYTHON") {
+            Some(p) if !p.is_empty() => PathBuf::from(p),
+            _ => Path::new(REPO).join(".venv/bin/python"),
+        };
+        match run(&python, &["-c", "import anthropic"], Path::new(REPO), &[]).await {
+            Ok(out) if out.status.success() => Some(python),
+            Ok(out) => missing(
+                "anthropic Python",
+                format!(
+                    "`{} -c 'import anthropic'` failed: {}",
+                    python.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                        .lines()
+                        .last()
+                        .unwrap_or("")
+                        .trim()
+                ),
+            ),
+            Err(e) => missing("anthropic Python", e),
+        }
+    }
+
+    async fn node() -> Option<PathBuf> {
+        let node = match std::env::var_os("LLMTAPE_TEST_NODE") {
+            Some(p) if !p.is_empty() => PathBuf::from(p),
+            _ => PathBuf::from("node"),
+        };
+        let dir = Path::new(REPO).join("tests/node");
+        if !dir.join("node_modules/@anthropic-ai/sdk").is_dir() {
+            return missing(
+                "@anthropic-ai/sdk Node",
+                "tests/node/node_modules/@anthropic-ai/sdk is not installed".into(),
+            );
+        }
+        let import = ["--input-type=module", "-e", "import '@anthropic-ai/sdk';"];
+        match run(&node, &import, &dir, &[]).await {
+            Ok(out) if out.status.success() => Some(node),
+            Ok(out) => missing(
+                "@anthropic-ai/sdk Node",
+                format!(
+                    "cannot import @anthropic-ai/sdk: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            ),
+            Err(e) => missing("@anthropic-ai/sdk Node", e),
+        }
+    }
+
+    /// Runs an SDK script against llmtape; its stdout is one JSON object.
+    async fn script(program: &Path, script: &str, dir: &str, proxy: &TestProxy) -> Value {
+        let path = Path::new(REPO).join(script);
+        let path = path.to_str().unwrap();
+        let envs = [("ANTHROPIC_BASE_URL", proxy.url(""))];
+        let out = run(program, &[path], &Path::new(REPO).join(dir), &envs)
+            .await
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(
+            out.status.success(),
+            "{script} failed ({})\nstdout:\n{stdout}\nstderr:\n{stderr}",
+            out.status
+        );
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+            panic!("{script}: stdout is not one JSON object ({e})\nstdout:\n{stdout}\nstderr:\n{stderr}")
+        })
+    }
+
+    /// What both SDKs must have seen: every second answer the same as the
+    /// first, one upstream call each, and a replay miss as `NotFoundError`.
+    fn check(out: &Value, mock: &AnthropicMock) {
+        for call in ["plain", "stream", "tools", "thinking"] {
+            assert_eq!(out[call]["first"], out[call]["second"], "{call}: {out:#}");
+        }
+        assert_eq!(out["plain"]["first"]["content"][0]["text"], "reply #1");
+        let events = out["stream"]["first"].as_array().unwrap();
+        let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(types.first(), Some(&"message_start"), "{types:?}");
+        assert_eq!(types.last(), Some(&"message_stop"), "{types:?}");
+        assert!(types.contains(&"content_block_delta"), "{types:?}");
+        let tool = &out["tools"]["first"]["content"][0];
+        assert_eq!(tool["type"], "tool_use", "{out:#}");
+        assert_eq!(tool["name"], "get_weather");
+        assert_eq!(out["tools"]["first"]["stop_reason"], "tool_use");
+        let thinking = &out["thinking"]["first"]["content"];
+        assert_eq!(thinking[0]["type"], "thinking", "{out:#}");
+        assert!(thinking[0]["signature"]
+            .as_str()
+            .unwrap()
+            .starts_with("EqQBCkYIARgCIkB"));
+        assert_eq!(thinking[1]["type"], "tool_use");
+        assert_eq!(
+            thinking[1]["input"]["city"]
+                .as_str()
+                .map(|c| c.starts_with("Paris #")),
+            Some(true)
+        );
+        let miss = &out["replay_miss"];
+        assert_eq!(miss["raised"], "NotFoundError", "{out:#}");
+        assert_eq!(miss["status"], 404);
+        assert!(
+            miss["message"].as_str().unwrap().contains("mode=replay"),
+            "{miss}"
+        );
+        assert_eq!(miss["body"]["type"], "error", "{miss}");
+        assert_eq!(miss["body"]["error"]["type"], "not_found_error", "{miss}");
+        assert_eq!(mock.calls(), 4, "one upstream call per distinct request");
+        // The SDK's key reached the upstream, as `x-api-key` or (newer
+        // SDKs) as a bearer token.
+        let bearer = format!("Bearer {API_KEY}");
+        for seen in mock.seen() {
+            let header = |name| seen.headers.get(name).and_then(|v| v.to_str().ok());
+            assert!(
+                header("x-api-key") == Some(API_KEY) || header("authorization") == Some(&bearer),
+                "{:?} {:?}",
+                seen.path_and_query,
+                seen.headers.keys().collect::<Vec<_>>()
+            );
+            assert!(seen.headers.contains_key("anthropic-version"));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_python_sdk_gets_every_repeat_from_the_tape() {
+        let Some(python) = python().await else {
+            return;
+        };
+        let mock = AnthropicMock::start().await;
+        let closed = ClosedPort::new();
+        let proxy = proxy_for(&mock, &closed, "").await;
+        let out = script(
+            &python,
+            "tests/sdk/python_anthropic.py",
+            "tests/sdk",
+            &proxy,
+        )
+        .await;
+        assert_eq!(out["plain"]["caches"][1], "hit", "{out:#}");
+        check(&out, &mock);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_node_sdk_gets_every_repeat_from_the_tape() {
+        let Some(node) = node().await else {
+            return;
+        };
+        let mock = AnthropicMock::start().await;
+        let closed = ClosedPort::new();
+        let proxy = proxy_for(&mock, &closed, "").await;
+        let out = script(&node, "tests/node/anthropic.mjs", "tests/node", &proxy).await;
+        assert_eq!(out["plain"]["third_cache"], "hit", "{out:#}");
+        check(&out, &mock);
+    }
+}
