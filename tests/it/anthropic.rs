@@ -608,3 +608,51 @@ mod sdk {
         check(&out, &mock);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_re_asks_the_anthropic_upstream_with_the_recorded_headers() {
+    let mock = AnthropicMock::start().await;
+    let closed = ClosedPort::new();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let toml = format!("[upstream]\nanthropic_url = \"{}\"\n", mock.url());
+    let mut proxy =
+        TestProxy::start_with_store(&format!("http://{}", closed.addr), &toml, &store).await;
+    let keyed = [
+        ("anthropic-version", "2024-01-01"),
+        ("anthropic-beta", "tools-2024-04-04"),
+    ];
+    assert_eq!(messages(&proxy, MESSAGES, &keyed).await.cache(), "miss");
+    proxy.stop().await;
+    let config = dir.path().join("verify.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[upstream]\nurl = \"http://{}\"\nanthropic_url = \"{}\"\n",
+            closed.addr,
+            mock.url()
+        ),
+    )
+    .unwrap();
+    let mut cmd = llmtape(dir.path());
+    cmd.arg("--config")
+        .arg(&config)
+        .arg("--store")
+        .arg(&store)
+        .args(["verify", "--json"])
+        .env_remove("OPENAI_API_KEY")
+        .env("ANTHROPIC_API_KEY", "sk-ant-verify-dummy");
+    let (_, stdout, stderr) = run(cmd).await;
+    let doc: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("verify --json is not JSON ({e}): {stdout}\n{stderr}"));
+    let results = doc["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1, "{doc:#}");
+    assert_ne!(results[0]["verdict"], "error", "{doc:#}");
+    assert_eq!(mock.calls(), 2);
+    let asked = &mock.seen()[1];
+    assert_eq!(asked.path_and_query, "/v1/messages");
+    assert_eq!(asked.headers["anthropic-version"], "2024-01-01");
+    assert_eq!(asked.headers["anthropic-beta"], "tools-2024-04-04");
+    assert_eq!(asked.headers["x-api-key"], "sk-ant-verify-dummy");
+    assert!(!asked.headers.contains_key("authorization"));
+}
