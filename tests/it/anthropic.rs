@@ -374,7 +374,7 @@ async fn other_anthropic_requests_pass_through_to_the_anthropic_upstream() {
 async fn the_model_is_the_fingerprint_of_an_anthropic_answer() {
     let mock = AnthropicMock::start().await;
     let closed = ClosedPort::new();
-    let proxy = proxy_for(&mock, &closed, "").await;
+    let mut proxy = proxy_for(&mock, &closed, "").await;
     mock.set_model("claude-sonnet-4-5-20250929");
     let first = messages(&proxy, MESSAGES, &[]).await;
     assert!(first.header("x-llmtape-fingerprint-changed").is_none());
@@ -385,6 +385,27 @@ async fn the_model_is_the_fingerprint_of_an_anthropic_answer() {
         again.header("x-llmtape-fingerprint-changed"),
         Some("claude-sonnet-4-5-20250929 -> claude-sonnet-4-5-20251201")
     );
+    proxy.stop().await;
+    let store = proxy.store_dir.to_str().unwrap().to_string();
+    let audit = run_in(
+        &proxy.store_dir,
+        &["--store", &store, "audit", "--json"],
+        None,
+    )
+    .await;
+    let doc: serde_json::Value = serde_json::from_slice(&audit.stdout)
+        .unwrap_or_else(|e| panic!("audit --json is not JSON ({e}): {}", audit.err()));
+    let text = doc.to_string();
+    for model in ["claude-sonnet-4-5-20250929", "claude-sonnet-4-5-20251201"] {
+        assert!(text.contains(model), "{model} in {doc:#}");
+    }
+    let ls = run_in(&proxy.store_dir, &["--store", &store, "ls", "--json"], None).await;
+    let list: serde_json::Value = serde_json::from_slice(&ls.stdout).unwrap();
+    assert_eq!(
+        list[0]["fingerprint"], "claude-sonnet-4-5-20251201",
+        "{list:#}"
+    );
+    assert_eq!(list[0]["route"], "messages", "{list:#}");
 }
 
 /// The official SDKs, `ANTHROPIC_BASE_URL` at llmtape: the Python
@@ -655,4 +676,88 @@ async fn verify_re_asks_the_anthropic_upstream_with_the_recorded_headers() {
     assert_eq!(asked.headers["anthropic-beta"], "tools-2024-04-04");
     assert_eq!(asked.headers["x-api-key"], "sk-ant-verify-dummy");
     assert!(!asked.headers.contains_key("authorization"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixtures_keep_anthropic_streams_and_their_keyed_headers_for_offline_replay() {
+    let mock = AnthropicMock::start().await;
+    let closed = ClosedPort::new();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let toml = format!("[upstream]\nanthropic_url = \"{}\"\n", mock.url());
+    let mut proxy =
+        TestProxy::start_with_store(&format!("http://{}", closed.addr), &toml, &store).await;
+    let beta = [("anthropic-beta", "interleaved-thinking-2025-05-14")];
+    let streamed = messages(&proxy, STREAM_THINKING_TOOLS, &beta).await;
+    let plain = messages(&proxy, MESSAGES, &[]).await;
+    proxy.stop().await;
+    let out = dir.path().join("fixtures");
+    let store_arg = store.to_str().unwrap();
+    let out_arg = out.to_str().unwrap();
+    let ran = run_in(
+        dir.path(),
+        &["--store", store_arg, "export", "--out", out_arg],
+        None,
+    )
+    .await;
+    assert_eq!(ran.code, 0, "{}", ran.err());
+    let files = all_files(&out);
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(
+        files.iter().all(|f| f.starts_with(out.join("messages"))),
+        "files under the route's name: {files:?}"
+    );
+    let texts: Vec<String> = files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect();
+    assert!(texts
+        .iter()
+        .any(|t| t.contains("interleaved-thinking-2025-05-14")));
+    assert!(texts.iter().all(|t| !t.contains(API_KEY)));
+    let ran = run_in(dir.path(), &["lint", out_arg], None).await;
+    assert_eq!(ran.code, 0, "{}", ran.err());
+    // Offline: nothing listens on either upstream.
+    let nowhere = ClosedPort::new();
+    let toml = format!("[upstream]\nanthropic_url = \"http://{}\"\n", nowhere.addr);
+    let offline = TestProxy::start_fixtures(&format!("http://{}", closed.addr), &toml, &out).await;
+    let replayed = messages(&offline, STREAM_THINKING_TOOLS, &beta).await;
+    assert_eq!(replayed.cache(), "hit");
+    assert_eq!(
+        replayed.body, streamed.body,
+        "byte for byte from the fixture"
+    );
+    let replayed = messages(&offline, MESSAGES, &[]).await;
+    assert_eq!(replayed.body, plain.body);
+    let miss = messages(&offline, STREAM_THINKING_TOOLS, &[]).await;
+    assert_eq!(miss.status, 404, "without the beta it is another request");
+    assert_eq!(miss.json()["error"]["type"], "not_found_error");
+    assert_eq!(mock.calls(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_concurrent_anthropic_streams_share_one_upstream_call() {
+    let mock = AnthropicMock::start().await;
+    let closed = ClosedPort::new();
+    let proxy = proxy_for(&mock, &closed, "").await;
+    let url = proxy.url("/v1/messages");
+    let gated = headers(&[("x-mock-stream-gate", "1")]);
+    let leader = open_stream(&url, STREAM_THINKING_TOOLS, &gated).await;
+    let mut leader = leader.into_body();
+    let first = next_chunk(&mut leader).await.unwrap().unwrap();
+    // The upstream holds the rest back and nothing is recorded yet, so a
+    // second request that gets its head now has joined the flight.
+    let follower = open_stream(&url, STREAM_THINKING_TOOLS, &gated).await;
+    let cache = follower.headers()["x-llmtape-cache"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let mut follower = follower.into_body();
+    mock.open_gate(1000);
+    let mut all = first.to_vec();
+    all.extend(read_all(&mut leader).await.unwrap());
+    let followed = read_all(&mut follower).await.unwrap();
+    assert_eq!(cache, "hit");
+    assert_eq!(followed, all);
+    assert_eq!(mock.calls(), 1);
 }
