@@ -668,7 +668,10 @@ async fn verify_re_asks_the_anthropic_upstream_with_the_recorded_headers() {
         .unwrap_or_else(|e| panic!("verify --json is not JSON ({e}): {stdout}\n{stderr}"));
     let results = doc["results"].as_array().unwrap();
     assert_eq!(results.len(), 1, "{doc:#}");
-    assert_ne!(results[0]["verdict"], "error", "{doc:#}");
+    assert_eq!(
+        results[0]["verdict"], "different_text",
+        "reply #2 is not reply #1: {doc:#}"
+    );
     assert_eq!(mock.calls(), 2);
     let asked = &mock.seen()[1];
     assert_eq!(asked.path_and_query, "/v1/messages");
