@@ -764,3 +764,38 @@ async fn identical_concurrent_anthropic_streams_share_one_upstream_call() {
     assert_eq!(followed, all);
     assert_eq!(mock.calls(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_api_key_never_reaches_the_logs_and_the_flag_sets_the_upstream() {
+    let mock = AnthropicMock::start().await;
+    let closed = ClosedPort::new();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let mut cmd = serve_cmd(dir.path(), &format!("http://{}", closed.addr), &store);
+    cmd.args(["--anthropic-upstream", &mock.url()])
+        .env("LLMTAPE_LOG", "trace");
+    let mut serve = Serve::start(cmd).await;
+    let url = serve.url("/v1/messages");
+    for extra in [
+        None,
+        Some(("x-mock-status", "500")),
+        Some(("x-llmtape-mode", "bogus")),
+    ] {
+        let mut all = headers(&[]);
+        all.extend(extra);
+        send(Method::POST, &url, &all, MESSAGES).await;
+    }
+    let mut stream = open_stream(&url, STREAM_THINKING_TOOLS, &headers(&[]))
+        .await
+        .into_body();
+    read_all(&mut stream).await.unwrap();
+    assert!(serve.terminate().await.success());
+    // The plain request and the stream; the others were a hit and a 400.
+    assert_eq!(mock.calls(), 2, "--anthropic-upstream is where they went");
+    let logs = serve.log();
+    assert!(logs.contains("/v1/messages"), "requests are logged: {logs}");
+    assert!(
+        !logs.contains(API_KEY),
+        "x-api-key reached the logs:\n{logs}"
+    );
+}
