@@ -391,6 +391,51 @@ mod tests {
         );
     }
 
+    fn anthropic_key(version: Option<&str>, betas: Vec<&str>) -> RequestKey {
+        Canonical::new(
+            &RequestParts {
+                method: "POST",
+                path: "/v1/messages",
+                query: None,
+                content_type: Some("application/json"),
+                body: br#"{"model":"claude-sonnet-4-5","max_tokens":256,"messages":[{"role":"user","content":"Say hi"}]}"#,
+                namespace: None,
+                credential: Some(b"sk-ant-test-dummy"),
+                anthropic_version: version,
+                anthropic_beta: betas,
+            },
+            &rules(),
+        )
+        .key()
+    }
+
+    // Pins the form of the keyed headers, as the goldens above pin the rest.
+    #[test]
+    fn golden_anthropic_key_and_its_headers() {
+        let key = anthropic_key(Some("2023-06-01"), vec!["b-2025, a-2024", "a-2024"]);
+        assert_eq!(
+            key.to_hex(),
+            anthropic_key(Some(" 2023-06-01"), vec!["a-2024,b-2025"]).to_hex(),
+            "betas are a set; values are trimmed"
+        );
+        assert_eq!(
+            key.to_hex(),
+            "da6629d3645972d2e1b23a43de95100526581eaaea3973133c14681d51db6842"
+        );
+        assert_ne!(
+            key,
+            anthropic_key(Some("2024-01-01"), vec!["a-2024,b-2025"])
+        );
+        assert_ne!(key, anthropic_key(Some("2023-06-01"), vec!["a-2024"]));
+        assert_ne!(key, anthropic_key(Some("2023-06-01"), Vec::new()));
+        assert_ne!(key, anthropic_key(None, vec!["a-2024,b-2025"]));
+        assert_eq!(
+            anthropic_key(None, Vec::new()),
+            anthropic_key(None, vec![" , "]),
+            "an empty beta list is no beta"
+        );
+    }
+
     #[test]
     fn hex_round_trips() {
         let key = key_of(CHAT);
