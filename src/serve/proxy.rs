@@ -429,6 +429,7 @@ impl Proxy {
             &AdminView {
                 mode: s.mode,
                 upstream: s.upstream.display(),
+                anthropic_upstream: s.anthropic.display(),
                 recordings: s.tier.count(),
                 metrics: &s.metrics,
                 token: s.admin_token.as_ref().map(|Sensitive(t)| t.as_str()),

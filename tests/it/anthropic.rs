@@ -799,3 +799,13 @@ async fn x_api_key_never_reaches_the_logs_and_the_flag_sets_the_upstream() {
         "x-api-key reached the logs:\n{logs}"
     );
 }
+
+#[tokio::test]
+async fn health_names_both_upstreams() {
+    let mock = AnthropicMock::start().await;
+    let closed = ClosedPort::new();
+    let proxy = proxy_for(&mock, &closed, "").await;
+    let health = send(Method::GET, &proxy.url("/_llmtape/health"), &[], "").await;
+    assert_eq!(health.json()["upstream"], format!("http://{}", closed.addr));
+    assert_eq!(health.json()["anthropic_upstream"], mock.url());
+}
