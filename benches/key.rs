@@ -60,6 +60,8 @@ fn parts(body: &[u8]) -> RequestParts<'_> {
         body,
         namespace: None,
         credential: None,
+        anthropic_version: None,
+        anthropic_beta: Vec::new(),
     }
 }
 

@@ -187,6 +187,8 @@ fn canonical(body: &[u8]) -> Canonical {
         content_type: Some("application/json"),
         body,
         namespace: None,
+        anthropic_version: None,
+        anthropic_beta: Vec::new(),
         credential: None,
     };
     Canonical::new(&parts, &key_rules())

@@ -45,6 +45,7 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
         Command::Serve(args) => {
             overrides.listen = args.listen;
             overrides.upstream = args.upstream;
+            overrides.anthropic_upstream = args.anthropic_upstream;
             overrides.mode = args.mode.map(Into::into);
             let config = Config::load(&overrides)?;
             let shutdown = shutdown_signal()?;

@@ -77,7 +77,7 @@ pub enum Command {
     /// Request keys.
     #[command(subcommand)]
     Key(KeyCommand),
-    /// Keys whose system_fingerprint changed, and what changed with it.
+    /// Keys whose fingerprint (system_fingerprint, else model) changed, and what changed with it.
     Audit(AuditArgs),
     /// Re-send recorded requests upstream and report which answers drifted.
     Verify(VerifyArgs),
@@ -256,6 +256,9 @@ pub struct ServeArgs {
     /// Upstream base URL [default: https://api.openai.com].
     #[arg(long, env = "LLMTAPE_UPSTREAM", value_name = "URL")]
     pub upstream: Option<String>,
+    /// Upstream of Anthropic requests (/v1/messages, or any with anthropic-version) [default: https://api.anthropic.com].
+    #[arg(long, env = "LLMTAPE_ANTHROPIC_UPSTREAM", value_name = "URL")]
+    pub anthropic_upstream: Option<String>,
     /// Default mode for requests without an x-llmtape-mode header [default: auto].
     #[arg(long, env = "LLMTAPE_MODE", value_enum)]
     pub mode: Option<ModeArg>,

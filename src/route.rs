@@ -1,7 +1,10 @@
 //! Which requests are cached, and under which route name.
 //!
 //! The built-in list ([`Route`]) holds the OpenAI routes whose answer is
-//! reproducible, under `/v1/` and Azure OpenAI's forms. Everything else
+//! reproducible, under `/v1/` and Azure OpenAI's forms, and Anthropic's
+//! Messages API (`/v1/messages`, `/v1/messages/count_tokens`); a
+//! request's [`Dialect`] says which API it speaks (its upstream and the
+//! shape of llmtape's errors). Everything else
 //! passes through untouched: files, batches, assistants' runs and the like
 //! are stateful, and caching them would be wrong. `[routes]` in the config
 //! ([`Routes`]) adds routes to cache and takes built-in ones out, as
@@ -41,6 +44,10 @@ pub enum Route {
     ImageEdits,
     /// `POST /v1/images/variations` (multipart)
     ImageVariations,
+    /// `POST /v1/messages` (Anthropic Messages)
+    Messages,
+    /// `POST /v1/messages/count_tokens` (Anthropic)
+    MessagesCountTokens,
 }
 
 impl Route {
@@ -52,6 +59,14 @@ impl Route {
     /// `/openai/deployments/{name}/{op}` and `/openai/v1/{op}`, with
     /// `?api-version=` kept in the key through the query string.
     pub fn classify(method: &Method, path: &str) -> Option<Route> {
+        // Anthropic's routes exist under `/v1/` only, never in Azure's forms.
+        match (method, path.trim_end_matches('/')) {
+            (&Method::POST, "/v1/messages") => return Some(Route::Messages),
+            (&Method::POST, "/v1/messages/count_tokens") => {
+                return Some(Route::MessagesCountTokens)
+            }
+            _ => {}
+        }
         let op = if let Some(rest) = path.strip_prefix("/v1/") {
             rest
         } else if let Some(rest) = path.strip_prefix("/openai/v1/") {
@@ -101,6 +116,37 @@ impl Route {
             Route::ImageGenerations => "images.generations",
             Route::ImageEdits => "images.edits",
             Route::ImageVariations => "images.variations",
+            Route::Messages => "messages",
+            Route::MessagesCountTokens => "messages.count_tokens",
+        }
+    }
+}
+
+/// The API a request speaks: where it goes upstream and how llmtape's own
+/// errors are shaped for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dialect {
+    /// OpenAI-compatible (`upstream.url`; `{"error":{...}}`).
+    #[default]
+    OpenAi,
+    /// Anthropic (`upstream.anthropic_url`;
+    /// `{"type":"error","error":{...}}`).
+    Anthropic,
+}
+
+impl Dialect {
+    /// The dialect of a request: Anthropic for `/v1/messages` and every
+    /// path under it (batches included, which pass through), and for any
+    /// request carrying `anthropic-version` (the Anthropic SDKs send it on
+    /// every call, `/v1/models` too); OpenAI otherwise.
+    pub fn of(path: &str, has_anthropic_version: bool) -> Dialect {
+        let messages = path
+            .strip_prefix("/v1/messages")
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+        if messages || has_anthropic_version {
+            Dialect::Anthropic
+        } else {
+            Dialect::OpenAi
         }
     }
 }
@@ -330,6 +376,9 @@ mod tests {
                 Route::ImageGenerations,
             ),
             ("/openai/v1/images/edits", Route::ImageEdits),
+            ("/v1/messages", Route::Messages),
+            ("/v1/messages/", Route::Messages),
+            ("/v1/messages/count_tokens", Route::MessagesCountTokens),
         ] {
             assert_eq!(Route::classify(&post, path), Some(route), "{path}");
         }
@@ -357,6 +406,10 @@ mod tests {
             (Method::GET, "/v1/audio/speech"),
             (Method::POST, "/v1/audio/voices"),
             (Method::POST, "/v1/images"),
+            (Method::POST, "/v1/messages/batches"),
+            (Method::GET, "/v1/messages"),
+            (Method::POST, "/openai/v1/messages"),
+            (Method::POST, "/openai/deployments/x/messages"),
         ] {
             assert_eq!(Route::classify(&method, path), None, "{method} {path}");
         }
@@ -377,10 +430,25 @@ mod tests {
             Route::ImageGenerations,
             Route::ImageEdits,
             Route::ImageVariations,
+            Route::Messages,
+            Route::MessagesCountTokens,
         ];
         let names: std::collections::BTreeSet<&str> = all.iter().map(|r| r.as_str()).collect();
         assert_eq!(names.len(), all.len());
         assert!(names.iter().all(|n| !n.contains(['/', ' '])));
+    }
+
+    #[test]
+    fn the_dialect_follows_the_path_or_the_anthropic_version_header() {
+        assert_eq!(Dialect::of("/v1/messages", false), Dialect::Anthropic);
+        assert_eq!(
+            Dialect::of("/v1/messages/batches/b1", false),
+            Dialect::Anthropic
+        );
+        assert_eq!(Dialect::of("/v1/models", true), Dialect::Anthropic);
+        assert_eq!(Dialect::of("/v1/models", false), Dialect::OpenAi);
+        assert_eq!(Dialect::of("/v1/messagesx", false), Dialect::OpenAi);
+        assert_eq!(Dialect::of("/v1/chat/completions", false), Dialect::OpenAi);
     }
 
     #[test]

@@ -284,7 +284,7 @@ pub fn flips(current: &Recording, history: &[Recording]) -> Vec<Flip> {
     let mut all: Vec<&Recording> = history.iter().chain(std::iter::once(current)).collect();
     all.sort_by(|a, b| a.meta.recorded_at.cmp(&b.meta.recorded_at));
     all.windows(2)
-        .filter(|w| w[0].meta.system_fingerprint != w[1].meta.system_fingerprint)
+        .filter(|w| w[0].meta.fingerprint() != w[1].meta.fingerprint())
         .map(|w| Flip {
             key: current.meta.key,
             method: current.meta.request.method.clone(),
@@ -299,7 +299,7 @@ pub fn flips(current: &Recording, history: &[Recording]) -> Vec<Flip> {
 
 fn side(entry: &Recording) -> Side {
     Side {
-        fingerprint: entry.meta.system_fingerprint.clone(),
+        fingerprint: entry.meta.fingerprint().map(String::from),
         recorded_at: entry.meta.recorded_at.clone(),
     }
 }
@@ -350,11 +350,7 @@ pub fn summarize(recordings: &[&Recording], flips: &[Flip]) -> Vec<ModelSummary>
     let mut sightings: BTreeMap<String, BTreeMap<String, Sighting>> = BTreeMap::new();
     for entry in recordings {
         let model = entry.meta.model.clone().unwrap_or_else(|| "-".into());
-        let fp = entry
-            .meta
-            .system_fingerprint
-            .clone()
-            .unwrap_or_else(|| "-".into());
+        let fp = entry.meta.fingerprint().unwrap_or("-").to_string();
         let at = &entry.meta.recorded_at;
         let s = sightings
             .entry(model)

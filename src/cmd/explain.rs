@@ -55,6 +55,8 @@ pub fn run(
             body,
             namespace: options.namespace.as_deref(),
             credential: None,
+            anthropic_version: None,
+            anthropic_beta: Vec::new(),
         },
         &rules,
     );

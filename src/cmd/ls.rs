@@ -67,7 +67,7 @@ pub fn run(
                 m.call.map(|n| format!(" (call {n})")).unwrap_or_default()
             ),
             m.model.as_deref().unwrap_or("-"),
-            m.system_fingerprint.as_deref().unwrap_or("-"),
+            m.fingerprint().unwrap_or("-"),
             entry.body.len(),
             media_type(entry).unwrap_or("-")
         )?;
@@ -105,6 +105,7 @@ fn summary_json(entry: &Recording, routes: &Routes) -> Value {
         "namespace": m.request.namespace,
         "model": m.model,
         "system_fingerprint": m.system_fingerprint,
+        "fingerprint": m.fingerprint(),
         "latency_ms": m.latency_ms,
         "body_bytes": entry.body.len(),
         "content_type": entry.content_type(),

@@ -219,6 +219,8 @@ fn canonical_of(request: &RecordedRequest, rules: &KeyRules) -> Option<Canonical
         namespace: request.namespace.clone(),
         tenant: None,
         removed,
+        // The keyed headers were kept with the request, canonical already.
+        headers: request.headers.clone(),
     })
 }
 
@@ -255,6 +257,8 @@ mod tests {
     fn recording_of(body: &str, path: &str, at: &str, rules: &KeyRules) -> Recording {
         let canonical = Canonical::new(
             &RequestParts {
+                anthropic_version: None,
+                anthropic_beta: Vec::new(),
                 method: "POST",
                 path,
                 query: None,
@@ -286,6 +290,8 @@ mod tests {
         ] {
             let canonical = Canonical::new(
                 &RequestParts {
+                    anthropic_version: None,
+                    anthropic_beta: Vec::new(),
                     method: "POST",
                     path: "/v1/audio/transcriptions",
                     query: Some("b=1&a=2"),

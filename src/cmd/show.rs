@@ -45,6 +45,9 @@ pub fn run(listing: &Listing, options: &Options, out: &mut dyn Write) -> Result<
     if !m.request.namespace.is_empty() {
         writeln!(out, "namespace:          {}", m.request.namespace)?;
     }
+    for (name, value) in &m.request.headers {
+        writeln!(out, "keyed header:       {name}: {value}")?;
+    }
     if let Some(call) = m.call {
         writeln!(out, "sequence call:      {call}")?;
     }
@@ -53,11 +56,10 @@ pub fn run(listing: &Listing, options: &Options, out: &mut dyn Write) -> Result<
         "model:              {}",
         m.model.as_deref().unwrap_or("-")
     )?;
-    writeln!(
-        out,
-        "system_fingerprint: {}",
-        m.system_fingerprint.as_deref().unwrap_or("-")
-    )?;
+    match (&m.system_fingerprint, m.fingerprint()) {
+        (None, Some(model)) => writeln!(out, "fingerprint:        {model} (the model)")?,
+        (fp, _) => writeln!(out, "system_fingerprint: {}", fp.as_deref().unwrap_or("-"))?,
+    }
     writeln!(out, "upstream latency:   {} ms", m.latency_ms)?;
     writeln!(out, "status:             {}", m.response.status)?;
     writeln!(
@@ -122,6 +124,7 @@ fn full_json(entry: &Recording) -> Value {
             "body": body_json(&entry.body),
         },
         "system_fingerprint": m.system_fingerprint,
+        "fingerprint": m.fingerprint(),
         "model": m.model,
         "recorded_at": m.recorded_at,
         "latency_ms": m.latency_ms,

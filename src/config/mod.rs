@@ -37,6 +37,8 @@ use raw::parse_raw;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Default upstream: the OpenAI API.
 pub const DEFAULT_UPSTREAM: &str = "https://api.openai.com";
+/// Default upstream of Anthropic requests (`route::Dialect::Anthropic`).
+pub const DEFAULT_ANTHROPIC_UPSTREAM: &str = "https://api.anthropic.com";
 /// Default store directory, relative to the working directory.
 pub const DEFAULT_STORE: &str = ".llmtape/store";
 /// 32 MiB: larger than any chat request with inline images we have seen,
@@ -151,6 +153,12 @@ pub struct UpstreamConfig {
     pub first_byte_timeout: Duration,
     /// Longest gap between body chunks.
     pub idle_timeout: Duration,
+    /// Base URL of Anthropic requests (`/v1/messages`, or any request
+    /// with `anthropic-version`); the timeouts above apply to it too.
+    pub anthropic_url: Uri,
+    /// Environment variable holding the key sent to `anthropic_url` as
+    /// `x-api-key` instead of the caller's.
+    pub anthropic_api_key_env: Option<String>,
 }
 
 /// `[store]`
@@ -223,6 +231,8 @@ pub struct Overrides {
     pub listen: Option<String>,
     /// `--upstream` / `LLMTAPE_UPSTREAM`.
     pub upstream: Option<String>,
+    /// `--anthropic-upstream` / `LLMTAPE_ANTHROPIC_UPSTREAM`.
+    pub anthropic_upstream: Option<String>,
     /// `--store` / `LLMTAPE_STORE`.
     pub store: Option<PathBuf>,
     /// `--fixtures` / `LLMTAPE_FIXTURES`.
@@ -395,16 +405,38 @@ impl Config {
             Uri::from_static(DEFAULT_UPSTREAM)
         });
 
-        let api_key_env = raw.upstream.api_key_env.filter(|name| {
-            let valid = !name.is_empty() && !name.contains('=') && !name.starts_with("sk-");
-            if !valid {
-                problems.push(format!(
-                    "upstream.api_key_env: {:?} is not an environment variable name; write the variable's name, e.g. \"OPENAI_API_KEY\", never the key itself",
-                    redact_preview(name)
-                ));
-            }
-            valid
+        let anthropic_text = overrides
+            .anthropic_upstream
+            .clone()
+            .or(raw.upstream.anthropic_url)
+            .unwrap_or_else(|| DEFAULT_ANTHROPIC_UPSTREAM.to_string());
+        let anthropic_url = parse_upstream_url(&anthropic_text).unwrap_or_else(|e| {
+            problems.push(format!("upstream.anthropic_url: {e}"));
+            Uri::from_static(DEFAULT_ANTHROPIC_UPSTREAM)
         });
+
+        let mut key_env = |setting: &str, value: Option<String>, example: &str| {
+            value.filter(|name| {
+                let valid = !name.is_empty() && !name.contains('=') && !name.starts_with("sk-");
+                if !valid {
+                    problems.push(format!(
+                        "{setting}: {:?} is not an environment variable name; write the variable's name, e.g. \"{example}\", never the key itself",
+                        redact_preview(name)
+                    ));
+                }
+                valid
+            })
+        };
+        let api_key_env = key_env(
+            "upstream.api_key_env",
+            raw.upstream.api_key_env,
+            "OPENAI_API_KEY",
+        );
+        let anthropic_api_key_env = key_env(
+            "upstream.anthropic_api_key_env",
+            raw.upstream.anthropic_api_key_env,
+            "ANTHROPIC_API_KEY",
+        );
 
         let mut positive = |name: &str, value: Option<u64>, default: usize| match value {
             None => default,
@@ -531,6 +563,8 @@ impl Config {
                 connect_timeout,
                 first_byte_timeout,
                 idle_timeout,
+                anthropic_url,
+                anthropic_api_key_env,
             },
             store: StoreConfig {
                 path: overrides
@@ -620,163 +654,4 @@ fn redact_preview(value: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_example_proxy_toml_parses_to_the_defaults() {
-        let text = include_str!("../../proxy.toml");
-        let config = Config::from_toml(text).expect("proxy.toml must parse");
-        let defaults = Config::defaults();
-        assert_eq!(config.mode, defaults.mode);
-        assert_eq!(config.server.listen, defaults.server.listen);
-        assert_eq!(config.server.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
-        assert_eq!(config.upstream.url, defaults.upstream.url);
-        assert_eq!(config.upstream.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
-        assert_eq!(
-            config.upstream.first_byte_timeout,
-            DEFAULT_FIRST_BYTE_TIMEOUT
-        );
-        assert_eq!(config.upstream.idle_timeout, DEFAULT_IDLE_TIMEOUT);
-        assert_eq!(config.store.path, PathBuf::from(DEFAULT_STORE));
-        assert_eq!(config.store.history, DEFAULT_HISTORY);
-        assert!(!config.store.record_errors);
-        assert_eq!(config.key.ignore_fields, vec!["/user".to_string()]);
-        assert_eq!(config.key.scope, Scope::Global);
-        assert_eq!(config.replay.timing, Timing::Instant);
-        assert_eq!(config.server.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
-        assert_eq!(config.server.max_header_bytes, DEFAULT_MAX_HEADER_BYTES);
-        assert_eq!(config.store.max_recorded_bytes, DEFAULT_MAX_RECORDED_BYTES);
-        assert_eq!(
-            config.server.header_read_timeout,
-            DEFAULT_HEADER_READ_TIMEOUT
-        );
-        assert_eq!(config.server.body_read_timeout, DEFAULT_BODY_READ_TIMEOUT);
-        assert_eq!(config.server.idle_timeout, DEFAULT_CLIENT_IDLE_TIMEOUT);
-        assert_eq!(config.server.max_connections, DEFAULT_MAX_CONNECTIONS);
-    }
-
-    #[test]
-    fn client_bounds_default_to_the_contract() {
-        let server = Config::defaults().server;
-        assert_eq!(server.header_read_timeout, Duration::from_secs(10));
-        assert_eq!(server.body_read_timeout, Duration::from_secs(30));
-        assert_eq!(server.idle_timeout, Duration::from_secs(60));
-        assert_eq!(server.max_connections, 4096);
-    }
-
-    #[test]
-    fn client_bounds_are_read_from_the_file() {
-        let config = Config::from_toml(
-            "[server]\nheader_read_timeout = \"300ms\"\nbody_read_timeout = \"2s\"\nidle_timeout = \"1m\"\nmax_connections = 7\n",
-        )
-        .unwrap();
-        assert_eq!(
-            config.server.header_read_timeout,
-            Duration::from_millis(300)
-        );
-        assert_eq!(config.server.body_read_timeout, Duration::from_secs(2));
-        assert_eq!(config.server.idle_timeout, Duration::from_secs(60));
-        assert_eq!(config.server.max_connections, 7);
-    }
-
-    #[test]
-    fn zero_or_malformed_client_bounds_are_errors_naming_the_key() {
-        let text = "[server]\nheader_read_timeout = \"0s\"\nbody_read_timeout = \"soon\"\nidle_timeout = \"10\"\nmax_connections = 0\n";
-        let err = Config::from_toml(text).unwrap_err().to_string();
-        for needle in [
-            "server.header_read_timeout: must be longer than 0",
-            "server.body_read_timeout: \"soon\" is not a duration",
-            "server.idle_timeout: \"10\" is not a duration",
-            "server.max_connections: must be greater than 0",
-        ] {
-            assert!(err.contains(needle), "missing {needle:?} in {err}");
-        }
-        let err = Config::from_toml("[server]\nidle_timeout = 60\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("idle_timeout"), "{err}");
-    }
-
-    #[test]
-    fn an_empty_file_gives_the_defaults() {
-        let config = Config::from_toml("").unwrap();
-        assert_eq!(config.server.listen.to_string(), DEFAULT_LISTEN);
-        assert_eq!(config.mode, Mode::Auto);
-    }
-
-    #[test]
-    fn every_problem_is_reported_at_once() {
-        let text = "mode = \"fast\"\n[server]\nlisten = \"nowhere\"\n[upstream]\nurl = \"ftp://x\"\nidle_timeout = \"soon\"\n";
-        let err = Config::from_toml(text).unwrap_err().to_string();
-        for needle in [
-            "mode",
-            "server.listen",
-            "upstream.url",
-            "upstream.idle_timeout",
-        ] {
-            assert!(err.contains(needle), "missing {needle} in {err}");
-        }
-        assert!(!err.contains('\n'), "one line: {err}");
-    }
-
-    #[test]
-    fn overrides_beat_the_file() {
-        let raw = parse_raw(
-            "mode = \"replay\"\n[server]\nlisten = \"127.0.0.1:9\"\n",
-            "t",
-        )
-        .unwrap();
-        let overrides = Overrides {
-            mode: Some(Mode::Record),
-            listen: Some("127.0.0.1:0".into()),
-            ..Overrides::default()
-        };
-        let config = Config::from_raw(raw, &overrides, "t").unwrap();
-        assert_eq!(config.mode, Mode::Record);
-        assert_eq!(config.server.listen.port(), 0);
-    }
-
-    #[test]
-    fn key_presets_and_repeats_default_and_parse() {
-        let key = Config::defaults().key;
-        assert_eq!(key.presets, vec![Preset::ClaudeCode]);
-        assert_eq!(key.repeats, Repeats::Same);
-        let key = Config::from_toml(
-            "[key]\npresets = [\"openai-identity\", \"openai-defaults\"]\nrepeats = \"sequence\"\n",
-        )
-        .unwrap()
-        .key;
-        assert_eq!(
-            key.presets,
-            vec![Preset::OpenaiIdentity, Preset::OpenaiDefaults]
-        );
-        assert_eq!(key.repeats, Repeats::Sequence);
-        assert!(Config::from_toml("[key]\npresets = []\n")
-            .unwrap()
-            .key
-            .presets
-            .is_empty());
-        let err = Config::from_toml(
-            "[key]\npresets = [\"claude\", \"claude-code\", \"claude-code\"]\nrepeats = \"loop\"\n",
-        )
-        .unwrap_err()
-        .to_string();
-        for needle in [
-            "key.presets: unknown preset \"claude\"",
-            "key.presets: claude-code is named twice",
-            "key.repeats: unknown repeats \"loop\"",
-        ] {
-            assert!(err.contains(needle), "missing {needle:?} in {err}");
-        }
-    }
-
-    #[test]
-    fn a_key_in_api_key_env_is_refused_without_echoing_it() {
-        let err = Config::from_toml("[upstream]\napi_key_env = \"sk-test-dummy-secret\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("api_key_env"), "{err}");
-        assert!(!err.contains("dummy-secret"), "{err}");
-    }
-}
+mod tests;

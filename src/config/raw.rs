@@ -67,6 +67,8 @@ pub struct RawUpstream {
     pub connect_timeout: Option<String>,
     pub first_byte_timeout: Option<String>,
     pub idle_timeout: Option<String>,
+    pub anthropic_url: Option<String>,
+    pub anthropic_api_key_env: Option<String>,
 }
 
 /// `[store]` as written.
@@ -142,6 +144,8 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "connect_timeout",
             "first_byte_timeout",
             "idle_timeout",
+            "anthropic_url",
+            "anthropic_api_key_env",
         ],
     ),
     (
@@ -199,6 +203,11 @@ const RENAMED_KEYS: &[(&str, &str)] = &[
     ("server.keepalive_timeout", "server.idle_timeout"),
     ("server.keep_alive_timeout", "server.idle_timeout"),
     ("server.max_conns", "server.max_connections"),
+    ("upstream.anthropic_base_url", "upstream.anthropic_url"),
+    (
+        "upstream.anthropic_api_key",
+        "upstream.anthropic_api_key_env (name an environment variable, never the key itself)",
+    ),
     ("server.worker_connections", "server.max_connections"),
 ];
 

@@ -287,6 +287,13 @@ fn frame(parts: &RequestParts<'_>, rules: &KeyRules, mut sink: impl FnMut(&[u8])
     for pointer in &rules.ignore_fields {
         field(Some(pointer.as_bytes()));
     }
+    // The Anthropic headers in the key; the betas counted first so that a
+    // list of them cannot run into the next field.
+    field(parts.anthropic_version.map(str::as_bytes));
+    field(Some(&(parts.anthropic_beta.len() as u64).to_le_bytes()));
+    for beta in &parts.anthropic_beta {
+        field(Some(beta.as_bytes()));
+    }
 }
 
 /// [`frame`] as bytes, for the exact memo's comparisons.
@@ -324,6 +331,8 @@ mod tests {
             body,
             namespace: None,
             credential,
+            anthropic_version: None,
+            anthropic_beta: Vec::new(),
         }
     }
 

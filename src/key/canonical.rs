@@ -44,6 +44,10 @@ pub struct Canonical {
     pub tenant: Option<[u8; 32]>,
     /// What the presets and `ignore_fields` removed, in that order.
     pub removed: Vec<Removed>,
+    /// The request headers in the key, `(name, value)` sorted by name:
+    /// `anthropic-beta` (its betas sorted and deduplicated, joined by
+    /// `,`) and `anthropic-version`, each only when sent.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Canonical {
@@ -63,6 +67,7 @@ impl Canonical {
                 None
             },
             removed,
+            headers: keyed_headers(parts),
         }
     }
 
@@ -103,6 +108,16 @@ impl Canonical {
             Some(hash) => field(hash),
             None => field(b""),
         }
+        // Appended only when there are some, so every key made before they
+        // were keyed (and every OpenAI request's) stays what it was.
+        if !self.headers.is_empty() {
+            field(b"headers");
+            field(&(self.headers.len() as u64).to_le_bytes());
+            for (name, value) in &self.headers {
+                field(name.as_bytes());
+                field(value.as_bytes());
+            }
+        }
         RequestKey::from_bytes(*hasher.finalize().as_bytes())
     }
 
@@ -121,6 +136,28 @@ impl Canonical {
             .and_then(Value::as_bool)
             .unwrap_or(false)
     }
+}
+
+/// The keyed request headers of `parts`, as [`Canonical::headers`] holds
+/// them.
+fn keyed_headers(parts: &RequestParts<'_>) -> Vec<(String, String)> {
+    let mut headers = Vec::new();
+    let mut betas: Vec<&str> = parts
+        .anthropic_beta
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|b| !b.is_empty())
+        .collect();
+    if !betas.is_empty() {
+        betas.sort_unstable();
+        betas.dedup();
+        headers.push(("anthropic-beta".to_string(), betas.join(",")));
+    }
+    if let Some(version) = parts.anthropic_version.map(str::trim) {
+        headers.push(("anthropic-version".to_string(), version.to_string()));
+    }
+    headers
 }
 
 fn tenant_hash(credential: &[u8]) -> [u8; 32] {
@@ -312,6 +349,8 @@ mod tests {
                 body: body.as_bytes(),
                 namespace,
                 credential: Some(b"Bearer sk-test-dummy"),
+                anthropic_version: None,
+                anthropic_beta: Vec::new(),
             },
             rules,
         )
@@ -353,6 +392,8 @@ mod tests {
                 body: b"",
                 namespace: None,
                 credential: None,
+                anthropic_version: None,
+                anthropic_beta: Vec::new(),
             },
             &rules(),
         )
@@ -360,6 +401,51 @@ mod tests {
         assert_eq!(
             key.to_hex(),
             "27242528b410d43e655f06d65702c7f08d46646684c22070bfa78ca6e3199f92"
+        );
+    }
+
+    fn anthropic_key(version: Option<&str>, betas: Vec<&str>) -> RequestKey {
+        Canonical::new(
+            &RequestParts {
+                method: "POST",
+                path: "/v1/messages",
+                query: None,
+                content_type: Some("application/json"),
+                body: br#"{"model":"claude-sonnet-4-5","max_tokens":256,"messages":[{"role":"user","content":"Say hi"}]}"#,
+                namespace: None,
+                credential: Some(b"sk-ant-test-dummy"),
+                anthropic_version: version,
+                anthropic_beta: betas,
+            },
+            &rules(),
+        )
+        .key()
+    }
+
+    // Pins the form of the keyed headers, as the goldens above pin the rest.
+    #[test]
+    fn golden_anthropic_key_and_its_headers() {
+        let key = anthropic_key(Some("2023-06-01"), vec!["b-2025, a-2024", "a-2024"]);
+        assert_eq!(
+            key.to_hex(),
+            anthropic_key(Some(" 2023-06-01"), vec!["a-2024,b-2025"]).to_hex(),
+            "betas are a set; values are trimmed"
+        );
+        assert_eq!(
+            key.to_hex(),
+            "da6629d3645972d2e1b23a43de95100526581eaaea3973133c14681d51db6842"
+        );
+        assert_ne!(
+            key,
+            anthropic_key(Some("2024-01-01"), vec!["a-2024,b-2025"])
+        );
+        assert_ne!(key, anthropic_key(Some("2023-06-01"), vec!["a-2024"]));
+        assert_ne!(key, anthropic_key(Some("2023-06-01"), Vec::new()));
+        assert_ne!(key, anthropic_key(None, vec!["a-2024,b-2025"]));
+        assert_eq!(
+            anthropic_key(None, Vec::new()),
+            anthropic_key(None, vec![" , "]),
+            "an empty beta list is no beta"
         );
     }
 
@@ -416,6 +502,8 @@ mod tests {
             body: CHAT.as_bytes(),
             namespace: None,
             credential: Some(cred),
+            anthropic_version: None,
+            anthropic_beta: Vec::new(),
         };
         let a = Canonical::new(&parts(b"Bearer sk-a"), &scoped).key();
         let b = Canonical::new(&parts(b"Bearer sk-b"), &scoped).key();
@@ -438,6 +526,8 @@ mod tests {
                     body: b"{}",
                     namespace: None,
                     credential: None,
+                    anthropic_version: None,
+                    anthropic_beta: Vec::new(),
                 },
                 &rules(),
             )
@@ -477,6 +567,8 @@ mod tests {
                 body: b"",
                 namespace: Some(""),
                 credential: None,
+                anthropic_version: None,
+                anthropic_beta: Vec::new(),
             },
             &rules(),
         );
@@ -489,6 +581,8 @@ mod tests {
                 body: b"",
                 namespace: None,
                 credential: None,
+                anthropic_version: None,
+                anthropic_beta: Vec::new(),
             },
             &rules(),
         );
@@ -507,6 +601,8 @@ mod tests {
                 body: deep.as_bytes(),
                 namespace: None,
                 credential: None,
+                anthropic_version: None,
+                anthropic_beta: Vec::new(),
             },
             &rules(),
         );

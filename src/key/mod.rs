@@ -1,8 +1,10 @@
 //! The request key: a versioned canonical form of a request, hashed.
 //!
 //! Owns what makes two requests "the same": method, path, sorted query,
-//! the body in canonical form, the namespace and (with `scope = "api-key"`)
-//! a hash of the caller's credential. It does not know about HTTP types,
+//! the body in canonical form, the namespace, (with `scope = "api-key"`)
+//! a hash of the caller's credential, and the request headers that change
+//! an answer (`anthropic-version`, `anthropic-beta`; only when sent, so a
+//! request without them keys as it always did). It does not know about HTTP types,
 //! the store or the mode; callers hand it plain strings and bytes.
 //!
 //! The hash is blake3 `derive_key` with a context that names the version of
@@ -124,6 +126,12 @@ pub struct RequestParts<'a> {
     pub namespace: Option<&'a str>,
     /// The caller's credential; only used with `scope = "api-key"`.
     pub credential: Option<&'a [u8]>,
+    /// The `anthropic-version` request header, if given: it changes the
+    /// answer, so it is part of the key.
+    pub anthropic_version: Option<&'a str>,
+    /// Every `anthropic-beta` request header value, as sent (each may
+    /// list several betas, comma-separated).
+    pub anthropic_beta: Vec<&'a str>,
 }
 
 /// The settings that shape a key.

@@ -92,6 +92,8 @@ mod tests {
                     body: body.as_bytes(),
                     namespace: None,
                     credential: None,
+                    anthropic_version: None,
+                    anthropic_beta: Vec::new(),
                 },
                 &rules(),
             )

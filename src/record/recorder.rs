@@ -295,6 +295,8 @@ pub(crate) mod tests {
                 body: br#"{"stream":true}"#,
                 namespace: None,
                 credential: None,
+                anthropic_version: None,
+                anthropic_beta: Vec::new(),
             },
             &crate::key::KeyRules::default(),
         );

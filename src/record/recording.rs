@@ -82,6 +82,10 @@ pub struct RecordedRequest {
     /// `x-llmtape-namespace` ("" when none).
     #[serde(default)]
     pub namespace: String,
+    /// The request headers in the key (`anthropic-beta`,
+    /// `anthropic-version`), sorted by name; absent when none was sent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<(String, String)>,
     /// The body: JSON when it was JSON, else text or base64.
     pub body: RequestBody,
 }
@@ -130,6 +134,17 @@ pub enum DecodeError {
     /// The metadata is not valid.
     #[error("entry metadata is invalid: {0}")]
     Meta(#[source] serde_json::Error),
+}
+
+impl RecordingMeta {
+    /// What tells one version of the upstream's model from another: the
+    /// answer's `system_fingerprint`, else (Anthropic Messages, the
+    /// Responses API, which have none) its `model`, which names a dated
+    /// snapshot. `ls`, `show`, `audit`, `probe` and
+    /// `x-llmtape-fingerprint-changed` use it.
+    pub fn fingerprint(&self) -> Option<&str> {
+        self.system_fingerprint.as_deref().or(self.model.as_deref())
+    }
 }
 
 impl Recording {
@@ -264,6 +279,7 @@ impl RecordedRequest {
             path: canonical.path.clone(),
             query: canonical.query.clone(),
             namespace: canonical.namespace.clone(),
+            headers: canonical.headers.clone(),
             body: match &canonical.body {
                 CanonicalBody::Empty => RequestBody::Empty,
                 CanonicalBody::Json(value) => RequestBody::Json(value.clone()),
@@ -307,6 +323,7 @@ pub(crate) fn test_entry(
                 path: "/v1/chat/completions".into(),
                 query: String::new(),
                 namespace: String::new(),
+                headers: Vec::new(),
                 body: RequestBody::Json(serde_json::json!({"model": model})),
             },
             response: RecordedResponse {
@@ -337,6 +354,7 @@ mod tests {
                     path: "/v1/chat/completions".into(),
                     query: String::new(),
                     namespace: String::new(),
+                    headers: Vec::new(),
                     body: RequestBody::Json(serde_json::json!({"model": "m"})),
                 },
                 response: RecordedResponse {

@@ -4,6 +4,11 @@
 //! Owns the SSE wire rules that recording needs (WHATWG HTML §9.2): an event
 //! ends at a blank line, with `\n`, `\r\n` or `\r` line endings; `event:`
 //! names it, `data:` lines carry it. It does not forward or store anything.
+//!
+//! Three stream dialects end differently: chat and completions with
+//! `data: [DONE]`, the Responses API with `response.completed` (or
+//! `response.incomplete`), Anthropic Messages with `event: message_stop`;
+//! an `error` event (and `response.failed`) spoils any of them.
 
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
@@ -95,7 +100,8 @@ pub enum EventKind {
     Data,
     /// `data: [DONE]`: the end of a chat or completions stream.
     Done,
-    /// A Responses API terminal event (`response.completed`, `response.incomplete`).
+    /// A typed terminal event: the Responses API's `response.completed`
+    /// and `response.incomplete`, Anthropic's `message_stop`.
     Terminal,
     /// An error event, or a chunk that carries an `error` object.
     Error,
@@ -142,7 +148,8 @@ pub fn classify(event: &[u8]) -> EventKind {
     if let Some(kind) = name.and_then(kind_of_type) {
         return kind;
     }
-    if !(data.contains("\"error\"") || data.contains("response.")) {
+    if !(data.contains("\"error\"") || data.contains("response.") || data.contains("message_stop"))
+    {
         return EventKind::Data;
     }
     #[derive(Deserialize)]
@@ -160,15 +167,16 @@ pub fn classify(event: &[u8]) -> EventKind {
 
 fn kind_of_type(name: &str) -> Option<EventKind> {
     match name {
-        "response.completed" | "response.incomplete" => Some(EventKind::Terminal),
+        "response.completed" | "response.incomplete" | "message_stop" => Some(EventKind::Terminal),
         "error" | "response.failed" => Some(EventKind::Error),
         _ => None,
     }
 }
 
 /// `model` and `system_fingerprint` from a stream's events: the first of
-/// each found, at the top level (chat and completions chunks) or inside
-/// `response` (Responses API events).
+/// each found, at the top level (chat and completions chunks), inside
+/// `response` (Responses API events) or inside `message` (Anthropic's
+/// `message_start`).
 pub fn stream_identity<'a>(
     events: impl IntoIterator<Item = &'a [u8]>,
 ) -> (Option<String>, Option<String>) {
@@ -182,6 +190,7 @@ pub fn stream_identity<'a>(
         model: Option<String>,
         system_fingerprint: Option<String>,
         response: Option<Inner>,
+        message: Option<Inner>,
     }
     let (mut model, mut fingerprint) = (None, None);
     for event in events {
@@ -191,6 +200,7 @@ pub fn stream_identity<'a>(
         };
         let (inner_model, inner_fp) = chunk
             .response
+            .or(chunk.message)
             .map(|r| (r.model, r.system_fingerprint))
             .unwrap_or_default();
         model = model.or(chunk.model).or(inner_model);
@@ -278,6 +288,31 @@ data: [DONE]\n\n";
     }
 
     #[test]
+    fn anthropic_streams_end_at_message_stop_and_spoil_at_error() {
+        assert_eq!(
+            classify(b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"),
+            EventKind::Terminal
+        );
+        assert_eq!(
+            classify(b"data: {\"type\":\"message_stop\"}\n\n"),
+            EventKind::Terminal,
+            "the type alone, without an event line"
+        );
+        assert_eq!(
+            classify(b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n"),
+            EventKind::Error
+        );
+        for data in [
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{}}\n\n",
+            "event: ping\ndata: {\"type\": \"ping\"}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"message_stop \\\"error\\\"\"}}\n\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"}}\n\n",
+        ] {
+            assert_eq!(classify(data.as_bytes()), EventKind::Data, "{data}");
+        }
+    }
+
+    #[test]
     fn identity_comes_from_chunks_or_the_response_object() {
         let mut splitter = EventSplitter::new();
         let events = splitter.push(&Bytes::from_static(STREAM.as_bytes()));
@@ -286,6 +321,9 @@ data: [DONE]\n\n";
             (model.as_deref(), fp.as_deref()),
             (Some("gpt-4o"), Some("fp_1"))
         );
+        let anthropic = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"claude-sonnet-4-5\"}}\n\n";
+        let (model, fp) = stream_identity([&anthropic[..]]);
+        assert_eq!((model.as_deref(), fp), (Some("claude-sonnet-4-5"), None));
         let responses = b"event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"model\":\"gpt-4.1\"}}\n\n";
         let (model, fp) = stream_identity([&responses[..]]);
         assert_eq!((model.as_deref(), fp), (Some("gpt-4.1"), None));

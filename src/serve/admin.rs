@@ -41,6 +41,8 @@ pub struct AdminView<'a> {
     pub mode: Mode,
     /// The upstream base URL.
     pub upstream: &'a str,
+    /// The base URL of Anthropic requests.
+    pub anthropic_upstream: &'a str,
     /// Recordings in the store or fixtures folder.
     pub recordings: usize,
     /// The counters.
@@ -120,6 +122,7 @@ pub fn respond<B>(request: &Request<B>, view: &AdminView<'_>) -> Response<ProxyB
                 "status": "ok",
                 "mode": view.mode.as_str(),
                 "upstream": view.upstream,
+                "anthropic_upstream": view.anthropic_upstream,
                 "recordings": view.recordings,
             }),
         ),

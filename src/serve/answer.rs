@@ -6,6 +6,7 @@ use http::Response;
 
 use crate::body::{json_response, ProxyBody};
 use crate::key::RequestKey;
+use crate::route::Dialect;
 use crate::serve::error::{Fault, ProxyError};
 use crate::serve::headers::{self, Outcome};
 
@@ -37,7 +38,12 @@ impl Answer {
     /// The OpenAI-shaped answer for `error`, logged at its fault's level,
     /// with the outcome [`error_outcome`] gives it.
     pub fn error(error: &ProxyError, key: Option<&RequestKey>) -> Answer {
-        let response = error_response(error, key);
+        Answer::error_in(Dialect::OpenAi, error, key)
+    }
+
+    /// [`Answer::error`] with the body shaped like `dialect`'s errors.
+    pub fn error_in(dialect: Dialect, error: &ProxyError, key: Option<&RequestKey>) -> Answer {
+        let response = error_response_in(dialect, error, key);
         Answer::new(response, error_outcome(error, key), key.copied())
     }
 
@@ -70,15 +76,19 @@ pub fn error_outcome(error: &ProxyError, key: Option<&RequestKey>) -> Option<Out
     missed.then_some(Outcome::Miss)
 }
 
-/// The response for `error`, with the key and the outcome
-/// ([`error_outcome`]) in its headers.
-pub fn error_response(error: &ProxyError, key: Option<&RequestKey>) -> Response<ProxyBody> {
+/// The response for `error`, its body shaped like `dialect`'s errors,
+/// with the key and the outcome ([`error_outcome`]) in its headers.
+pub fn error_response_in(
+    dialect: Dialect,
+    error: &ProxyError,
+    key: Option<&RequestKey>,
+) -> Response<ProxyBody> {
     match error.fault() {
         Fault::Client => tracing::debug!(%error, "client error"),
         Fault::Upstream => tracing::warn!(%error, "upstream error"),
         Fault::Proxy => tracing::error!(%error, "internal error"),
     }
-    let mut response = json_response(error.status(), error.body());
+    let mut response = json_response(error.status(), error.body_in(dialect));
     match error_outcome(error, key) {
         Some(outcome) => headers::mark(response.headers_mut(), outcome, key),
         None => {

@@ -1,8 +1,10 @@
 //! Errors the proxy answers with, and who is at fault for each.
 //!
-//! The proxy service never fails: every problem becomes an OpenAI-shaped
-//! error response (`{"error":{"message","type","param","code"}}`), so SDKs
-//! raise their usual exceptions with our message inside. The status of each
+//! The proxy service never fails: every problem becomes an error response
+//! shaped like the caller's API's own ([`ProxyError::body_in`]): OpenAI's
+//! `{"error":{"message","type","param","code"}}`, or Anthropic's
+//! `{"type":"error","error":{"type","message"}}`, so SDKs raise their
+//! usual exceptions with our message inside. The status of each
 //! variant is decided in one exhaustive `match`, so a new variant forces a
 //! decision.
 //!
@@ -19,6 +21,7 @@ use http::StatusCode;
 use serde_json::json;
 
 use crate::body::BoxError;
+use crate::route::Dialect;
 use crate::serve::read_timeout::BodyReadTimeoutError;
 
 /// Who caused a failure: picks the status class and the log level.
@@ -281,18 +284,56 @@ impl ProxyError {
         self
     }
 
+    /// The Anthropic error `type` (Anthropic's own words, which its
+    /// SDKs and clients act on: `overloaded_error` is retried,
+    /// `not_found_error` is not).
+    pub fn anthropic_type(&self) -> &'static str {
+        match self {
+            ProxyError::BodyTooLarge { .. } => "request_too_large",
+            ProxyError::ClientBody { .. }
+            | ProxyError::BadHeader { .. }
+            | ProxyError::HeaderReadTimeout { .. }
+            | ProxyError::BodyReadTimeout { .. } => "invalid_request_error",
+            ProxyError::ReplayMiss { .. } | ProxyError::SequenceMiss { .. } => "not_found_error",
+            ProxyError::UpstreamUnreachable { .. }
+            | ProxyError::UpstreamBody { .. }
+            | ProxyError::Internal { .. } => "api_error",
+            ProxyError::UpstreamTimeout { .. } => "timeout_error",
+            ProxyError::Overloaded { .. } | ProxyError::TooManyConnections { .. } => {
+                "overloaded_error"
+            }
+        }
+    }
+
     /// The OpenAI-shaped JSON body.
     pub fn body(&self) -> Vec<u8> {
+        self.body_in(Dialect::OpenAi)
+    }
+
+    /// The JSON body, shaped like `dialect`'s own errors. The Anthropic
+    /// shape carries llmtape's code (`replay_miss`, ...) in
+    /// `error.llmtape_code`, next to Anthropic's `type` and `message`.
+    pub fn body_in(&self, dialect: Dialect) -> Vec<u8> {
         let (kind, code) = self.type_and_code();
-        serde_json::to_vec(&json!({
-            "error": {
-                "message": self.to_string(),
-                "type": kind,
-                "param": null,
-                "code": code,
-            }
-        }))
-        .expect("a JSON literal always serialises")
+        let value = match dialect {
+            Dialect::OpenAi => json!({
+                "error": {
+                    "message": self.to_string(),
+                    "type": kind,
+                    "param": null,
+                    "code": code,
+                }
+            }),
+            Dialect::Anthropic => json!({
+                "type": "error",
+                "error": {
+                    "type": self.anthropic_type(),
+                    "message": self.to_string(),
+                    "llmtape_code": code,
+                }
+            }),
+        };
+        serde_json::to_vec(&value).expect("a JSON literal always serialises")
     }
 }
 
@@ -314,6 +355,29 @@ mod tests {
         assert_eq!(body["error"]["code"], "replay_miss");
         let message = body["error"]["message"].as_str().unwrap();
         assert!(message.contains(&"ab".repeat(32)) && message.contains("mode=replay"));
+    }
+
+    #[test]
+    fn replay_miss_is_anthropic_shaped_for_anthropic() {
+        let err = ProxyError::ReplayMiss {
+            key: "ab".repeat(32),
+            method: "POST".into(),
+            path: "/v1/messages".into(),
+            nearest: None,
+        };
+        let body: serde_json::Value =
+            serde_json::from_slice(&err.body_in(Dialect::Anthropic)).unwrap();
+        assert_eq!(body["type"], "error");
+        assert_eq!(body["error"]["type"], "not_found_error");
+        assert_eq!(body["error"]["llmtape_code"], "replay_miss");
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("mode=replay"));
+        let overloaded = ProxyError::Overloaded { limit: 1 };
+        let body: serde_json::Value =
+            serde_json::from_slice(&overloaded.body_in(Dialect::Anthropic)).unwrap();
+        assert_eq!(body["error"]["type"], "overloaded_error");
     }
 
     #[derive(Debug, thiserror::Error)]

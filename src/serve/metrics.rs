@@ -181,6 +181,22 @@ impl Metrics {
     }
 }
 
+/// Counts a request as in flight while it lives.
+pub(crate) struct InFlight<'a>(&'a Metrics);
+
+impl<'a> InFlight<'a> {
+    pub(crate) fn enter(metrics: &'a Metrics) -> Self {
+        metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(metrics)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

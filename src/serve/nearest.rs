@@ -72,6 +72,16 @@ pub fn nearest(recordings: &dyn Tier, canonical: &Canonical) -> Option<Nearest> 
             if r.query != wanted.query {
                 paths.insert(0, "(query)".to_string());
             }
+            // `anthropic-version` or `anthropic-beta` differ.
+            for (name, _) in wanted.headers.iter().chain(&r.headers) {
+                let value = |h: &[(String, String)]| {
+                    h.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+                };
+                let path = format!("(header {name})");
+                if value(&wanted.headers) != value(&r.headers) && !paths.contains(&path) {
+                    paths.insert(0, path);
+                }
+            }
             Nearest {
                 key: e.meta.key,
                 recorded_at: e.meta.recorded_at.clone(),

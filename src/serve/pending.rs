@@ -5,6 +5,7 @@
 
 use crate::config::{Mode, Timing};
 use crate::key::{Canonical, RequestKey};
+use crate::route::Dialect;
 use crate::serve::flight::Lead;
 
 /// A miss on its way upstream: what recording its answer needs.
@@ -20,6 +21,8 @@ pub(super) struct Miss {
     pub(super) lead: Option<Lead>,
     /// A sequence call's number (`x-llmtape-repeats: sequence`).
     pub(super) call: Option<u32>,
+    /// The API it speaks: its upstream and its errors' shape.
+    pub(super) dialect: Dialect,
 }
 
 /// A request on its way through a sequence, as `Proxy::route` found it.

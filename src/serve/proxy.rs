@@ -4,8 +4,10 @@
 //! Data flow: body (collected under a limit) -> key -> tier -> replay on a
 //! hit | single flight, then `crate::serve::upstream_call` on a miss.
 //! Routes that are never cached, and passthrough mode, forward the request
-//! untouched with its body streamed. The service never errors: every
-//! failure becomes an OpenAI-shaped answer (see `crate::serve::answer`).
+//! untouched with its body streamed. Each request goes to the upstream of
+//! its [`Dialect`] (Anthropic's or the OpenAI-compatible one). The service
+//! never errors: every failure becomes an answer shaped like the dialect's
+//! own errors (see `crate::serve::answer`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -27,14 +29,14 @@ use crate::config::{Config, Mode, Timing};
 use crate::key::cache::{self, KeyMemo, Keyed};
 use crate::key::{Canonical, KeyRules, Repeats, RequestKey};
 use crate::record::redact::{strip_hop_by_hop, Redactor, Sensitive};
-use crate::route::{RouteId, Routes};
+use crate::route::{Dialect, RouteId, Routes};
 use crate::serve::admin::{self, AdminView, Commands};
 use crate::serve::answer::Answer;
 use crate::serve::error::ProxyError;
 use crate::serve::flight::{Flights, Patience, Role};
 use crate::serve::headers::{self, Outcome, MISS_NEAREST_HEADER};
 use crate::serve::hot_cache::HotCache;
-use crate::serve::metrics::Metrics;
+use crate::serve::metrics::{InFlight, Metrics};
 use crate::serve::nearest::{self, Nearest};
 use crate::serve::pending::{Miss, Sequence};
 use crate::serve::read_timeout::BodyReadTimeoutError;
@@ -54,22 +56,6 @@ const HOT_CACHE_BYTES: usize = 8 * 1024 * 1024;
 /// (each such wait is bounded); past it, it simply asks the upstream.
 const MAX_FOLLOW_ATTEMPTS: usize = 3;
 
-/// Counts a request as in flight while it lives.
-struct InFlight<'a>(&'a Metrics);
-
-impl<'a> InFlight<'a> {
-    fn enter(metrics: &'a Metrics) -> Self {
-        metrics.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(metrics)
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// The proxy service. Cheap to clone.
 #[derive(Clone)]
 pub struct Proxy {
@@ -81,6 +67,8 @@ pub(super) struct Shared {
     pub(super) mode: Mode,
     pub(super) tier: Arc<dyn Tier>,
     pub(super) upstream: Upstream,
+    /// Where Anthropic requests go (`upstream.anthropic_url`).
+    pub(super) anthropic: Upstream,
     pub(super) rules: KeyRules,
     pub(super) redactor: Redactor,
     pub(super) max_body_bytes: usize,
@@ -111,6 +99,7 @@ impl Proxy {
             shared: Arc::new(Shared {
                 mode: config.mode,
                 upstream: Upstream::new(&config.upstream)?,
+                anthropic: Upstream::anthropic(&config.upstream)?,
                 tier,
                 rules: config.key.rules(),
                 redactor: Redactor::new(config.redact.headers.clone()),
@@ -203,6 +192,7 @@ impl Proxy {
     {
         let s = &self.shared;
         let path = request.uri().path();
+        let dialect = Dialect::of(path, request.headers().contains_key("anthropic-version"));
         if path.starts_with(admin::ADMIN_PREFIX) {
             if path == admin::COMMAND_PATH {
                 return Answer::new(self.command(request).await, None, None);
@@ -211,7 +201,7 @@ impl Proxy {
         }
         let mode = match request::mode(request.headers(), s.mode) {
             Ok(mode) => mode,
-            Err(error) => return Answer::error(&error, None),
+            Err(error) => return Answer::error_in(dialect, &error, None),
         };
         if mode == Mode::Passthrough || route.is_none() {
             let (parts, body) = request.into_parts();
@@ -226,14 +216,14 @@ impl Proxy {
                 let error = ProxyError::BodyTooLarge {
                     limit: s.max_body_bytes,
                 };
-                return Answer::error(&error, None);
+                return Answer::error_in(dialect, &error, None);
             }
             Err(CollectError::Read(e)) => {
                 let error = match e.downcast::<BodyReadTimeoutError>() {
                     Ok(stalled) => ProxyError::BodyReadTimeout { timeout: stalled.0 },
                     Err(e) => ProxyError::ClientBody { source: e },
                 };
-                return Answer::error(&error, None);
+                return Answer::error_in(dialect, &error, None);
             }
         };
         // A repeat of exact bytes takes its key from the memo; the
@@ -241,7 +231,7 @@ impl Proxy {
         let Keyed { key, canonical } = s.memo.key(&request::key_parts(&parts, &body), &s.rules);
         let timing = match request::replay_timing(&parts.headers, s.timing) {
             Ok(timing) => timing,
-            Err(error) => return Answer::error(&error, Some(&key)),
+            Err(error) => return Answer::error_in(dialect, &error, Some(&key)),
         };
         let re_record = match mode {
             Mode::Record => true,
@@ -271,17 +261,18 @@ impl Proxy {
         let canonical = canonical
             .unwrap_or_else(|| Canonical::new(&request::key_parts(&parts, &body), &s.rules));
         if mode == Mode::Replay {
-            return self.replay_miss(&parts, &canonical, &key);
+            return self.replay_miss(&parts, &canonical, &key, dialect);
         }
         // Identical concurrent misses share one upstream call. Not when the
         // caller asked for a fresh answer (record mode, no-cache), nor in a
         // namespace that samples the upstream on purpose.
         let mut lead = None;
         if !re_record && !s.sampling_namespaces.contains(&canonical.namespace) {
+            let upstream = s.upstream_for(dialect);
             let patience = Patience {
-                first_byte: s.upstream.first_byte_timeout(),
-                idle: s.upstream.idle_timeout(),
-                upstream: s.upstream.display().to_string(),
+                first_byte: upstream.first_byte_timeout(),
+                idle: upstream.idle_timeout(),
+                upstream: upstream.display().to_string(),
             };
             for _ in 0..MAX_FOLLOW_ATTEMPTS {
                 match s.flights.join(key) {
@@ -299,7 +290,7 @@ impl Proxy {
                     }
                     Role::Follower(flight) => match flight.follow(&key, &patience).await {
                         Some(Ok(response)) => return followed(response, key),
-                        Some(Err(error)) => return Answer::error(&error, Some(&key)),
+                        Some(Err(error)) => return Answer::error_in(dialect, &error, Some(&key)),
                         None => {}
                     },
                 }
@@ -313,6 +304,7 @@ impl Proxy {
             replace: mode == Mode::Record,
             lead,
             call: None,
+            dialect,
         };
         Answer::new(
             self.call_upstream(&parts, body, miss).await,
@@ -357,6 +349,7 @@ impl Proxy {
         parts: &Parts,
         canonical: &Canonical,
         key: &RequestKey,
+        dialect: Dialect,
     ) -> Answer {
         let nearest = nearest::nearest(self.tier(), canonical);
         let error = ProxyError::ReplayMiss {
@@ -365,7 +358,7 @@ impl Proxy {
             path: parts.uri.path().to_string(),
             nearest: nearest.as_ref().map(Nearest::describe),
         };
-        let mut answer = Answer::error(&error, Some(key));
+        let mut answer = Answer::error_in(dialect, &error, Some(key));
         if let Some(value) = nearest.and_then(|n| HeaderValue::from_str(&n.header()).ok()) {
             answer
                 .response
@@ -377,10 +370,10 @@ impl Proxy {
 
     /// Forwards a request untouched and streams the answer back.
     async fn forward(&self, parts: &Parts, body: ProxyBody) -> Answer {
-        let s = &self.shared;
+        let dialect = request::dialect_of(parts);
+        let upstream = self.shared.upstream_for(dialect);
         let path = request::path_and_query(parts);
-        match s
-            .upstream
+        match upstream
             .send(parts.method.clone(), path, &parts.headers, body)
             .await
         {
@@ -389,14 +382,14 @@ impl Proxy {
                 strip_hop_by_hop(&mut head.headers);
                 head.headers.remove(header::CONTENT_LENGTH);
                 headers::mark(&mut head.headers, Outcome::Bypass, None);
-                let body = IdleTimeout::new(incoming, s.upstream.idle_timeout()).boxed_unsync();
+                let body = IdleTimeout::new(incoming, upstream.idle_timeout()).boxed_unsync();
                 Answer::new(
                     Response::from_parts(head, body),
                     Some(Outcome::Bypass),
                     None,
                 )
             }
-            Err(error) => Answer::error(&error.blame_stalled_body(), None),
+            Err(error) => Answer::error_in(dialect, &error.blame_stalled_body(), None),
         }
     }
 
@@ -407,6 +400,7 @@ impl Proxy {
             &AdminView {
                 mode: s.mode,
                 upstream: s.upstream.display(),
+                anthropic_upstream: s.anthropic.display(),
                 recordings: s.tier.count(),
                 metrics: &s.metrics,
                 token: s.admin_token.as_ref().map(|Sensitive(t)| t.as_str()),

@@ -6,6 +6,7 @@ use http::request::Parts;
 
 use crate::config::{Mode, Timing};
 use crate::key::{Repeats, RequestParts};
+use crate::route::Dialect;
 use crate::serve::error::ProxyError;
 use crate::serve::headers::{MODE_HEADER, NAMESPACE_HEADER, REPEATS_HEADER, REPLAY_TIMING_HEADER};
 
@@ -63,10 +64,13 @@ pub fn wants_no_cache(headers: &HeaderMap) -> bool {
 /// What the key is computed from.
 pub fn key_parts<'a>(parts: &'a Parts, body: &'a [u8]) -> RequestParts<'a> {
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    // Anthropic's SDKs send `x-api-key` (or, with an auth token,
+    // `Authorization`).
     let credential = parts
         .headers
         .get(header::AUTHORIZATION)
         .or_else(|| parts.headers.get("api-key"))
+        .or_else(|| parts.headers.get("x-api-key"))
         .map(HeaderValue::as_bytes);
     RequestParts {
         method: parts.method.as_str(),
@@ -76,6 +80,13 @@ pub fn key_parts<'a>(parts: &'a Parts, body: &'a [u8]) -> RequestParts<'a> {
         body,
         namespace: header(NAMESPACE_HEADER),
         credential,
+        anthropic_version: header("anthropic-version"),
+        anthropic_beta: parts
+            .headers
+            .get_all("anthropic-beta")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect(),
     }
 }
 
@@ -103,6 +114,14 @@ pub fn repeats(headers: &HeaderMap, default: Repeats) -> Result<Repeats, ProxyEr
                 expected: "same, sequence",
             }),
     }
+}
+
+/// The dialect of a request, by its path and headers.
+pub fn dialect_of(parts: &Parts) -> Dialect {
+    Dialect::of(
+        parts.uri.path(),
+        parts.headers.contains_key("anthropic-version"),
+    )
 }
 
 #[cfg(test)]

@@ -89,7 +89,7 @@ impl Proxy {
             .unwrap_or_else(|| Canonical::new(&request::key_parts(parts, &body), &s.rules));
         if request.mode == Mode::Replay && call == 1 {
             // Nothing of this request is recorded: say what is nearest.
-            return self.replay_miss(parts, &canonical, &key);
+            return self.replay_miss(parts, &canonical, &key, request::dialect_of(parts));
         }
         if request.mode == Mode::Replay {
             // Calls 1, 2, ... recorded without a gap, below this one.
@@ -104,7 +104,7 @@ impl Proxy {
                 recorded,
                 run: run_name(run),
             };
-            return Answer::error(&error, Some(&key));
+            return Answer::error_in(request::dialect_of(parts), &error, Some(&key));
         }
         let miss = Miss {
             canonical,
@@ -114,6 +114,7 @@ impl Proxy {
             // Never coalesced: each call is its own upstream call.
             lead: None,
             call: Some(call),
+            dialect: request::dialect_of(parts),
         };
         Answer::new(
             self.call_upstream(parts, body, miss).await,

@@ -4,7 +4,10 @@
 //! on the way there: hop-by-hop and `x-llmtape-*` headers are dropped, the
 //! body is asked for identity-encoded (so what is stored is readable JSON),
 //! and with `upstream.api_key_env` the caller's credential is replaced by
-//! the real key. Does not know about keys, the store or modes.
+//! the real key. There is one client per [`Dialect`]: `upstream.url` for
+//! OpenAI-compatible requests, `upstream.anthropic_url` for Anthropic's,
+//! whose configured key (`upstream.anthropic_api_key_env`) goes as
+//! `x-api-key`. Does not know about keys, the store or modes.
 
 use std::time::Duration;
 
@@ -19,6 +22,7 @@ use hyper_util::rt::TokioExecutor;
 use crate::body::ProxyBody;
 use crate::config::UpstreamConfig;
 use crate::record::redact::{strip_hop_by_hop, Sensitive};
+use crate::route::Dialect;
 use crate::serve::error::{ProxyError, UpstreamRequestError};
 
 /// Idle pooled connections are closed after this; OpenAI's edge closes
@@ -28,9 +32,12 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Why the upstream client could not be set up (at start, exit 2).
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamSetupError {
-    /// `upstream.api_key_env` names a variable that is not set.
-    #[error("upstream.api_key_env names {name}, but {name} is not set in the environment; export it or remove api_key_env")]
+    /// `upstream.api_key_env` (or `anthropic_api_key_env`) names a
+    /// variable that is not set.
+    #[error("{setting} names {name}, but {name} is not set in the environment; export it or remove {setting}")]
     MissingKey {
+        /// The setting.
+        setting: &'static str,
         /// The variable.
         name: String,
     },
@@ -50,6 +57,7 @@ pub struct Upstream {
     base_path: String,
     display: String,
     api_key: Option<Sensitive<HeaderValue>>,
+    dialect: Dialect,
     first_byte_timeout: Duration,
     idle_timeout: Duration,
 }
@@ -58,13 +66,46 @@ impl Upstream {
     /// Builds the client; reads the key named by `api_key_env` now, so a
     /// missing variable stops the start instead of failing every request.
     pub fn new(config: &UpstreamConfig) -> Result<Upstream, UpstreamSetupError> {
-        let api_key = match &config.api_key_env {
+        Upstream::build(
+            config,
+            &config.url,
+            config.api_key_env.as_deref(),
+            "upstream.api_key_env",
+            Dialect::OpenAi,
+        )
+    }
+
+    /// The client for Anthropic requests: `upstream.anthropic_url`, with
+    /// `upstream.anthropic_api_key_env` sent as `x-api-key`; timeouts as
+    /// for the OpenAI upstream.
+    pub fn anthropic(config: &UpstreamConfig) -> Result<Upstream, UpstreamSetupError> {
+        Upstream::build(
+            config,
+            &config.anthropic_url,
+            config.anthropic_api_key_env.as_deref(),
+            "upstream.anthropic_api_key_env",
+            Dialect::Anthropic,
+        )
+    }
+
+    fn build(
+        config: &UpstreamConfig,
+        url: &Uri,
+        api_key_env: Option<&str>,
+        setting: &'static str,
+        dialect: Dialect,
+    ) -> Result<Upstream, UpstreamSetupError> {
+        let api_key = match api_key_env {
             None => None,
             Some(name) => {
-                let key = std::env::var(name)
+                let name = name.to_string();
+                let key = std::env::var(&name)
                     .ok()
                     .filter(|k| !k.trim().is_empty())
-                    .ok_or_else(|| UpstreamSetupError::MissingKey { name: name.clone() })?;
+                    .ok_or_else(|| UpstreamSetupError::MissingKey {
+                        setting,
+                        name: name.clone(),
+                    })?;
                 let mut value = HeaderValue::from_str(key.trim())
                     .map_err(|_| UpstreamSetupError::BadKey { name: name.clone() })?;
                 value.set_sensitive(true);
@@ -86,13 +127,14 @@ impl Upstream {
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .build(https);
 
-        let display = config.url.to_string().trim_end_matches('/').to_string();
+        let display = url.to_string().trim_end_matches('/').to_string();
         Ok(Upstream {
             client,
-            base_path: config.url.path().trim_end_matches('/').to_string(),
-            base: config.url.clone(),
+            base_path: url.path().trim_end_matches('/').to_string(),
+            base: url.clone(),
             display,
             api_key,
+            dialect,
             first_byte_timeout: config.first_byte_timeout,
             idle_timeout: config.idle_timeout,
         })
@@ -182,7 +224,12 @@ impl Upstream {
             header::ACCEPT_ENCODING,
             HeaderValue::from_static("identity"),
         );
-        if let Some(Sensitive(key)) = &self.api_key {
+        if let (Some(Sensitive(key)), Dialect::Anthropic) = (&self.api_key, self.dialect) {
+            // The configured key replaces whatever the caller sent, an
+            // auth token (`Authorization`) included.
+            headers.remove(header::AUTHORIZATION);
+            headers.insert(HeaderName::from_static("x-api-key"), key.clone());
+        } else if let Some(Sensitive(key)) = &self.api_key {
             let azure = HeaderName::from_static("api-key");
             if headers.contains_key(&azure) {
                 headers.insert(azure, key.clone());
@@ -358,6 +405,43 @@ mod tests {
             source = inner.source();
         }
         assert_eq!(kinds, vec![std::io::ErrorKind::ConnectionRefused]);
+    }
+
+    #[tokio::test]
+    async fn the_anthropic_upstream_sends_its_key_as_x_api_key() {
+        std::env::set_var("LLMTAPE_TEST_ANTHROPIC_KEY", "sk-ant-test-real-dummy");
+        let mut config = Config::defaults().upstream;
+        config.anthropic_url = "http://127.0.0.1:9/anthropic".parse().unwrap();
+        config.anthropic_api_key_env = Some("LLMTAPE_TEST_ANTHROPIC_KEY".into());
+        let up = Upstream::anthropic(&config).unwrap();
+        assert_eq!(up.display(), "http://127.0.0.1:9/anthropic");
+        let mut headers = HeaderMap::new();
+        headers.insert("x-api-key", HeaderValue::from_static("sk-ant-caller"));
+        headers.insert("authorization", HeaderValue::from_static("Bearer tok"));
+        headers.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
+        let out = up.forward_headers(&headers);
+        assert_eq!(out["x-api-key"], "sk-ant-test-real-dummy");
+        assert!(out["x-api-key"].is_sensitive());
+        assert!(!out.contains_key("authorization"));
+        assert_eq!(out["anthropic-version"], "2023-06-01");
+        // Without a configured key, the caller's goes through untouched.
+        config.anthropic_api_key_env = None;
+        let out = Upstream::anthropic(&config)
+            .unwrap()
+            .forward_headers(&headers);
+        assert_eq!(out["x-api-key"], "sk-ant-caller");
+        // The OpenAI upstream's key setting does not reach Anthropic's.
+        config.api_key_env = Some("LLMTAPE_TEST_ANTHROPIC_KEY".into());
+        let out = Upstream::anthropic(&config)
+            .unwrap()
+            .forward_headers(&headers);
+        assert_eq!(out["x-api-key"], "sk-ant-caller");
+        config.anthropic_api_key_env = Some("LLMTAPE_TEST_SURELY_UNSET_TOO".into());
+        let err = Upstream::anthropic(&config).err().unwrap().to_string();
+        assert!(
+            err.starts_with("upstream.anthropic_api_key_env names LLMTAPE_TEST_SURELY_UNSET_TOO"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

@@ -23,18 +23,30 @@ use crate::record::recorder::{should_record, Exchange, NotRecorded, Recorder, St
 use crate::record::recording::Recording;
 use crate::record::recording_body::{End, RecordingBody, Sink};
 use crate::record::sse::is_event_stream;
-use crate::serve::answer::error_response;
+use crate::route::Dialect;
+use crate::serve::answer::error_response_in;
 use crate::serve::error::{Chain, ProxyError};
 use crate::serve::flight::{Ending, Lead};
 use crate::serve::headers::{self, Outcome, FINGERPRINT_CHANGED_HEADER, NOT_RECORDED_HEADER};
 use crate::serve::pending::Miss;
-use crate::serve::proxy::Proxy;
+use crate::serve::proxy::{Proxy, Shared};
 use crate::serve::request;
+use crate::serve::upstream::Upstream;
 
 /// After a client leaves mid-stream, how long the proxy keeps reading the
 /// upstream to record the (already paid for) answer. The idle timeout
 /// between events still applies within it.
 pub const DRAIN_AFTER_DISCONNECT: Duration = Duration::from_secs(300);
+
+impl Shared {
+    /// The upstream of requests in `dialect`.
+    pub(super) fn upstream_for(&self, dialect: Dialect) -> &Upstream {
+        match dialect {
+            Dialect::OpenAi => &self.upstream,
+            Dialect::Anthropic => &self.anthropic,
+        }
+    }
+}
 
 impl Proxy {
     /// Forwards a miss, records the answer if it is worth keeping, returns
@@ -48,15 +60,16 @@ impl Proxy {
         let s = &self.shared;
         let sent = Instant::now();
         let path = request::path_and_query(parts);
+        let dialect = miss.dialect;
         let upstream = match s
-            .upstream
+            .upstream_for(dialect)
             .send(parts.method.clone(), path, &parts.headers, full(body))
             .await
         {
             Ok(response) => response,
             Err(error) => {
                 s.metrics.upstream_answered(0);
-                return shared_error(&error, &miss.key, miss.lead);
+                return shared_error(dialect, &error, &miss.key, miss.lead);
             }
         };
         let (mut head, incoming) = upstream.into_parts();
@@ -76,9 +89,10 @@ impl Proxy {
             s.max_recorded_bytes,
             recordable,
         );
-        let upstream = IdleTimeout::new(incoming, s.upstream.idle_timeout());
+        let upstream = IdleTimeout::new(incoming, s.upstream_for(dialect).idle_timeout());
         let mut sink = StoreSink {
             proxy: self.clone(),
+            dialect,
             key: miss.key,
             re_record: miss.re_record,
             replace: miss.replace,
@@ -108,7 +122,12 @@ impl Proxy {
                     }
                 }
                 Err(error) => {
-                    return shared_error(&self.body_error(error), &miss.key, lead);
+                    return shared_error(
+                        dialect,
+                        &self.body_error(dialect, error),
+                        &miss.key,
+                        lead,
+                    );
                 }
             }
             if body.state() == State::NotRecorded(NotRecorded::TooLarge) {
@@ -142,8 +161,8 @@ impl Proxy {
     }
 
     /// The error a broken upstream body means to the client.
-    fn body_error(&self, error: BoxError) -> ProxyError {
-        let upstream = self.shared.upstream.display().to_string();
+    fn body_error(&self, dialect: Dialect, error: BoxError) -> ProxyError {
+        let upstream = self.shared.upstream_for(dialect).display().to_string();
         match error.downcast_ref::<IdleTimeoutError>() {
             Some(IdleTimeoutError(timeout)) => ProxyError::UpstreamTimeout {
                 upstream,
@@ -158,15 +177,16 @@ impl Proxy {
     }
 
     /// `old -> new` when `recording` re-records `key` with another
-    /// `system_fingerprint` than the recording it replaces; logs a warning.
+    /// fingerprint (`system_fingerprint`, else the model) than the
+    /// recording it replaces; logs a warning.
     fn fingerprint_flip(&self, key: &RequestKey, recording: &Recording) -> Option<String> {
         let previous = self.shared.tier.get(key).ok().flatten()?;
-        let old = previous.meta.system_fingerprint?;
-        let new = recording.meta.system_fingerprint.as_deref()?;
+        let old = previous.meta.fingerprint()?;
+        let new = recording.meta.fingerprint()?;
         if old == new {
             return None;
         }
-        tracing::warn!(key = %key, old = %old, new = %new, "system_fingerprint changed on re-recording");
+        tracing::warn!(key = %key, old = %old, new = %new, "fingerprint changed on re-recording");
         Some(format!("{old} -> {new}"))
     }
 }
@@ -182,6 +202,8 @@ fn strip_for_client(headers: &mut http::HeaderMap) {
 /// followers of its single flight.
 struct StoreSink {
     proxy: Proxy,
+    /// The upstream's dialect, for messages.
+    dialect: Dialect,
     key: RequestKey,
     re_record: bool,
     replace: bool,
@@ -247,7 +269,7 @@ impl Sink for StoreSink {
             }
             End::Broken(error) => {
                 s.metrics.upstream_answered(0);
-                let upstream = s.upstream.display();
+                let upstream = s.upstream_for(self.dialect).display();
                 tracing::warn!(key = %self.key, upstream, error = %Chain(error.as_ref()), "upstream answer broke off; not recorded");
             }
         }
@@ -267,13 +289,18 @@ impl Sink for StoreSink {
 }
 
 /// The error answer for a leader's request, shared with its followers.
-fn shared_error(error: &ProxyError, key: &RequestKey, lead: Option<Lead>) -> Response<ProxyBody> {
-    let response = error_response(error, Some(key));
+fn shared_error(
+    dialect: Dialect,
+    error: &ProxyError,
+    key: &RequestKey,
+    lead: Option<Lead>,
+) -> Response<ProxyBody> {
+    let response = error_response_in(dialect, error, Some(key));
     if let Some(lead) = lead {
         lead.answer(
             response.status(),
             response.headers(),
-            Bytes::from(error.body()),
+            Bytes::from(error.body_in(dialect)),
         );
     }
     response

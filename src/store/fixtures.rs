@@ -597,6 +597,7 @@ mod tests {
                     path: "/v1/chat/completions".into(),
                     query: String::new(),
                     namespace: "suite".into(),
+                    headers: Vec::new(),
                     body: RequestBody::Json(serde_json::json!({"model": "gpt-4o-mini", "seed": 1})),
                 },
                 response: RecordedResponse {

@@ -434,6 +434,7 @@ fn synthetic_store(path: &Path, n: usize) {
                     .into(),
                     query: String::new(),
                     namespace: if i % 2 == 0 { "a" } else { "b" }.into(),
+                    headers: Vec::new(),
                     body: RequestBody::Json(serde_json::json!({"model": model, "n": i})),
                 },
                 response: RecordedResponse {

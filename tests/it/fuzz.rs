@@ -145,6 +145,8 @@ fn parts<'a>(body: &'a [u8], content_type: Option<&'a str>) -> RequestParts<'a> 
         body,
         namespace: None,
         credential: Some(b"Bearer sk-test"),
+        anthropic_version: None,
+        anthropic_beta: Vec::new(),
     }
 }
 
@@ -192,6 +194,8 @@ proptest! {
             body: &body,
             namespace: namespace.as_deref(),
             credential: Some(b"Bearer sk-one"),
+            anthropic_version: None,
+            anthropic_beta: Vec::new(),
         };
         let first = Canonical::new(&parts, &rules);
         let again = Canonical::new(&parts.clone(), &rules);
@@ -372,6 +376,7 @@ fn entry_strategy() -> impl Strategy<Value = Recording> {
                             path: "/v1/chat/completions".into(),
                             query: String::new(),
                             namespace,
+                            headers: Vec::new(),
                             body: match request {
                                 Some(v) => RequestBody::Json(v),
                                 None => RequestBody::Empty,
@@ -687,6 +692,7 @@ fn stream_lengths_that_overflow_are_an_error() {
                     path: "/v1/chat/completions".into(),
                     query: String::new(),
                     namespace: String::new(),
+                    headers: Vec::new(),
                     body: RequestBody::Empty,
                 },
                 response: RecordedResponse {

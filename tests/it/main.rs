@@ -11,6 +11,7 @@
 mod support;
 
 mod access_log;
+mod anthropic;
 mod audit;
 mod bad_input;
 mod cli;

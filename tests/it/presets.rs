@@ -215,12 +215,10 @@ async fn rekey_through_a_running_serve_takes_effect_on_its_next_request() {
     proxy.stop().await;
 
     std::fs::write(dir.path().join("proxy.toml"), MESSAGES_ROUTE).unwrap();
-    let mut serve = Serve::start(serve_cmd(
-        dir.path(),
-        &mock.url(),
-        std::path::Path::new("store"),
-    ))
-    .await;
+    let mut cmd = serve_cmd(dir.path(), &mock.url(), std::path::Path::new("store"));
+    // `/v1/messages` is Anthropic's: its upstream is the same mock here.
+    cmd.args(["--anthropic-upstream", &mock.url()]);
+    let mut serve = Serve::start(cmd).await;
     let url = serve.url("/v1/messages");
     // Before: under the preset the recordings' old keys are not found.
     let replay = [("x-llmtape-mode", "replay")];

@@ -180,7 +180,7 @@ pub async fn run(
             match asked.answer {
                 Ok(entry) => observations.push(Observation::of(
                     &audit::answer_of(&entry),
-                    entry.meta.system_fingerprint.clone(),
+                    entry.meta.fingerprint().map(String::from),
                 )),
                 Err(error) => errors.push(error.to_string()),
             }

@@ -1,8 +1,11 @@
 //! Asking the upstream on behalf of `verify` and `probe`.
 //!
 //! Owns the trip from a request to a recording of its fresh answer:
-//! rebuilding a recorded request ([`Outgoing`]), the credential (from
-//! `upstream.api_key_env`, else `OPENAI_API_KEY`), waiting out 429 answers
+//! rebuilding a recorded request ([`Outgoing`]) with its keyed headers
+//! (`anthropic-version`, `anthropic-beta`), the credential (from
+//! `upstream.api_key_env`, else `OPENAI_API_KEY`; for Anthropic requests
+//! `upstream.anthropic_api_key_env`, else `ANTHROPIC_API_KEY`, as
+//! `x-api-key`), the upstream of the request's dialect, waiting out 429 answers
 //! with `retry-after`, reading a plain body or a whole event stream under
 //! the upstream's timeouts, and building the [`Recording`] the proxy would have
 //! recorded (through the same [`RecordingBody`]), so that audit can read it. Does not compare,
@@ -25,6 +28,7 @@ use crate::record::recorder::{Exchange, NotRecorded, Recorder, State};
 use crate::record::recording::{RecordedRequest, Recording, RequestBody};
 use crate::record::recording_body::{End, RecordingBody, Sink};
 use crate::record::redact::{strip_hop_by_hop, Redactor};
+use crate::route::Dialect;
 use crate::serve::error::ProxyError;
 use crate::serve::upstream::Upstream;
 
@@ -61,6 +65,14 @@ pub const DEFAULT_KEY_ENV: &str = "OPENAI_API_KEY";
 /// take the key in an `api-key` header.
 pub const AZURE_KEY_ENV: &str = "AZURE_OPENAI_API_KEY";
 
+/// Where the key of Anthropic requests comes from when
+/// `upstream.anthropic_api_key_env` is not configured.
+pub const ANTHROPIC_KEY_ENV: &str = "ANTHROPIC_API_KEY";
+
+/// The `anthropic-version` sent when a request has none (`probe` of an
+/// Anthropic path): the version the Anthropic SDKs send.
+const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
+
 /// A stand-in `api-key` for Azure paths when `upstream.api_key_env` is set:
 /// the upstream client replaces it with the configured key.
 const AZURE_KEY_PLACEHOLDER: &str = "replaced-by-upstream-api-key-env";
@@ -77,6 +89,8 @@ pub struct Outgoing {
     pub headers: HeaderMap,
     /// The body bytes.
     pub body: Bytes,
+    /// The API it speaks: which upstream it goes to.
+    pub dialect: Dialect,
     /// The canonical form, for the recording of the answer.
     pub canonical: Canonical,
     /// The key the answer is recorded under.
@@ -104,10 +118,19 @@ impl Outgoing {
                 body: &body,
                 namespace: None,
                 credential: None,
+                anthropic_version: None,
+                anthropic_beta: Vec::new(),
             },
             rules,
         );
-        let mut headers = asker.credentials(path);
+        let dialect = Dialect::of(path, false);
+        let mut headers = asker.credentials_for(path, dialect);
+        if dialect == Dialect::Anthropic {
+            headers.insert(
+                "anthropic-version",
+                HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION),
+            );
+        }
         if let Some(content_type) = content_type {
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         }
@@ -121,9 +144,33 @@ impl Outgoing {
             path_and_query,
             headers,
             body,
+            dialect,
             key: canonical.key(),
             canonical,
         }
+    }
+
+    /// Adds the keyed request headers a recording holds (and, when they
+    /// make it an Anthropic request, Anthropic's credential).
+    fn with_keyed_headers(mut self, asker: &Asker, keyed: &[(String, String)]) -> Outgoing {
+        for (name, value) in keyed {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                self.headers.insert(name, value);
+            }
+        }
+        let path = self.canonical.path.clone();
+        let dialect = Dialect::of(&path, self.headers.contains_key("anthropic-version"));
+        if dialect != self.dialect {
+            self.headers.remove(header::AUTHORIZATION);
+            self.headers.extend(asker.credentials_for(&path, dialect));
+            self.dialect = dialect;
+        }
+        self.canonical.headers = keyed.to_vec();
+        self.key = self.canonical.key();
+        self
     }
 
     /// Rebuilds the request a recording was made from: JSON bodies are sent
@@ -162,7 +209,8 @@ impl Outgoing {
             content_type,
             body,
             &KeyRules::default(),
-        ))
+        )
+        .with_keyed_headers(asker, &request.headers))
     }
 }
 
@@ -219,24 +267,28 @@ pub struct Asked {
 /// Sends requests to the upstream for `verify` and `probe`.
 pub struct Asker {
     upstream: Upstream,
+    anthropic: Upstream,
     redactor: Redactor,
     api_key_env: Option<String>,
+    anthropic_api_key_env: Option<String>,
 }
 
 impl Asker {
     /// The upstream client of `config`; a missing `upstream.api_key_env`
     /// variable is a configuration error (exit 2).
     pub fn new(config: &Config) -> Result<Asker, CommandError> {
-        let upstream = Upstream::new(&config.upstream).map_err(|e| {
+        let setup = |e: crate::serve::upstream::UpstreamSetupError| {
             CommandError::Config(ConfigError::Invalid {
                 origin: "upstream".into(),
                 problems: vec![e.to_string()],
             })
-        })?;
+        };
         Ok(Asker {
-            upstream,
+            upstream: Upstream::new(&config.upstream).map_err(setup)?,
+            anthropic: Upstream::anthropic(&config.upstream).map_err(setup)?,
             redactor: Redactor::new(config.redact.headers.clone()),
             api_key_env: config.upstream.api_key_env.clone(),
+            anthropic_api_key_env: config.upstream.anthropic_api_key_env.clone(),
         })
     }
 
@@ -249,8 +301,30 @@ impl Asker {
     /// `upstream.api_key_env` the upstream client adds the key itself;
     /// otherwise it is read from [`DEFAULT_KEY_ENV`] (Azure paths:
     /// [`AZURE_KEY_ENV`] first). Marked sensitive: never logged.
-    pub fn credentials(&self, path: &str) -> HeaderMap {
+    ///
+    /// An Anthropic request (`dialect`) gets `x-api-key` from
+    /// [`ANTHROPIC_KEY_ENV`] instead, unless `upstream.anthropic_api_key_env`
+    /// has the upstream client add it.
+    pub fn credentials_for(&self, path: &str, dialect: Dialect) -> HeaderMap {
         let mut headers = HeaderMap::new();
+        if dialect == Dialect::Anthropic {
+            let key = std::env::var(ANTHROPIC_KEY_ENV)
+                .ok()
+                .map(|k| k.trim().to_string())
+                .filter(|k| !k.is_empty());
+            if let (None, Some(key)) = (&self.anthropic_api_key_env, key) {
+                match HeaderValue::from_str(&key) {
+                    Ok(mut value) => {
+                        value.set_sensitive(true);
+                        headers.insert(HeaderName::from_static("x-api-key"), value);
+                    }
+                    Err(_) => tracing::warn!(
+                        "the API key in the environment is not a valid header value; sending none"
+                    ),
+                }
+            }
+            return headers;
+        }
         let azure = path.starts_with("/openai/deployments/");
         let azure_header = HeaderName::from_static("api-key");
         if self.api_key_env.is_some() {
@@ -305,8 +379,11 @@ impl Asker {
             } else {
                 full(request.body.clone())
             };
-            let response = match self
-                .upstream
+            let upstream = match request.dialect {
+                Dialect::OpenAi => &self.upstream,
+                Dialect::Anthropic => &self.anthropic,
+            };
+            let response = match upstream
                 .send(
                     request.method.clone(),
                     &request.path_and_query,
@@ -511,6 +588,7 @@ mod tests {
             path: "/v1/chat/completions".into(),
             query: String::new(),
             namespace: String::new(),
+            headers: Vec::new(),
             body: RequestBody::Empty,
         }
     }
@@ -552,6 +630,26 @@ mod tests {
         assert!(Outgoing::from_recorded(&asker, &request)
             .unwrap_err()
             .contains("multipart"));
+    }
+
+    #[test]
+    fn recorded_anthropic_requests_keep_their_keyed_headers_and_key() {
+        let config = Config::defaults();
+        let asker = Asker::new(&config).unwrap();
+        let mut request = recorded_request();
+        request.path = "/v1/messages".into();
+        request.headers = vec![
+            ("anthropic-beta".into(), "a,b".into()),
+            ("anthropic-version".into(), "2024-01-01".into()),
+        ];
+        request.body = RequestBody::Json(serde_json::json!({"model": "claude", "max_tokens": 5}));
+        let out = Outgoing::from_recorded(&asker, &request).unwrap();
+        assert_eq!(out.dialect, Dialect::Anthropic);
+        assert_eq!(out.headers["anthropic-version"], "2024-01-01");
+        assert_eq!(out.headers["anthropic-beta"], "a,b");
+        assert!(!out.headers.contains_key(header::AUTHORIZATION));
+        assert_eq!(out.canonical.headers, request.headers);
+        assert_eq!(RecordedRequest::from_canonical(&out.canonical), request);
     }
 
     #[test]

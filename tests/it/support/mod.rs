@@ -2,6 +2,7 @@
 //! counts its calls, an in-process llmtape on 127.0.0.1:0, the real binary
 //! as a child process, and a small HTTP client. Only loopback traffic.
 
+mod anthropic_mock;
 mod binary;
 mod client;
 mod commands;
@@ -18,6 +19,7 @@ pub use llmtape::key::RequestKey;
 pub use llmtape::record::recording::{Recording, RequestBody};
 pub use llmtape::store::SledStore;
 
+pub use anthropic_mock::*;
 pub use binary::*;
 pub use client::*;
 pub use commands::*;

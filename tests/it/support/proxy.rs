@@ -34,6 +34,11 @@ impl TestProxy {
         let mut config = Config::from_toml(extra_toml).expect("test config parses");
         config.server.listen = "127.0.0.1:0".parse().unwrap();
         config.upstream.url = upstream.parse().unwrap();
+        // One mock answers both dialects unless the test names its own
+        // Anthropic upstream.
+        if !extra_toml.contains("anthropic_url") {
+            config.upstream.anthropic_url = config.upstream.url.clone();
+        }
         config.store.path = store.to_path_buf();
         TestProxy::start_config(config, store).await
     }
