@@ -52,9 +52,10 @@ def pytest_addoption(parser):
 
 def _option(config, name):
     # Early (pytest_load_initial_conftests) only the known args are parsed.
-    value = getattr(config.option, name, None)
+    # config.option may hold only defaults then, so the known args come first.
+    value = getattr(getattr(config, "known_args_namespace", None), name, None)
     if value is None:
-        value = getattr(getattr(config, "known_args_namespace", None), name, None)
+        value = getattr(config.option, name, None)
     return value
 
 
@@ -226,7 +227,8 @@ def _configure(config) -> Session:
         return config.stash[_KEY]
     session = Session(config, _mode(config), _fixtures(config))
     config.stash[_KEY] = session
-    if not _is_xdist_controller(config):
+    # --help and --version run no test; the xdist controller runs none either.
+    if not (_option(config, "help") or _option(config, "version") or _is_xdist_controller(config)):
         session.start()
     return session
 
