@@ -6,5 +6,6 @@ import { startLlmtape } from "llmtape";
 export default async function setup({ provide }) {
   const llmtape = await startLlmtape({ fixtures: "tests/fixtures/llmtape" });
   provide("llmtapeBaseUrl", llmtape.baseUrl);
+  provide("llmtapeMode", llmtape.mode);
   return () => llmtape.stop();
 }
