@@ -200,8 +200,9 @@ class Tape:
         self.namespace = namespace
         self.fixtures = session.fixtures
         self.headers: Dict[str, str] = {}
-        if server and mode != session.mode and mode != "off":
-            self.headers["x-llmtape-mode"] = mode
+        if server and mode != session.mode:
+            # off, for one test: the proxy forwards and stores nothing.
+            self.headers["x-llmtape-mode"] = "passthrough" if mode == "off" else mode
         if namespace:
             self.headers["x-llmtape-namespace"] = namespace
         self._before = before
@@ -257,6 +258,9 @@ def llmtape(request) -> Tape:
     """This test's view of the session's llmtape proxy (see `Tape`)."""
     session = request.config.stash[_KEY]
     kwargs = _marker(request.node)
+    if kwargs.get("mode") not in (None, "replay", "record", "auto", "off"):
+        pytest.fail(f"@pytest.mark.llmtape(mode={kwargs['mode']!r}): expected replay, record, auto or off",
+                    pytrace=False)
     if session.server is None and session.mode != "off":
         pytest.skip("llmtape runs in the xdist workers, not the controller")
     before = request.node.stash.get(_TEST_FILES, {})

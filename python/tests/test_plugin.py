@@ -170,10 +170,20 @@ from client import ask
 def test_marked(llmtape):
     assert llmtape.headers == {"x-llmtape-mode": "replay", "x-llmtape-namespace": "suite-a"}
     assert ask("ns", headers=llmtape.headers, swallow=True) is None
+
+@pytest.mark.llmtape(mode="off")
+def test_off_passes_through(llmtape):
+    assert llmtape.headers == {"x-llmtape-mode": "passthrough"}
+    assert ask("passed through", headers=llmtape.headers).startswith("mock answer")
+
+@pytest.mark.llmtape(mode="sometimes")
+def test_bad_mode(llmtape):
+    pass
 ''')
     result = run(project, "--llmtape=auto")
-    result.assert_outcomes(failed=1)
+    result.assert_outcomes(failed=1, passed=1, errors=1)
     result.stdout.fnmatch_lines(["llmtape: 1 replay miss(es) in this test*"])
+    result.stdout.fnmatch_lines(["*@pytest.mark.llmtape(mode='sometimes'): expected replay, record, auto or off*"])
     assert fixture_files(project) == []
 
 
