@@ -46,6 +46,7 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
             overrides.listen = args.listen;
             overrides.upstream = args.upstream;
             overrides.mode = args.mode.map(Into::into);
+            overrides.remote = args.remote;
             let config = Config::load(&overrides)?;
             let shutdown = shutdown_signal()?;
             let server = Server::bind(config.clone()).await?;

@@ -249,6 +249,9 @@ pub struct ServeArgs {
     /// Default mode for requests without an x-llmtape-mode header [default: auto].
     #[arg(long, env = "LLMTAPE_MODE", value_enum)]
     pub mode: Option<ModeArg>,
+    /// A Redis store shared by several proxies, e.g. redis://127.0.0.1:6379 (remote.url).
+    #[arg(long, env = "LLMTAPE_REMOTE", value_name = "URL")]
+    pub remote: Option<String>,
 }
 
 /// `llmtape ls`
