@@ -45,6 +45,10 @@ pub struct AdminView<'a> {
     pub metrics: &'a Metrics,
     /// The token that admits non-loopback clients, if configured.
     pub token: Option<&'a str>,
+    /// The shared store: `"up"`, `"down"` or `"off"` (none configured).
+    pub remote: &'static str,
+    /// The shared store's metrics (Prometheus text; empty when off).
+    pub remote_metrics: String,
 }
 
 /// Answers a request for `/_llmtape/...`.
@@ -75,7 +79,9 @@ pub fn respond<B>(request: &Request<B>, view: &AdminView<'_>) -> Response<ProxyB
         );
     }
     if path == "/_llmtape/metrics" {
-        let mut response = Response::new(full(view.metrics.render(view.recordings)));
+        let mut text = view.metrics.render(view.recordings);
+        text.push_str(&view.remote_metrics);
+        let mut response = Response::new(full(text));
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -90,6 +96,7 @@ pub fn respond<B>(request: &Request<B>, view: &AdminView<'_>) -> Response<ProxyB
                 "mode": view.mode.as_str(),
                 "upstream": view.upstream,
                 "recordings": view.recordings,
+                "remote": view.remote,
             }),
         ),
         _ => (

@@ -54,7 +54,7 @@ impl Answer {
 /// mistake, an overload) has no outcome.
 pub fn error_outcome(error: &ProxyError, key: Option<&RequestKey>) -> Option<Outcome> {
     let missed = match error {
-        ProxyError::ReplayMiss { .. } => true,
+        ProxyError::ReplayMiss { .. } | ProxyError::RemoteUnavailable { .. } => true,
         ProxyError::UpstreamUnreachable { .. }
         | ProxyError::UpstreamTimeout { .. }
         | ProxyError::UpstreamBody { .. } => key.is_some(),

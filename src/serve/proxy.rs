@@ -23,6 +23,7 @@ use http_body::Body;
 use http_body_util::BodyExt;
 
 use crate::body::{collect_limited, BoxError, CollectError, IdleTimeout, ProxyBody};
+use crate::config::OnUnavailable;
 use crate::config::{Config, Mode, Scope, Timing};
 use crate::key::cache::{self, KeyMemo, Keyed};
 use crate::key::{Canonical, KeyRules, RequestKey};
@@ -32,6 +33,7 @@ use crate::serve::admin::{self, AdminView, Commands};
 use crate::serve::answer::Answer;
 use crate::serve::error::ProxyError;
 use crate::serve::flight::{Flights, Lead, Patience, Role};
+use crate::serve::headers::TIER_HEADER;
 use crate::serve::headers::{self, Outcome, MISS_NEAREST_HEADER};
 use crate::serve::hot_cache::HotCache;
 use crate::serve::metrics::Metrics;
@@ -40,7 +42,7 @@ use crate::serve::read_timeout::BodyReadTimeoutError;
 use crate::serve::replay::Rendered;
 use crate::serve::request;
 use crate::serve::upstream::{Upstream, UpstreamSetupError};
-use crate::store::Tier;
+use crate::store::{Fill, Tier, Tiered};
 
 /// Bytes of rendered recordings kept in memory for the fastest hits: a
 /// test suite's working set (thousands of ~1 KB answers) fits, and memory
@@ -96,6 +98,9 @@ pub(super) struct Shared {
     pub(super) routes: Routes,
     /// The command endpoint, once the dispatcher opens it.
     pub(super) commands: std::sync::OnceLock<Commands>,
+    /// The shared store, when `[remote]` is configured (then `tier` is
+    /// this same [`Tiered`]).
+    pub(super) remote: std::sync::OnceLock<Arc<Tiered>>,
 }
 
 /// A miss on its way upstream: what recording its answer needs.
@@ -138,8 +143,17 @@ impl Proxy {
                 memo: KeyMemo::new(cache::DEFAULT_CAPACITY),
                 routes: config.routes.clone(),
                 commands: std::sync::OnceLock::new(),
+                remote: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// A proxy over both tiers: the local store, then the shared one.
+    pub fn with_remote(config: &Config, tiered: Arc<Tiered>) -> Result<Proxy, UpstreamSetupError> {
+        let proxy = Proxy::new(config, tiered.clone())?;
+        // Just built: the cell is empty.
+        let _ = proxy.shared.remote.set(tiered);
+        Ok(proxy)
     }
 
     /// Where this proxy reads and writes recordings.
@@ -259,6 +273,9 @@ impl Proxy {
         };
         if !re_record {
             if let Some(answer) = self.replay(&key, timing) {
+                return self.mark_tier(answer, "local");
+            }
+            if let Some(answer) = self.replay_shared(&key, timing, mode).await {
                 return answer;
             }
         }
@@ -285,7 +302,7 @@ impl Proxy {
                         // the in-memory index, so a miss reads the store once.
                         if s.tier.indexed(&key) {
                             if let Some(answer) = self.replay(&key, timing) {
-                                return answer;
+                                return self.mark_tier(answer, "local");
                             }
                         }
                         lead = Some(l);
@@ -344,6 +361,48 @@ impl Proxy {
         ))
     }
 
+    /// A local miss asked of the shared store: a hit copied from it, the
+    /// 503 when it is unreachable and a miss may not go on without it
+    /// (replay mode, `on_unavailable = "fail"`), or `None` (no shared
+    /// store, or it has nothing: an ordinary miss).
+    async fn replay_shared(&self, key: &RequestKey, timing: Timing, mode: Mode) -> Option<Answer> {
+        let s = &self.shared;
+        let tiered = s.remote.get()?;
+        match tiered.fill(key).await {
+            Fill::Copied(recording) => {
+                let replayable = crate::store::response_log::Replayable::from_entry(&recording);
+                let rendered = Arc::new(Rendered::from_replayable(replayable, key));
+                s.hot.insert(*key, rendered.clone());
+                let answer = Answer::new(rendered.respond(timing), Some(Outcome::Hit), Some(*key));
+                Some(self.mark_tier(answer, "remote"))
+            }
+            Fill::Absent => None,
+            Fill::Unavailable(error) => {
+                let remote = tiered.remote();
+                let fail = remote.config().on_unavailable == OnUnavailable::Fail;
+                if mode != Mode::Replay && !fail {
+                    tracing::debug!(key = %key, %error, "shared store unavailable; asking the upstream");
+                    return None;
+                }
+                let error = ProxyError::RemoteUnavailable {
+                    remote: remote.url().to_string(),
+                };
+                Some(Answer::error(&error, Some(key)))
+            }
+        }
+    }
+
+    /// Marks a hit with the tier that held it, when there are two.
+    fn mark_tier(&self, mut answer: Answer, tier: &'static str) -> Answer {
+        if self.shared.remote.get().is_some() {
+            answer
+                .response
+                .headers_mut()
+                .insert(TIER_HEADER, HeaderValue::from_static(tier));
+        }
+        answer
+    }
+
     /// The 404 for a replay-mode miss, naming the nearest recording.
     fn replay_miss(&self, parts: &Parts, canonical: &Canonical, key: &RequestKey) -> Answer {
         let nearest = nearest::nearest(self.tier(), canonical);
@@ -398,6 +457,12 @@ impl Proxy {
                 recordings: s.tier.count(),
                 metrics: &s.metrics,
                 token: s.admin_token.as_ref().map(|Sensitive(t)| t.as_str()),
+                remote: s.remote.get().map_or("off", |t| t.remote().state()),
+                remote_metrics: s
+                    .remote
+                    .get()
+                    .map(|t| crate::store::tiered::render_metrics(t))
+                    .unwrap_or_default(),
             },
         )
     }

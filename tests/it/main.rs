@@ -18,6 +18,7 @@ mod fixtures;
 mod fuzz;
 mod limits;
 mod proxy;
+mod remote;
 mod routes;
 mod sdk;
 mod serving;
