@@ -42,6 +42,8 @@ use crate::serve::read_timeout::BodyReadTimeoutError;
 use crate::serve::replay::Rendered;
 use crate::serve::request;
 use crate::serve::upstream::{Upstream, UpstreamSetupError};
+use crate::store::lease::{self, Leased, Waited};
+use crate::store::tiered::LeaseTicket;
 use crate::store::{Fill, Tier, Tiered};
 
 /// Bytes of rendered recordings kept in memory for the fastest hits: a
@@ -114,6 +116,8 @@ pub(super) struct Miss {
     pub(super) replace: bool,
     /// Followers to share the answer with.
     pub(super) lead: Option<Lead>,
+    /// The shared store's lease on this key, while this proxy leads it.
+    pub(super) lease: Option<LeaseTicket>,
 }
 
 impl Proxy {
@@ -288,6 +292,7 @@ impl Proxy {
         // caller asked for a fresh answer (record mode, no-cache), nor in a
         // namespace that samples the upstream on purpose.
         let mut lead = None;
+        let mut lease = None;
         if !re_record && !s.sampling_namespaces.contains(&canonical.namespace) {
             let patience = Patience {
                 first_byte: s.upstream.first_byte_timeout(),
@@ -305,12 +310,25 @@ impl Proxy {
                                 return self.mark_tier(answer, "local");
                             }
                         }
+                        match self.lead_across_proxies(&key, timing).await {
+                            // Dropping the local lead sends its followers
+                            // to the copy just made.
+                            Err(answer) => return answer,
+                            Ok(ticket) => lease = ticket,
+                        }
                         lead = Some(l);
                         break;
                     }
                     Role::Follower(flight) => match flight.follow(&key, &patience).await {
                         Some(Ok(response)) => return followed(response, key),
                         Some(Err(error)) => return Answer::error(&error, Some(&key)),
+                        // The leader may have gone because the recording
+                        // arrived from the shared store.
+                        None if s.remote.get().is_some() && s.tier.indexed(&key) => {
+                            if let Some(answer) = self.replay(&key, timing) {
+                                return self.mark_tier(answer, "local");
+                            }
+                        }
                         None => {}
                     },
                 }
@@ -323,6 +341,7 @@ impl Proxy {
             // A committed fixture is only rewritten by an explicit re-record.
             replace: mode == Mode::Record,
             lead,
+            lease,
         };
         Answer::new(
             self.call_upstream(&parts, body, miss).await,
@@ -369,13 +388,7 @@ impl Proxy {
         let s = &self.shared;
         let tiered = s.remote.get()?;
         match tiered.fill(key).await {
-            Fill::Copied(recording) => {
-                let replayable = crate::store::response_log::Replayable::from_entry(&recording);
-                let rendered = Arc::new(Rendered::from_replayable(replayable, key));
-                s.hot.insert(*key, rendered.clone());
-                let answer = Answer::new(rendered.respond(timing), Some(Outcome::Hit), Some(*key));
-                Some(self.mark_tier(answer, "remote"))
-            }
+            Fill::Copied(recording) => Some(self.remote_hit(key, &recording, timing)),
             Fill::Absent => None,
             Fill::Unavailable(error) => {
                 let remote = tiered.remote();
@@ -388,6 +401,56 @@ impl Proxy {
                     remote: remote.url().to_string(),
                 };
                 Some(Answer::error(&error, Some(key)))
+            }
+        }
+    }
+
+    /// A hit served from a recording just read from the shared store.
+    fn remote_hit(
+        &self,
+        key: &RequestKey,
+        recording: &crate::record::recording::Recording,
+        timing: Timing,
+    ) -> Answer {
+        let replayable = crate::store::response_log::Replayable::from_entry(recording);
+        let rendered = Arc::new(Rendered::from_replayable(replayable, key));
+        self.shared.hot.insert(*key, rendered.clone());
+        let answer = Answer::new(rendered.respond(timing), Some(Outcome::Hit), Some(*key));
+        self.mark_tier(answer, "remote")
+    }
+
+    /// Identical misses on several proxies go upstream once: this proxy
+    /// takes the key's lease in the shared store (`Ok(ticket)`: go
+    /// upstream), or waits for the proxy holding it and replays its
+    /// recording (`Err(hit)`). No lease (no shared store, read-only, Redis
+    /// away, the wait past the upstream's first-byte timeout): `Ok(None)`,
+    /// go upstream.
+    async fn lead_across_proxies(
+        &self,
+        key: &RequestKey,
+        timing: Timing,
+    ) -> Result<Option<LeaseTicket>, Answer> {
+        let s = &self.shared;
+        let Some(tiered) = s.remote.get() else {
+            return Ok(None);
+        };
+        if !tiered.remote().writable() {
+            return Ok(None);
+        }
+        let deadline = tokio::time::Instant::now() + s.upstream.first_byte_timeout();
+        loop {
+            match lease::take(tiered.remote_handle(), key).await {
+                Leased::Held(guard) => return Ok(Some(tiered.hold(*key, guard))),
+                Leased::Unavailable(_) => return Ok(None),
+                Leased::Taken => match lease::wait(tiered.remote(), key, deadline).await {
+                    Waited::Recorded(recording) => {
+                        tiered.copy_local(key, &recording);
+                        return Err(self.remote_hit(key, &recording, timing));
+                    }
+                    // Its leader went away unrecorded: take over.
+                    Waited::LeaseGone => {}
+                    Waited::GaveUp => return Ok(None),
+                },
             }
         }
     }

@@ -83,6 +83,7 @@ impl Proxy {
             replace: miss.replace,
             lead: None,
             flip: None,
+            _lease: miss.lease,
         };
         if is_event_stream(&head.headers) {
             if let Some(lead) = &miss.lead {
@@ -188,6 +189,9 @@ struct StoreSink {
     lead: Option<Lead>,
     /// Set when the recording changed the key's fingerprint.
     flip: Option<String>,
+    /// The shared store's lease on the key: released with the sink, if
+    /// the commit did not hand it to the push.
+    _lease: Option<crate::store::tiered::LeaseTicket>,
 }
 
 impl Sink for StoreSink {

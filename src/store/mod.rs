@@ -13,6 +13,7 @@
 
 pub(crate) mod fixture_dir;
 pub mod fixtures;
+pub mod lease;
 mod pointer_index;
 pub mod remote;
 pub mod response_log;

@@ -425,6 +425,60 @@ impl Remote {
         Ok(keys)
     }
 
+    /// `SET name value NX PX ttl`: whether it was set.
+    pub async fn set_nx_px(
+        &self,
+        name: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<bool, RemoteError> {
+        let mut connection = self.connection();
+        let set: Option<String> = self
+            .run(async move {
+                redis::cmd("SET")
+                    .arg(name)
+                    .arg(value)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl.as_millis() as u64)
+                    .query_async(&mut connection)
+                    .await
+            })
+            .await?;
+        Ok(set.is_some())
+    }
+
+    /// Whether `name` exists.
+    pub async fn exists(&self, name: &str) -> Result<bool, RemoteError> {
+        let mut connection = self.connection();
+        self.run(async move { connection.exists(name).await }).await
+    }
+
+    /// Announces that `key` is recorded (waiting proxies re-check).
+    pub async fn announce(&self, key: &RequestKey) -> Result<(), RemoteError> {
+        let mut connection = self.connection();
+        let channel = crate::store::lease::channel(self, key);
+        self.run(async move { connection.publish::<_, _, ()>(channel, key.to_hex()).await })
+            .await
+    }
+
+    /// `EVAL script 1 name args...` (the lease's compare-and-set scripts).
+    pub async fn script<T: redis::FromRedisValue>(
+        &self,
+        script: &str,
+        name: &str,
+        args: &[&[u8]],
+    ) -> Result<T, RemoteError> {
+        let mut connection = self.connection();
+        let mut command = redis::cmd("EVAL");
+        command.arg(script).arg(1).arg(name);
+        for arg in args {
+            command.arg(*arg);
+        }
+        self.run(async move { command.query_async(&mut connection).await })
+            .await
+    }
+
     /// A connection of its own, for commands that hold one (pub/sub).
     pub fn client(&self) -> &redis::Client {
         &self.client

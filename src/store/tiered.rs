@@ -13,7 +13,7 @@
 //! the pending set; the same task probes Redis while keys are pending and
 //! pushes them once it answers, never overwriting a newer recording there.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 
 use crate::key::RequestKey;
 use crate::record::recording::Recording;
+use crate::store::lease::LeaseGuard;
 use crate::store::remote::{Remote, RemoteError};
 use crate::store::response_log::Replayable;
 use crate::store::{Tier, TierError};
@@ -45,8 +46,27 @@ pub struct Tiered {
     local: Arc<dyn Tier>,
     remote: Arc<Remote>,
     history: usize,
-    pushes: mpsc::UnboundedSender<Recording>,
+    pushes: mpsc::UnboundedSender<Push>,
     pending: Arc<Mutex<HashSet<RequestKey>>>,
+    /// Leases this proxy holds for misses on their way upstream; each is
+    /// released once its recording is pushed (or the miss ends unrecorded).
+    held: Mutex<HashMap<RequestKey, LeaseGuard>>,
+}
+
+/// A recording to push, with the lease to release once it is in Redis.
+type Push = (Recording, Option<LeaseGuard>);
+
+/// Releases the lease of one miss when the miss ends without a recording
+/// (with one, the push has already taken the lease).
+pub struct LeaseTicket {
+    tiered: Arc<Tiered>,
+    key: RequestKey,
+}
+
+impl Drop for LeaseTicket {
+    fn drop(&mut self) {
+        crate::sync::lock(&self.tiered.held).remove(&self.key);
+    }
 }
 
 impl Tiered {
@@ -60,6 +80,7 @@ impl Tiered {
             history,
             pushes,
             pending: Arc::default(),
+            held: Mutex::default(),
         });
         tokio::spawn(push_loop(local, remote, tiered.pending.clone(), queue));
         tiered
@@ -67,6 +88,21 @@ impl Tiered {
 
     /// The Redis tier.
     pub fn remote(&self) -> &Remote {
+        &self.remote
+    }
+
+    /// Keeps `guard` until the recording of its key is pushed; the ticket
+    /// releases it if the miss ends unrecorded.
+    pub fn hold(self: &Arc<Self>, key: RequestKey, guard: LeaseGuard) -> LeaseTicket {
+        crate::sync::lock(&self.held).insert(key, guard);
+        LeaseTicket {
+            tiered: self.clone(),
+            key,
+        }
+    }
+
+    /// The shared handle to the Redis tier (for leases).
+    pub fn remote_handle(&self) -> &Arc<Remote> {
         &self.remote
     }
 
@@ -80,13 +116,21 @@ impl Tiered {
     pub async fn fill(&self, key: &RequestKey) -> Fill {
         match self.remote.get(key).await {
             Ok(Some(recording)) => {
-                if let Err(error) = self.local.put(key, &recording, self.history, false) {
-                    tracing::error!(key = %key, %error, "recording from the shared store not copied locally");
-                }
+                self.copy_local(key, &recording);
                 Fill::Copied(Box::new(recording))
             }
             Ok(None) => Fill::Absent,
             Err(error) => Fill::Unavailable(error),
+        }
+    }
+}
+
+impl Tiered {
+    /// Copies a recording read from Redis into the local store (a failed
+    /// copy is logged: the recording is still served).
+    pub fn copy_local(&self, key: &RequestKey, recording: &Recording) {
+        if let Err(error) = self.local.put(key, recording, self.history, false) {
+            tracing::error!(key = %key, %error, "recording from the shared store not copied locally");
         }
     }
 }
@@ -97,18 +141,21 @@ async fn push_loop(
     local: Arc<dyn Tier>,
     remote: Arc<Remote>,
     pending: Arc<Mutex<HashSet<RequestKey>>>,
-    mut queue: mpsc::UnboundedReceiver<Recording>,
+    mut queue: mpsc::UnboundedReceiver<Push>,
 ) {
     let mut retry = tokio::time::interval(RETRY_EVERY);
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             next = queue.recv() => {
-                let Some(recording) = next else { return };
+                let Some((recording, lease)) = next else { return };
                 let key = recording.key();
                 match remote.put(&recording).await {
                     Ok(()) => {
                         crate::sync::lock(&pending).remove(&key);
+                        // Waiting proxies replay it now; then the lease goes.
+                        let _ = remote.announce(&key).await;
+                        drop(lease);
                     }
                     Err(error) => {
                         tracing::warn!(key = %key, %error, "recording kept locally; pushed to the shared store when it is back");
@@ -190,10 +237,11 @@ impl Tier for Tiered {
         replace: bool,
     ) -> Result<bool, TierError> {
         let written = self.local.put(key, recording, history, replace)?;
+        let lease = crate::sync::lock(&self.held).remove(key);
         if written && self.remote.writable() {
             // The receiver lives as long as the runtime; after that nothing
             // is pushed anyway.
-            if self.pushes.send(recording.clone()).is_err() {
+            if self.pushes.send((recording.clone(), lease)).is_err() {
                 crate::sync::lock(&self.pending).insert(*key);
             }
         }

@@ -400,3 +400,44 @@ async fn with_redis_down_fail_and_replay_mode_misses_are_503_remote_unavailable(
     assert_eq!(hit.body, local.body);
     assert_eq!(mock.calls(), 1);
 }
+
+/// 50 identical concurrent requests spread over three proxies sharing one
+/// Redis: one upstream call, the same bytes for everyone.
+async fn fifty_misses_over_three_proxies(body: &'static str) {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let mock = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut proxies = Vec::new();
+    for name in ["a", "b", "c"] {
+        let store = dir.path().join(name);
+        proxies.push(serve_remote(dir.path(), &mock, &store, &redis.url(), "", None).await);
+    }
+    let tasks: Vec<_> = (0..50)
+        .map(|n| {
+            let url = proxies[n % 3].url("/v1/chat/completions");
+            tokio::spawn(async move { post_with(&url, body, &[("x-mock-delay-ms", "300")]).await })
+        })
+        .collect();
+    let mut replies = Vec::new();
+    for task in tasks {
+        replies.push(task.await.unwrap());
+    }
+    assert_eq!(mock.calls(), 1, "one upstream call across three proxies");
+    assert_eq!(replies.iter().filter(|r| r.cache() == "miss").count(), 1);
+    for reply in &replies {
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.body, replies[0].body, "identical bodies");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_identical_misses_over_three_proxies_make_one_upstream_call() {
+    fifty_misses_over_three_proxies(CHAT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_identical_streamed_misses_over_three_proxies_make_one_upstream_call() {
+    fifty_misses_over_three_proxies(STREAM_CHAT).await;
+}
