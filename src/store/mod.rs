@@ -16,6 +16,7 @@ pub mod fixtures;
 pub mod lease;
 mod pointer_index;
 pub mod remote;
+pub mod remote_sync;
 pub mod response_log;
 mod sled_lock;
 mod sled_store;
