@@ -49,10 +49,14 @@ pub struct LeaseGuard {
 impl Drop for LeaseGuard {
     fn drop(&mut self) {
         self.renewer.abort();
+        // Outside a runtime (the process is ending) the lease just expires.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         let remote = self.remote.clone();
         let name = lease_key(&remote, &self.key);
         let token = std::mem::take(&mut self.token);
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             let _ = remote
                 .script::<i64>(RELEASE, &name, &[token.as_bytes()])
                 .await;
