@@ -528,3 +528,21 @@ async fn after_flushall_local_copies_still_serve_and_push_restores_pull_and_ls_r
         .unwrap();
     assert_eq!(here.body, recorded.body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_password_stops_serve_with_exit_2() {
+    let Some(redis) = RedisServer::start_with(&["--requirepass", "s3cret"]).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = serve_cmd(dir.path(), "http://127.0.0.1:9", &dir.path().join("s"));
+    let url = format!("redis://:wrong@127.0.0.1:{}", redis.port);
+    cmd.args(["--remote", &url]);
+    let (code, _, stderr) = run(cmd).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("remote.url"), "names the fix: {stderr}");
+    assert!(
+        !stderr.contains("wrong@"),
+        "the password is not shown: {stderr}"
+    );
+}

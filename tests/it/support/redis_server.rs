@@ -40,6 +40,12 @@ impl RedisServer {
     /// Starts a server, or `None` (after saying so) when `redis-server` is
     /// not installed and `CI` is not set.
     pub async fn start() -> Option<RedisServer> {
+        RedisServer::start_with(&[]).await
+    }
+
+    /// [`RedisServer::start`] with more `redis-server` arguments
+    /// (`--requirepass`); the test's own connection then does not work.
+    pub async fn start_with(extra: &[&str]) -> Option<RedisServer> {
         if !RedisServer::installed_or_skip() {
             return None;
         }
@@ -47,7 +53,7 @@ impl RedisServer {
         // server binds it: then the server exits, and we try another.
         for _ in 0..5 {
             let port = free_port();
-            if let Some(server) = RedisServer::start_on(port).await {
+            if let Some(server) = RedisServer::start_on_with(port, extra).await {
                 return Some(server);
             }
         }
@@ -56,6 +62,10 @@ impl RedisServer {
 
     /// Starts a server on `port`; `None` when it exits before it is ready.
     pub async fn start_on(port: u16) -> Option<RedisServer> {
+        RedisServer::start_on_with(port, &[]).await
+    }
+
+    async fn start_on_with(port: u16, extra: &[&str]) -> Option<RedisServer> {
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new("redis-server")
             .args([
@@ -70,6 +80,7 @@ impl RedisServer {
                 "--protected-mode",
                 "yes",
             ])
+            .args(extra)
             .arg("--dir")
             .arg(dir.path())
             .stdout(Stdio::piped())
@@ -99,6 +110,9 @@ impl RedisServer {
             port,
             _dir: dir,
         };
+        if !extra.is_empty() {
+            return Some(server);
+        }
         let pong: String = redis::cmd("PING")
             .query_async(&mut server.connection().await)
             .await
