@@ -27,7 +27,9 @@ use crate::config::{Config, Mode, Overrides};
 use crate::error::CommandError;
 use crate::remote::{Published, RemoteError, ServeFile};
 use crate::serve::admin::{Commands, Reply};
-use crate::serve::server::{shutdown_signal, Server};
+use crate::serve::server::{shutdown_signal, Server, StartError};
+use crate::store::remote::Remote;
+use crate::store::remote_sync;
 use crate::store::{FixtureDir, SledStore, StoreError, Tier};
 
 /// Runs the command line.
@@ -47,6 +49,7 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
             overrides.upstream = args.upstream;
             overrides.anthropic_upstream = args.anthropic_upstream;
             overrides.mode = args.mode.map(Into::into);
+            overrides.remote = args.remote;
             let config = Config::load(&overrides)?;
             let shutdown = shutdown_signal()?;
             let server = Server::bind(config.clone()).await?;
@@ -64,6 +67,48 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
                 drop(published);
             };
             server.run(shutdown).await;
+            Ok(())
+        }
+        Command::Ls(args) if args.remote => {
+            overrides.remote = std::env::var("LLMTAPE_REMOTE").ok();
+            let config = Config::load(&overrides)?;
+            ls_remote(&config, args.json, &mut stdout()).await
+        }
+        Command::Push(args) => {
+            overrides.remote = args.remote;
+            let config = Config::load(&overrides)?;
+            let remote = open_remote(&config).await?;
+            let local = open(&config, Opens::Recordings)?;
+            let done = remote_sync::push_all(local.as_ref(), &remote)
+                .await
+                .map_err(|source| StartError::Remote { source })?;
+            writeln!(
+                stdout(),
+                "pushed {} recordings to {} ({} already there or newer, {} unreadable)",
+                done.copied,
+                remote.url(),
+                done.kept,
+                done.unreadable
+            )?;
+            Ok(())
+        }
+        Command::Pull(args) => {
+            overrides.remote = args.remote;
+            let config = Config::load(&overrides)?;
+            let remote = open_remote(&config).await?;
+            let local = open(&config, Opens::NewStore)?;
+            let done = remote_sync::pull_all(local.as_ref(), &remote, config.store.history)
+                .await
+                .map_err(|source| StartError::Remote { source })?;
+            local.flush()?;
+            writeln!(
+                stdout(),
+                "pulled {} recordings from {} ({} already here or newer, {} unreadable)",
+                done.copied,
+                remote.url(),
+                done.kept,
+                done.unreadable
+            )?;
             Ok(())
         }
         Command::Ls(args) => {
@@ -138,6 +183,63 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
             )
         }
     }
+}
+
+/// The shared store `config` names, answering; a usage error when none is
+/// configured.
+async fn open_remote(config: &Config) -> Result<Remote, CommandError> {
+    let Some(remote) = &config.remote else {
+        return Err(CommandError::Usage(
+            "no shared store configured; pass --remote redis://HOST:6379, set LLMTAPE_REMOTE, or set remote.url in proxy.toml".into(),
+        ));
+    };
+    let remote = Remote::new(remote).map_err(|source| StartError::Remote { source })?;
+    remote
+        .ping()
+        .await
+        .map_err(|source| StartError::Remote { source })?;
+    Ok(remote)
+}
+
+/// `ls --remote`: the recordings in Redis, one line each (key prefix,
+/// time, status, method and path, model), or a JSON array.
+async fn ls_remote(config: &Config, json: bool, out: &mut impl Write) -> Result<(), CommandError> {
+    let remote = open_remote(config).await?;
+    let recordings = remote_sync::list(&remote)
+        .await
+        .map_err(|source| StartError::Remote { source })?;
+    if json {
+        let rows: Vec<_> = recordings
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "key": r.key().to_hex(),
+                    "recorded_at": r.meta.recorded_at,
+                    "status": r.meta.response.status,
+                    "method": r.meta.request.method,
+                    "path": r.meta.request.path,
+                    "model": r.meta.model,
+                    "bytes": r.body.len(),
+                })
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::Value::Array(rows))?;
+        return Ok(());
+    }
+    for r in &recordings {
+        writeln!(
+            out,
+            "{}  {}  {}  {} {}  {}  {}B",
+            &r.key().to_hex()[..12],
+            r.meta.recorded_at,
+            r.meta.response.status,
+            r.meta.request.method,
+            r.meta.request.path,
+            r.meta.model.as_deref().unwrap_or("-"),
+            r.body.len()
+        )?;
+    }
+    Ok(())
 }
 
 /// The request body `probe` and `key explain` read.

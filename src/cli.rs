@@ -83,6 +83,18 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Send one request N times and measure how non-deterministic the upstream is.
     Probe(ProbeArgs),
+    /// Copy the local store (or --fixtures DIR) into the shared Redis store, never over a newer recording.
+    Push(RemoteArgs),
+    /// Copy the shared Redis store into the local store, never over a newer recording.
+    Pull(RemoteArgs),
+}
+
+/// `llmtape push`, `llmtape pull`
+#[derive(Debug, Args)]
+pub struct RemoteArgs {
+    /// The shared Redis store, e.g. redis://127.0.0.1:6379 [default: remote.url].
+    #[arg(long, env = "LLMTAPE_REMOTE", value_name = "URL")]
+    pub remote: Option<String>,
 }
 
 /// `llmtape audit`
@@ -262,6 +274,9 @@ pub struct ServeArgs {
     /// Default mode for requests without an x-llmtape-mode header [default: auto].
     #[arg(long, env = "LLMTAPE_MODE", value_enum)]
     pub mode: Option<ModeArg>,
+    /// A Redis store shared by several proxies, e.g. redis://127.0.0.1:6379 (remote.url).
+    #[arg(long, env = "LLMTAPE_REMOTE", value_name = "URL")]
+    pub remote: Option<String>,
 }
 
 /// `llmtape ls`
@@ -270,6 +285,9 @@ pub struct LsArgs {
     /// Print a JSON array instead of text.
     #[arg(long)]
     pub json: bool,
+    /// List the shared Redis store (remote.url, or LLMTAPE_REMOTE) instead of the local one.
+    #[arg(long)]
+    pub remote: bool,
 }
 
 /// `llmtape show`

@@ -15,6 +15,7 @@
 mod choices;
 mod error;
 mod raw;
+mod remote;
 mod routes;
 
 use std::net::SocketAddr;
@@ -29,6 +30,7 @@ use crate::route::Routes;
 pub use choices::{Mode, Scope, Timing};
 pub use error::ConfigError;
 pub use raw::{RawConfig, RawKey, RawRedact, RawReplay, RawServer, RawStore, RawUpstream};
+pub use remote::{redact_url, Access, OnUnavailable, RawRemote, RemoteConfig};
 pub use routes::RawRoutes;
 
 use raw::parse_raw;
@@ -100,6 +102,8 @@ pub struct Config {
     /// `[routes]`: which routes are cached besides (or instead of) the
     /// built-in ones.
     pub routes: Routes,
+    /// `[remote]`: the team store on Redis, when a URL is configured.
+    pub remote: Option<RemoteConfig>,
     /// The file this came from, if any (for the ready line and errors).
     pub source: Option<PathBuf>,
 }
@@ -237,6 +241,8 @@ pub struct Overrides {
     pub store: Option<PathBuf>,
     /// `--fixtures` / `LLMTAPE_FIXTURES`.
     pub fixtures: Option<PathBuf>,
+    /// `--remote` / `LLMTAPE_REMOTE`.
+    pub remote: Option<String>,
 }
 
 impl Config {
@@ -534,6 +540,7 @@ impl Config {
         }
 
         let routes = routes::routes_from_raw(raw.routes, &mut problems);
+        let remote = remote::remote_from_raw(raw.remote, overrides.remote.clone(), &mut problems);
 
         if !problems.is_empty() {
             return Err(ConfigError::Invalid {
@@ -589,6 +596,7 @@ impl Config {
                 headers: redact_headers,
             },
             routes,
+            remote,
             source: None,
         })
     }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::config::error::ConfigError;
+use crate::config::remote::{RawRemote, REMOTE_KEYS, REMOTE_RENAMED_KEYS};
 use crate::config::routes::{RawRoutes, ROUTES_KEYS};
 
 /// The TOML file, as written. Every field optional; unknown keys rejected.
@@ -36,6 +37,9 @@ pub struct RawConfig {
     /// `[routes]`
     #[serde(default)]
     pub routes: RawRoutes,
+    /// `[remote]`
+    #[serde(default)]
+    pub remote: RawRemote,
 }
 
 /// `[server]` as written.
@@ -116,7 +120,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
     (
         "",
         &[
-            "mode", "server", "upstream", "store", "key", "replay", "redact", "routes",
+            "mode", "server", "upstream", "store", "key", "replay", "redact", "routes", "remote",
         ],
     ),
     (
@@ -171,6 +175,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ("replay", &["timing"]),
     ("redact", &["headers"]),
     ("routes", ROUTES_KEYS),
+    ("remote", REMOTE_KEYS),
 ];
 
 /// Keys people write by habit or from other tools, and where they live here.
@@ -242,6 +247,7 @@ fn unknown_keys(table: &toml::Table) -> Vec<String> {
     let mut report = |dotted: String, section: &str| {
         let hint = RENAMED_KEYS
             .iter()
+            .chain(REMOTE_RENAMED_KEYS)
             .find(|(old, _)| *old == dotted)
             .map(|(_, new)| format!("; it is now `{new}`"))
             .unwrap_or_else(|| {

@@ -51,6 +51,10 @@ pub struct AdminView<'a> {
     pub token: Option<&'a str>,
     /// The counts of repeat sequences, by run.
     pub runs: &'a Runs,
+    /// The shared store: `"up"`, `"down"` or `"off"` (none configured).
+    pub remote: &'static str,
+    /// The shared store's metrics (Prometheus text; empty when off).
+    pub remote_metrics: String,
 }
 
 /// The run a `/_llmtape/runs/ID/reset` path names (ID as sent, not
@@ -89,7 +93,9 @@ pub fn respond<B>(request: &Request<B>, view: &AdminView<'_>) -> Response<ProxyB
         );
     }
     if path == "/_llmtape/metrics" {
-        let mut response = Response::new(full(view.metrics.render(view.recordings)));
+        let mut text = view.metrics.render(view.recordings);
+        text.push_str(&view.remote_metrics);
+        let mut response = Response::new(full(text));
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -124,6 +130,7 @@ pub fn respond<B>(request: &Request<B>, view: &AdminView<'_>) -> Response<ProxyB
                 "upstream": view.upstream,
                 "anthropic_upstream": view.anthropic_upstream,
                 "recordings": view.recordings,
+                "remote": view.remote,
             }),
         ),
         _ => (

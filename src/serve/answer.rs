@@ -60,7 +60,9 @@ impl Answer {
 /// mistake, an overload) has no outcome.
 pub fn error_outcome(error: &ProxyError, key: Option<&RequestKey>) -> Option<Outcome> {
     let missed = match error {
-        ProxyError::ReplayMiss { .. } | ProxyError::SequenceMiss { .. } => true,
+        ProxyError::ReplayMiss { .. }
+        | ProxyError::SequenceMiss { .. }
+        | ProxyError::RemoteUnavailable { .. } => true,
         ProxyError::UpstreamUnreachable { .. }
         | ProxyError::UpstreamTimeout { .. }
         | ProxyError::UpstreamBody { .. } => key.is_some(),

@@ -147,6 +147,13 @@ pub enum ProxyError {
         /// The limit in force.
         limit: usize,
     },
+    /// A local miss while the shared store (`[remote]`) is unreachable, in
+    /// replay mode or with `remote.on_unavailable = "fail"`.
+    #[error("the shared store {remote} is unreachable and this recording is not in the local store; retry when Redis is back, or set remote.on_unavailable = \"local\"")]
+    RemoteUnavailable {
+        /// The Redis URL, without its password.
+        remote: String,
+    },
     /// We could not build the upstream request.
     #[error("llmtape could not build the upstream request: {source}")]
     Internal {
@@ -218,6 +225,7 @@ impl ProxyError {
             | ProxyError::UpstreamBody { .. } => Fault::Upstream,
             ProxyError::Internal { .. }
             | ProxyError::Overloaded { .. }
+            | ProxyError::RemoteUnavailable { .. }
             | ProxyError::TooManyConnections { .. } => Fault::Proxy,
         }
     }
@@ -238,9 +246,9 @@ impl ProxyError {
             }
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-            ProxyError::Overloaded { .. } | ProxyError::TooManyConnections { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::Overloaded { .. }
+            | ProxyError::TooManyConnections { .. }
+            | ProxyError::RemoteUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -267,6 +275,9 @@ impl ProxyError {
             ProxyError::Internal { .. } => ("llmtape_internal_error", "internal"),
             ProxyError::Overloaded { .. } => ("llmtape_overloaded", "too_many_in_flight"),
             ProxyError::TooManyConnections { .. } => ("llmtape_overloaded", "too_many_connections"),
+            ProxyError::RemoteUnavailable { .. } => {
+                ("llmtape_remote_unavailable", "remote_unavailable")
+            }
         }
     }
 
@@ -299,9 +310,9 @@ impl ProxyError {
             | ProxyError::UpstreamBody { .. }
             | ProxyError::Internal { .. } => "api_error",
             ProxyError::UpstreamTimeout { .. } => "timeout_error",
-            ProxyError::Overloaded { .. } | ProxyError::TooManyConnections { .. } => {
-                "overloaded_error"
-            }
+            ProxyError::Overloaded { .. }
+            | ProxyError::TooManyConnections { .. }
+            | ProxyError::RemoteUnavailable { .. } => "overloaded_error",
         }
     }
 

@@ -23,6 +23,9 @@ pub const MISS_NEAREST_HEADER: &str = "x-llmtape-miss-nearest";
 pub const FINGERPRINT_CHANGED_HEADER: &str = "x-llmtape-fingerprint-changed";
 /// Set when an answer was forwarded but not recorded, with the reason.
 pub const NOT_RECORDED_HEADER: &str = "x-llmtape-not-recorded";
+/// On a hit with a shared store configured: `local` or `remote`, the tier
+/// that held the recording.
+pub const TIER_HEADER: &str = "x-llmtape-tier";
 /// Per-request override of `replay.timing`.
 pub const REPLAY_TIMING_HEADER: &str = "x-llmtape-replay-timing";
 /// Per-request override of `key.repeats`: `same` or `sequence`.

@@ -1,8 +1,16 @@
 //! Explaining a replay miss: the nearest recording for the same route and
 //! namespace, and the JSON paths where the request differs from it.
 
+use http::header::HeaderValue;
+use http::request::Parts;
+
 use crate::diff;
 use crate::key::{Canonical, RequestKey};
+use crate::route::Dialect;
+use crate::serve::answer::Answer;
+use crate::serve::error::ProxyError;
+use crate::serve::headers::MISS_NEAREST_HEADER;
+use crate::serve::proxy::Proxy;
 
 use crate::record::recording::{RecordedRequest, RequestBody};
 use crate::store::Tier;
@@ -94,4 +102,31 @@ pub fn nearest(recordings: &dyn Tier, canonical: &Canonical) -> Option<Nearest> 
                 .cmp(&b.paths.len())
                 .then_with(|| b.recorded_at.cmp(&a.recorded_at))
         })
+}
+
+impl Proxy {
+    /// The 404 for a replay-mode miss, naming the nearest recording.
+    pub(super) fn replay_miss(
+        &self,
+        parts: &Parts,
+        canonical: &Canonical,
+        key: &RequestKey,
+        dialect: Dialect,
+    ) -> Answer {
+        let nearest = nearest(self.tier(), canonical);
+        let error = ProxyError::ReplayMiss {
+            key: key.to_hex(),
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_string(),
+            nearest: nearest.as_ref().map(Nearest::describe),
+        };
+        let mut answer = Answer::error_in(dialect, &error, Some(key));
+        if let Some(value) = nearest.and_then(|n| HeaderValue::from_str(&n.header()).ok()) {
+            answer
+                .response
+                .headers_mut()
+                .insert(MISS_NEAREST_HEADER, value);
+        }
+        answer
+    }
 }

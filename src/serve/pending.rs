@@ -7,6 +7,7 @@ use crate::config::{Mode, Timing};
 use crate::key::{Canonical, RequestKey};
 use crate::route::Dialect;
 use crate::serve::flight::Lead;
+use crate::store::tiered::LeaseTicket;
 
 /// A miss on its way upstream: what recording its answer needs.
 pub(super) struct Miss {
@@ -23,6 +24,8 @@ pub(super) struct Miss {
     pub(super) call: Option<u32>,
     /// The API it speaks: its upstream and its errors' shape.
     pub(super) dialect: Dialect,
+    /// The shared store's lease on this key, while this proxy leads it.
+    pub(super) lease: Option<LeaseTicket>,
 }
 
 /// A request on its way through a sequence, as `Proxy::route` found it.

@@ -34,17 +34,16 @@ use crate::serve::admin::{self, AdminView, Commands};
 use crate::serve::answer::Answer;
 use crate::serve::error::ProxyError;
 use crate::serve::flight::{Flights, Patience, Role};
-use crate::serve::headers::{self, Outcome, MISS_NEAREST_HEADER};
+use crate::serve::headers::{self, Outcome};
 use crate::serve::hot_cache::HotCache;
 use crate::serve::metrics::{InFlight, Metrics};
-use crate::serve::nearest::{self, Nearest};
 use crate::serve::pending::{Miss, Sequence};
 use crate::serve::read_timeout::BodyReadTimeoutError;
 use crate::serve::replay::Rendered;
 use crate::serve::request;
 use crate::serve::runs::Runs;
 use crate::serve::upstream::{Upstream, UpstreamSetupError};
-use crate::store::Tier;
+use crate::store::{Tier, Tiered};
 
 /// Bytes of rendered recordings kept in memory for the fastest hits: a
 /// test suite's working set (thousands of ~1 KB answers) fits, and memory
@@ -90,6 +89,9 @@ pub(super) struct Shared {
     pub(super) runs: Runs,
     /// The command endpoint, once the dispatcher opens it.
     pub(super) commands: std::sync::OnceLock<Commands>,
+    /// The shared store, when `[remote]` is configured (then `tier` is
+    /// this same [`Tiered`]).
+    pub(super) remote: std::sync::OnceLock<Arc<Tiered>>,
 }
 
 impl Proxy {
@@ -119,6 +121,7 @@ impl Proxy {
                 repeats: config.key.repeats,
                 runs: Runs::default(),
                 commands: std::sync::OnceLock::new(),
+                remote: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -255,6 +258,9 @@ impl Proxy {
         }
         if !re_record {
             if let Some(answer) = self.replay(&key, timing) {
+                return self.mark_tier(answer, "local");
+            }
+            if let Some(answer) = self.replay_shared(&key, timing, mode).await {
                 return answer;
             }
         }
@@ -267,6 +273,7 @@ impl Proxy {
         // caller asked for a fresh answer (record mode, no-cache), nor in a
         // namespace that samples the upstream on purpose.
         let mut lead = None;
+        let mut lease = None;
         if !re_record && !s.sampling_namespaces.contains(&canonical.namespace) {
             let upstream = s.upstream_for(dialect);
             let patience = Patience {
@@ -282,8 +289,14 @@ impl Proxy {
                         // the in-memory index, so a miss reads the store once.
                         if s.tier.indexed(&key) {
                             if let Some(answer) = self.replay(&key, timing) {
-                                return answer;
+                                return self.mark_tier(answer, "local");
                             }
+                        }
+                        match self.lead_across_proxies(&key, timing).await {
+                            // Dropping the local lead sends its followers
+                            // to the copy just made.
+                            Err(answer) => return answer,
+                            Ok(ticket) => lease = ticket,
                         }
                         lead = Some(l);
                         break;
@@ -291,6 +304,13 @@ impl Proxy {
                     Role::Follower(flight) => match flight.follow(&key, &patience).await {
                         Some(Ok(response)) => return followed(response, key),
                         Some(Err(error)) => return Answer::error_in(dialect, &error, Some(&key)),
+                        // The leader may have gone because the recording
+                        // arrived from the shared store.
+                        None if s.remote.get().is_some() && s.tier.indexed(&key) => {
+                            if let Some(answer) = self.replay(&key, timing) {
+                                return self.mark_tier(answer, "local");
+                            }
+                        }
                         None => {}
                     },
                 }
@@ -305,6 +325,7 @@ impl Proxy {
             lead,
             call: None,
             dialect,
+            lease,
         };
         Answer::new(
             self.call_upstream(&parts, body, miss).await,
@@ -341,31 +362,6 @@ impl Proxy {
             Some(Outcome::Hit),
             Some(*key),
         ))
-    }
-
-    /// The 404 for a replay-mode miss, naming the nearest recording.
-    pub(super) fn replay_miss(
-        &self,
-        parts: &Parts,
-        canonical: &Canonical,
-        key: &RequestKey,
-        dialect: Dialect,
-    ) -> Answer {
-        let nearest = nearest::nearest(self.tier(), canonical);
-        let error = ProxyError::ReplayMiss {
-            key: key.to_hex(),
-            method: parts.method.to_string(),
-            path: parts.uri.path().to_string(),
-            nearest: nearest.as_ref().map(Nearest::describe),
-        };
-        let mut answer = Answer::error_in(dialect, &error, Some(key));
-        if let Some(value) = nearest.and_then(|n| HeaderValue::from_str(&n.header()).ok()) {
-            answer
-                .response
-                .headers_mut()
-                .insert(MISS_NEAREST_HEADER, value);
-        }
-        answer
     }
 
     /// Forwards a request untouched and streams the answer back.
@@ -405,6 +401,12 @@ impl Proxy {
                 metrics: &s.metrics,
                 token: s.admin_token.as_ref().map(|Sensitive(t)| t.as_str()),
                 runs: &s.runs,
+                remote: s.remote.get().map_or("off", |t| t.remote().state()),
+                remote_metrics: s
+                    .remote
+                    .get()
+                    .map(|t| crate::store::tiered::render_metrics(t))
+                    .unwrap_or_default(),
             },
         )
     }

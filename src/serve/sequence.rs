@@ -115,6 +115,8 @@ impl Proxy {
             lead: None,
             call: Some(call),
             dialect: request::dialect_of(parts),
+            // The shared store's lease coalesces misses; sequences never are.
+            lease: None,
         };
         Answer::new(
             self.call_upstream(parts, body, miss).await,

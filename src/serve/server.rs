@@ -30,8 +30,9 @@ use crate::serve::proxy::Proxy;
 use crate::serve::upstream::UpstreamSetupError;
 use crate::serve::watchdog::Bounds;
 use crate::store::fixtures::FixtureError;
+use crate::store::remote::{Remote, RemoteError};
 use crate::store::{FixtureDir, Tier};
-use crate::store::{SledStore, StoreError};
+use crate::store::{SledStore, StoreError, Tiered};
 use tokio_rustls::TlsAcceptor;
 
 /// A client gets this long to finish the TLS handshake.
@@ -66,6 +67,14 @@ pub enum StartError {
         /// What to do about it.
         hint: &'static str,
     },
+    /// The shared store (`[remote]`) refused this proxy: a password it
+    /// does not accept, or a URL it cannot use.
+    #[error("cannot use the shared store: {source}; check remote.url / --remote / LLMTAPE_REMOTE (a password goes in as redis://:PASSWORD@host:6379)")]
+    Remote {
+        /// Why.
+        #[source]
+        source: RemoteError,
+    },
     /// The TLS certificate or key cannot be used.
     #[error(
         "cannot use {path} for TLS: {reason}; check server.tls_cert and server.tls_key (PEM files)"
@@ -76,6 +85,30 @@ pub enum StartError {
         /// Why.
         reason: String,
     },
+}
+
+/// Puts the shared store behind `local`. An unreachable Redis does not
+/// stop the start (it is said on stderr, and the proxy serves from the
+/// local store until Redis answers); refused credentials do.
+async fn start_remote(
+    config: &crate::config::RemoteConfig,
+    local: Arc<dyn Tier>,
+    history: usize,
+) -> Result<Arc<Tiered>, StartError> {
+    let remote = Remote::new(config).map_err(|source| StartError::Remote { source })?;
+    match remote.ping().await {
+        Ok(()) => {
+            tracing::info!(remote = remote.url(), prefix = %config.prefix, access = config.access.as_str(), "shared store reachable");
+            if let Some(policy) = remote.eviction_policy().await {
+                tracing::warn!(remote = remote.url(), policy, "the shared store may evict recordings (maxmemory-policy); set maxmemory-policy noeviction, or a memory limit that holds every recording");
+            }
+        }
+        Err(source) if source.is_auth() => return Err(StartError::Remote { source }),
+        Err(error) => {
+            tracing::warn!(remote = remote.url(), %error, on_unavailable = config.on_unavailable.as_str(), "shared store unreachable at start; serving from the local store, and pushing what is recorded once it answers");
+        }
+    }
+    Ok(Tiered::start(local, Arc::new(remote), history))
 }
 
 /// A bound, ready server.
@@ -100,7 +133,13 @@ impl Server {
             Some(dir) => Arc::new(FixtureDir::load(dir)?),
             None => Arc::new(SledStore::open(&config.store.path)?),
         };
-        let proxy = Proxy::new(&config, recordings)?;
+        let proxy = match &config.remote {
+            None => Proxy::new(&config, recordings)?,
+            Some(remote) => {
+                let tiered = start_remote(remote, recordings, config.store.history).await?;
+                Proxy::with_remote(&config, tiered)?
+            }
+        };
         let max_connections = admission::fit_to_file_limit(config.server.max_connections);
         let addr = config.server.listen;
         let listener = TcpListener::bind(addr).await.map_err(|source| {

@@ -99,6 +99,7 @@ impl Proxy {
             lead: None,
             flip: None,
             call: miss.call,
+            _lease: miss.lease,
         };
         if is_event_stream(&head.headers) {
             if let Some(lead) = &miss.lead {
@@ -214,6 +215,9 @@ struct StoreSink {
     flip: Option<String>,
     /// A sequence call's number, kept in the recording.
     call: Option<u32>,
+    /// The shared store's lease on the key: released with the sink, if
+    /// the commit did not hand it to the push.
+    _lease: Option<crate::store::tiered::LeaseTicket>,
 }
 
 impl Sink for StoreSink {

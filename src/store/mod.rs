@@ -2,8 +2,9 @@
 //!
 //! The proxy and the commands speak to a `dyn Tier` and do not know which
 //! one they have: the embedded sled store ([`SledStore`], the default) or a
-//! fixtures folder ([`FixtureDir`], `--fixtures DIR`). A second tier (a
-//! store shared by several machines) plugs in here too.
+//! fixtures folder ([`FixtureDir`], `--fixtures DIR`). With `[remote]`
+//! configured, `serve` wraps its tier in [`Tiered`]: the same seam, with
+//! a shared Redis tier ([`remote::Remote`]) behind the local one.
 //!
 //! The difference between the two that callers see is written down in
 //! [`Tier::put`]: a store keeps every re-recording (old ones go to
@@ -12,15 +13,20 @@
 
 pub(crate) mod fixture_dir;
 pub mod fixtures;
+pub mod lease;
 mod pointer_index;
+pub mod remote;
+pub mod remote_sync;
 pub mod response_log;
 mod sled_lock;
 mod sled_store;
+pub mod tiered;
 
 use std::path::Path;
 
 pub use fixture_dir::FixtureDir;
 pub use sled_store::{SledStore, StoreError};
+pub use tiered::{Fill, Tiered};
 
 use crate::key::RequestKey;
 use crate::record::recording::Recording;

@@ -21,6 +21,7 @@ mod fuzz;
 mod limits;
 mod presets;
 mod proxy;
+mod remote;
 mod repeats;
 mod routes;
 mod sdk;

@@ -8,6 +8,7 @@ mod client;
 mod commands;
 mod mock;
 mod proxy;
+mod redis_server;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ pub use client::*;
 pub use commands::*;
 pub use mock::*;
 pub use proxy::*;
+pub use redis_server::*;
 
 /// Upper bound for any single wait in a test.
 pub const WAIT: Duration = Duration::from_secs(20);
