@@ -262,7 +262,7 @@ mod tests {
     fn an_unknown_flag_lists_the_commands_flags() {
         assert_eq!(
             line(&["serve", "--frobnicate"]).unwrap(),
-            "unknown flag '--frobnicate' for 'llmtape serve': expected one of --listen, --upstream, --anthropic-upstream, --mode, --config, --store, --fixtures, --log-format (see 'llmtape serve --help')"
+            "unknown flag '--frobnicate' for 'llmtape serve': expected one of --listen, --upstream, --anthropic-upstream, --mode, --remote, --config, --store, --fixtures, --log-format (see 'llmtape serve --help')"
         );
         let suggested = line(&["ls", "--jsn"]).unwrap();
         assert!(
