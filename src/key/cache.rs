@@ -84,7 +84,7 @@ struct ExactMemo {
 #[derive(Debug)]
 struct Remembered {
     /// The length-prefixed method, path, query, content type, namespace
-    /// and credential (see [`framed_head`]).
+    /// and credential (see [`frame`]).
     head: Vec<u8>,
     body: Bytes,
     key: RequestKey,
@@ -134,9 +134,22 @@ impl KeyMemo {
                 canonical: Some(canonical),
             };
         }
-        let head = framed_head(parts, rules);
-        let sample = self.sample(&head, parts.body);
-        if let Some(key) = self.exact_get(sample, &head, parts.body) {
+        // The framed head is built in a buffer this thread keeps, so a hit
+        // allocates nothing; only a new entry takes a copy.
+        thread_local! {
+            static HEAD: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let (sample, found, head) = HEAD.with(|buffer| {
+            let mut head = buffer.borrow_mut();
+            head.clear();
+            frame(parts, rules, |bytes| head.extend_from_slice(bytes));
+            let sample = self.sample(&head, parts.body);
+            match self.exact_get(sample, &head, parts.body) {
+                Some(key) => (sample, Some(key), Vec::new()),
+                None => (sample, None, head.clone()),
+            }
+        });
+        if let Some(key) = found {
             return Keyed {
                 key,
                 canonical: None,
@@ -296,7 +309,8 @@ fn frame(parts: &RequestParts<'_>, rules: &KeyRules, mut sink: impl FnMut(&[u8])
     }
 }
 
-/// [`frame`] as bytes, for the exact memo's comparisons.
+/// [`frame`] as bytes (what the exact memo compares).
+#[cfg(test)]
 fn framed_head(parts: &RequestParts<'_>, rules: &KeyRules) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
     frame(parts, rules, |bytes| out.extend_from_slice(bytes));
