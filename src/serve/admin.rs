@@ -3,7 +3,8 @@
 //! token; `POST /_llmtape/runs/ID/reset`, which starts a repeat
 //! sequence run's count again; and the contract of the command endpoint, `POST
 //! /_llmtape/command` (its path, its per-start token, the [`Reply`] it
-//! sends), whose handler is `crate::serve::admin_commands`.
+//! sends), whose handler is `crate::serve::admin_commands`; and the web
+//! view's page, `/_llmtape/ui` (`crate::serve::ui`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,6 +92,10 @@ pub fn respond<B>(request: &Request<B>, view: &AdminView<'_>) -> Response<ProxyB
             }})
             .to_string(),
         );
+    }
+    // The web view's page and assets; its data comes from the API above.
+    if let Some(response) = crate::serve::ui::asset(request.method(), path) {
+        return response;
     }
     if path == "/_llmtape/metrics" {
         let mut text = view.metrics.render(view.recordings);

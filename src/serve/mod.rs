@@ -22,6 +22,7 @@ pub(crate) mod runs;
 pub(crate) mod sequence;
 pub mod server;
 pub(crate) mod shared_store;
+pub mod ui;
 pub(crate) mod upstream;
 pub(crate) mod upstream_call;
 pub(crate) mod watchdog;
