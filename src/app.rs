@@ -450,6 +450,7 @@ impl From<ProbeArgs> for probe::Options {
             method: args.method,
             path: args.path,
             json: args.json,
+            html: args.html,
         }
     }
 }

@@ -97,7 +97,7 @@ var LlmtapeCharts = (function () {
     el("line", { x1: x(0), x2: x(0), y1: top, y2: height - axisH, class: "chart-zero" }, root);
     rows.forEach(function (r, i) {
       var y = top + i * rowH;
-      text(root, labelW - 8, y + rowH / 2 + 4, clip(r.label, 34), "chart-label", "end");
+      text(root, labelW - 8, y + rowH / 2 + 4, clip(r.label, opts.labelChars || 40), "chart-label", "end");
       var x0 = x(Math.min(0, r.value)), x1 = x(Math.max(0, r.value));
       var bar = el("rect", {
         x: x0, y: y + 4, width: Math.max(1.5, x1 - x0), height: rowH - 8, rx: 3,
