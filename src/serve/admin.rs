@@ -93,9 +93,8 @@ pub fn respond<B>(request: &Request<B>, view: &AdminView<'_>) -> Response<ProxyB
             .to_string(),
         );
     }
-    // The web view's page and assets; its data comes from the API above.
-    if let Some(response) = crate::serve::ui::asset(request.method(), path) {
-        return response;
+    if crate::serve::ui::is_ui_path(path) {
+        return ui_asset(request.method(), path);
     }
     if path == "/_llmtape/metrics" {
         let mut text = view.metrics.render(view.recordings);
@@ -149,6 +148,37 @@ pub fn respond<B>(request: &Request<B>, view: &AdminView<'_>) -> Response<ProxyB
         ),
     };
     json_response(status, body.to_string())
+}
+
+/// The web view's page or asset at `path`: GET or HEAD, else 405; an
+/// unknown asset is a 404.
+fn ui_asset(method: &http::Method, path: &str) -> Response<ProxyBody> {
+    let failed = |status: StatusCode, code: &str, message: String| {
+        json_response(
+            status,
+            json!({"error": {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": null,
+                "code": code,
+            }})
+            .to_string(),
+        )
+    };
+    if method != http::Method::GET && method != http::Method::HEAD {
+        return failed(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{path} is the web view: send GET"),
+        );
+    }
+    crate::serve::ui::asset(path).unwrap_or_else(|| {
+        failed(
+            StatusCode::NOT_FOUND,
+            "unknown_admin_endpoint",
+            format!("the web view has no asset {path}; open /_llmtape/ui"),
+        )
+    })
 }
 
 /// Where commands are sent.

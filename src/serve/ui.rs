@@ -5,14 +5,13 @@
 //! it). The data it shows comes from the JSON endpoints under
 //! `/_llmtape/api/`, which are not this module's.
 //!
-//! Access is checked by the admin dispatcher (`crate::serve::admin`)
+//! Access and the method (GET or HEAD) are checked by the admin dispatcher (`crate::serve::admin`)
 //! before it calls [`asset`].
 
 use http::header::{self, HeaderValue};
-use http::{Method, Response, StatusCode};
-use serde_json::json;
+use http::Response;
 
-use crate::body::{full, json_response, ProxyBody};
+use crate::body::{full, ProxyBody};
 
 /// Where the page lives.
 pub const UI_PATH: &str = "/_llmtape/ui";
@@ -54,56 +53,28 @@ const ASSETS: &[Asset] = &[
     },
 ];
 
-/// The asset a path names: `Some(None)` for a path under the page that
-/// names no asset, `None` for a path that is not the page's at all.
-fn lookup(path: &str) -> Option<Option<&'static Asset>> {
-    let rest = path.strip_prefix(UI_PATH)?;
-    let name = match rest {
-        "" | "/" => "index.html",
-        _ => rest.strip_prefix('/')?,
-    };
-    Some(ASSETS.iter().find(|a| a.name == name))
+/// Whether `path` is one of the page's (`/_llmtape/ui`, `/_llmtape/ui/...`).
+pub fn is_ui_path(path: &str) -> bool {
+    path == UI_PATH || path.starts_with("/_llmtape/ui/")
 }
 
-/// Answers a request for the page or one of its assets, or `None` when
-/// `path` is not under [`UI_PATH`] (the caller answers it). GET and HEAD
-/// only; an unknown asset is a 404 in the admin error shape.
-pub fn asset(method: &Method, path: &str) -> Option<Response<ProxyBody>> {
-    let found = lookup(path)?;
-    if method != Method::GET && method != Method::HEAD {
-        let mut response = json_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            json!({"error": {
-                "message": format!("{path} is llmtape's web view: send GET"),
-                "type": "invalid_request_error",
-                "param": null,
-                "code": "method_not_allowed",
-            }})
-            .to_string(),
-        );
-        response
-            .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return Some(response);
-    }
-    let Some(asset) = found else {
-        return Some(json_response(
-            StatusCode::NOT_FOUND,
-            json!({"error": {
-                "message": format!("the web view has no file {path}; open {UI_PATH}"),
-                "type": "invalid_request_error",
-                "param": null,
-                "code": "unknown_asset",
-            }})
-            .to_string(),
-        ));
+/// The asset a path names, if any.
+fn lookup(path: &str) -> Option<&'static Asset> {
+    let name = match path.strip_prefix(UI_PATH)? {
+        "" | "/" => "index.html",
+        rest => rest.strip_prefix('/')?,
     };
-    let body = if method == Method::HEAD {
-        full(bytes::Bytes::new())
-    } else {
-        full(bytes::Bytes::from_static(asset.bytes))
-    };
-    let mut response = Response::new(body);
+    ASSETS.iter().find(|a| a.name == name)
+}
+
+/// The asset at `path` (a path [`is_ui_path`] accepts), with its content
+/// type, `cache-control: no-cache` and the content security policy;
+/// `None` when there is no such asset. The caller (the admin dispatcher)
+/// has checked access and the method (GET or HEAD; hyper sends no body
+/// for HEAD).
+pub fn asset(path: &str) -> Option<Response<ProxyBody>> {
+    let asset = lookup(path)?;
+    let mut response = Response::new(full(bytes::Bytes::from_static(asset.bytes)));
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -138,8 +109,9 @@ mod tests {
     #[test]
     fn the_page_is_served_at_its_three_spellings() {
         for path in ["/_llmtape/ui", "/_llmtape/ui/", "/_llmtape/ui/index.html"] {
-            let response = asset(&Method::GET, path).unwrap();
-            assert_eq!(response.status(), StatusCode::OK, "{path}");
+            assert!(is_ui_path(path), "{path}");
+            let response = asset(path).unwrap();
+            assert_eq!(response.status(), http::StatusCode::OK, "{path}");
             assert_eq!(
                 header(&response, header::CONTENT_TYPE),
                 "text/html; charset=utf-8"
@@ -150,38 +122,27 @@ mod tests {
     }
 
     #[test]
-    fn assets_have_their_content_types_and_unknown_ones_are_404() {
-        let kind = |path: &str| {
-            let response = asset(&Method::GET, path).unwrap();
-            (
-                response.status(),
-                header(&response, header::CONTENT_TYPE).to_string(),
-            )
-        };
+    fn assets_have_their_content_types_and_unknown_ones_are_none() {
+        let kind = |path: &str| header(&asset(path).unwrap(), header::CONTENT_TYPE).to_string();
         assert_eq!(
             kind("/_llmtape/ui/app.js"),
-            (StatusCode::OK, "text/javascript; charset=utf-8".into())
+            "text/javascript; charset=utf-8"
         );
         assert_eq!(
-            kind("/_llmtape/ui/app.css"),
-            (StatusCode::OK, "text/css; charset=utf-8".into())
+            kind("/_llmtape/ui/charts.js"),
+            "text/javascript; charset=utf-8"
         );
-        assert_eq!(
-            kind("/_llmtape/ui/nope.js"),
-            (StatusCode::NOT_FOUND, "application/json".into())
-        );
-        assert_eq!(kind("/_llmtape/ui/../health").0, StatusCode::NOT_FOUND);
-        assert!(asset(&Method::GET, "/_llmtape/uix").is_none());
-        assert!(asset(&Method::GET, "/_llmtape/health").is_none());
-    }
-
-    #[test]
-    fn only_get_and_head_are_answered() {
-        let response = asset(&Method::POST, "/_llmtape/ui").unwrap();
-        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
-        assert_eq!(header(&response, header::ALLOW), "GET, HEAD");
-        let head = asset(&Method::HEAD, "/_llmtape/ui/app.js").unwrap();
-        assert_eq!(head.status(), StatusCode::OK);
+        assert_eq!(kind("/_llmtape/ui/app.css"), "text/css; charset=utf-8");
+        for path in [
+            "/_llmtape/ui/nope.js",
+            "/_llmtape/ui/../health",
+            "/_llmtape/ui//app.js",
+        ] {
+            assert!(is_ui_path(path) && asset(path).is_none(), "{path}");
+        }
+        for path in ["/_llmtape/uix", "/_llmtape/health", "/_llmtape/api/stats"] {
+            assert!(!is_ui_path(path) && asset(path).is_none(), "{path}");
+        }
     }
 
     #[test]
@@ -194,8 +155,10 @@ mod tests {
                 if target.starts_with('#') || target.starts_with("data:") {
                     continue;
                 }
-                let found = lookup(target).flatten();
-                assert!(found.is_some(), "index.html names {target}, not an asset");
+                assert!(
+                    lookup(target).is_some(),
+                    "index.html names {target}, not an asset"
+                );
                 named += 1;
             }
         }
@@ -205,7 +168,7 @@ mod tests {
             for origin in [
                 "src=\"http",
                 "href=\"http",
-                "url(http",
+                "url(",
                 "@import",
                 "fetch(\"http",
             ] {

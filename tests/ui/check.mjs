@@ -164,7 +164,6 @@ try {
   // the report, its own file) passes, anything else is refused and fails.
   await context.route("**/*", (route) => {
     const url = route.request().url();
-    requests.push(url);
     const u = new URL(url);
     const allowed = mode === "page"
       ? u.protocol === "http:" && u.hostname === "127.0.0.1"
@@ -173,7 +172,7 @@ try {
     refused.push(url);
     return route.abort("blockedbyclient");
   });
-  context.on("request", (r) => { if (!requests.includes(r.url())) requests.push(r.url()); });
+  context.on("request", (r) => requests.push(r.url()));
   const page = context.pages()[0] || (await context.newPage());
   const problems = [];
   page.on("pageerror", (e) => problems.push("page error: " + e.message));
