@@ -14,6 +14,8 @@
   var API = "/_llmtape/api/";
   var PAGE = 50;
   var POLL_MS = 1000;
+  // Rows of a stream's event table (the chart shows every event).
+  var EVENT_ROWS = 500;
   var Charts = window.LlmtapeCharts;
   var view = document.getElementById("view");
 
@@ -72,6 +74,12 @@
     if (body === null || body === undefined) return "";
     return typeof body === "string" ? body : JSON.stringify(body, null, 2);
   }
+  function size(bytes) {
+    if (bytes === null || bytes === undefined) return "\u2013";
+    if (bytes < 1024) return bytes + " B";
+    if (bytes < 1048576) return (bytes / 1024).toFixed(1) + " KB";
+    return (bytes / 1048576).toFixed(1) + " MB";
+  }
   function orNone(s) { return s === null || s === undefined || s === "" ? "(none)" : s; }
   function shortKey(key) { return String(key).slice(0, 16); }
 
@@ -104,10 +112,13 @@
 
   function setCounter(node, value, title) {
     if (node.textContent !== value) {
+      var first = node.textContent === "\u2013";
       node.textContent = value;
       var box = node.parentNode;
-      box.classList.add("flash");
-      setTimeout(function () { box.classList.remove("flash"); }, 700);
+      if (!first) {
+        box.classList.add("flash");
+        setTimeout(function () { box.classList.remove("flash"); }, 700);
+      }
     }
     if (title !== undefined) node.parentNode.title = title;
   }
@@ -238,7 +249,7 @@
             h("td", { class: "mono" }, it.fingerprint || "\u2013"),
             h("td", { class: "nowrap" }, h("span", { class: "pill " + (it.status < 400 ? "ok" : "err") }, it.status),
               it.stream ? [" ", h("span", { class: "pill stream" }, "stream")] : null),
-            h("td", { class: "num" }, num(it.size)),
+            h("td", { class: "num nowrap", title: num(it.size) + " bytes" }, size(it.size)),
             h("td", { class: "num" }, it.history ? num(it.history) : ""),
             h("td", { class: "preview" }, it.preview || "")));
         });
@@ -291,10 +302,11 @@
           h("h3", null, "Stream events on a time axis ", h("span", { class: "muted" }, events.length + " events over " + num(last) + " ms")),
           chart,
           h("table", null, h("thead", null, h("tr", null, h("th", { class: "num" }, "#"), h("th", { class: "num" }, "offset"), h("th", null, "event"), h("th", null, "data"))),
-            h("tbody", null, events.map(function (e, i) {
+            h("tbody", null, events.slice(0, EVENT_ROWS).map(function (e, i) {
               return h("tr", null, h("td", { class: "num" }, i + 1), h("td", { class: "num" }, e.offset_ms + " ms"),
                 h("td", { class: "mono" }, e.event || "message"), h("td", { class: "mono preview" }, e.data));
-            })))));
+            }))),
+          events.length > EVENT_ROWS ? h("p", { class: "muted" }, "the first " + EVENT_ROWS + " of " + events.length + " events; the chart has them all") : null));
         Charts.events(chart, events.map(function (e) {
           return { offset_ms: e.offset_ms, label: (e.event ? e.event + ": " : "") + String(e.data).slice(0, 80) };
         }));

@@ -5,8 +5,8 @@
 //! it). The data it shows comes from the JSON endpoints under
 //! `/_llmtape/api/`, which are not this module's.
 //!
-//! Access and the method (GET or HEAD) are checked by the admin dispatcher (`crate::serve::admin`)
-//! before it calls [`asset`].
+//! Access and the method (GET or HEAD) are checked by the admin
+//! dispatcher (`crate::serve::admin`) before it calls [`asset`].
 
 use http::header::{self, HeaderValue};
 use http::Response;
