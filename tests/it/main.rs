@@ -31,4 +31,5 @@ mod slow_clients;
 mod soak;
 mod stream;
 mod tls;
+mod ui_api;
 mod verify;
