@@ -64,5 +64,6 @@ pub mod remote;
 pub mod route;
 pub mod serve;
 pub mod store;
+pub mod summary;
 mod sync;
 pub mod usage;

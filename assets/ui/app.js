@@ -65,7 +65,9 @@
   function num(n) { return n === null || n === undefined ? "\u2013" : numberFormat.format(n); }
   function money(v) {
     if (v === null || v === undefined) return "\u2013";
-    return "$" + (v >= 100 ? v.toFixed(2) : v >= 1 ? v.toFixed(3) : v.toFixed(4));
+    if (v === 0) return "$0";
+    // Cents and up to four decimals; a smaller saving keeps two digits.
+    return "$" + (v >= 100 ? v.toFixed(2) : v >= 1 ? v.toFixed(3) : v >= 0.01 ? v.toFixed(4) : v.toPrecision(2));
   }
   function when(rfc3339) {
     return rfc3339 ? String(rfc3339).replace("T", " ").replace(/(\.\d+)?Z$/, " UTC") : "\u2013";

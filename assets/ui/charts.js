@@ -113,7 +113,7 @@ var LlmtapeCharts = (function () {
 
   function timeTicks(lo, hi, count) {
     var span = Math.max(1, hi - lo);
-    var steps = [1e3, 6e4, 36e5, 864e5, 7 * 864e5, 30 * 864e5, 365 * 864e5];
+    var steps = [10, 50, 100, 250, 500, 1e3, 5e3, 15e3, 6e4, 3e5, 9e5, 36e5, 6 * 36e5, 864e5, 7 * 864e5, 30 * 864e5, 365 * 864e5];
     var step = steps.find(function (s) { return span / s <= count; }) || steps[steps.length - 1];
     var out = [];
     for (var t = Math.ceil(lo / step) * step; t <= hi; t += step) out.push(t);
@@ -123,6 +123,7 @@ var LlmtapeCharts = (function () {
 
   function timeLabel(ms, step) {
     var iso = new Date(ms).toISOString();
+    if (step < 1e3) return iso.slice(17, 23) + " s";
     if (step < 6e4) return iso.slice(11, 19);
     if (step < 864e5) return iso.slice(5, 10) + " " + iso.slice(11, 16);
     return iso.slice(0, 10);
@@ -142,7 +143,7 @@ var LlmtapeCharts = (function () {
     }
     var lo = Math.min.apply(null, rows.map(function (r) { return r.start; }));
     var hi = Math.max.apply(null, rows.map(function (r) { return r.end; }));
-    var pad = Math.max(1000, (hi - lo) * 0.04);
+    var pad = Math.max(20, (hi - lo) * 0.04);
     lo -= pad; hi += pad;
     var plotW = width - labelW - right;
     var x = function (t) { return labelW + ((t - lo) / (hi - lo)) * plotW; };

@@ -143,6 +143,8 @@ impl Fresh {
 
     fn forget(&self, key: &RequestKey) {
         self.shared.hot.remove(key);
+        // The web view's rows are rebuilt from the tier on their next use.
+        self.shared.catalog.invalidate();
     }
 }
 

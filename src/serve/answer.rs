@@ -19,6 +19,8 @@ pub struct Answer {
     pub outcome: Option<Outcome>,
     /// The request key, once it was computed.
     pub key: Option<RequestKey>,
+    /// For a hit replayed from a recording: the model and tokens it saved.
+    pub saved: Option<crate::serve::metrics::Saved>,
 }
 
 impl Answer {
@@ -32,6 +34,7 @@ impl Answer {
             response,
             outcome,
             key,
+            saved: None,
         }
     }
 

@@ -9,7 +9,15 @@ use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::config::{Price, Prices};
 use crate::serve::watchdog::ClientTimeout;
+
+/// Models counted apart; past this many, the rest share one slot
+/// ([`OTHER_MODELS`]), so the table is fixed and a hit never allocates.
+pub const MODEL_SLOTS: usize = 64;
+
+/// The name of the slot the models past [`MODEL_SLOTS`] share.
+pub const OTHER_MODELS: &str = "(other models)";
 
 /// Histogram bucket bounds in seconds: from a cached hit (tens of
 /// microseconds) to a long completion (minutes).
@@ -83,6 +91,152 @@ pub struct Metrics {
     pub accept_errors: AtomicU64,
     /// Client timeouts that fired, by [`ClientTimeout`] (in `ALL`'s order).
     client_timeouts: [AtomicU64; ClientTimeout::ALL.len()],
+    /// Hits, misses and tokens saved, per model.
+    pub models: ModelTable,
+}
+
+/// What a hit saves, worked out once per recording (when its rendering is
+/// made) so counting it is a few atomic adds: the model's slot in the
+/// [`ModelTable`] and the recorded usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Saved {
+    slot: u16,
+    input_tokens: u64,
+    output_tokens: u64,
+}
+
+#[derive(Debug, Default)]
+struct ModelSlot {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    input_tokens: AtomicU64,
+    output_tokens: AtomicU64,
+}
+
+/// Per-model counters: a fixed table of slots, a model given its slot the
+/// first time it is seen (off the hit path, under a lock), counted with
+/// atomics after that.
+#[derive(Debug)]
+pub struct ModelTable {
+    slots: Box<[ModelSlot]>,
+    /// Slot names, in slot order, with their price.
+    names: Mutex<Vec<(String, Option<Price>)>>,
+    prices: Prices,
+}
+
+impl Default for ModelTable {
+    fn default() -> ModelTable {
+        ModelTable::new(Prices::default())
+    }
+}
+
+/// One model's counts, as reported.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ModelCount {
+    /// The model as answers name it.
+    pub model: String,
+    /// Hits served from its recordings.
+    pub hits: u64,
+    /// Misses recorded for it.
+    pub misses: u64,
+    /// Input tokens the hits saved.
+    pub input_tokens: u64,
+    /// Output tokens the hits saved.
+    pub output_tokens: u64,
+    /// What those tokens cost at `[prices]`; `None` without a price.
+    pub cost_usd: Option<f64>,
+}
+
+impl ModelTable {
+    /// A table that prices models by `prices`.
+    pub fn new(prices: Prices) -> ModelTable {
+        ModelTable {
+            slots: (0..MODEL_SLOTS).map(|_| ModelSlot::default()).collect(),
+            names: Mutex::new(Vec::new()),
+            prices,
+        }
+    }
+
+    /// The slot of `model`, given one if it has none yet.
+    fn slot(&self, model: &str) -> u16 {
+        let mut names = crate::sync::lock(&self.names);
+        if let Some(i) = names.iter().position(|(name, _)| name == model) {
+            return i as u16;
+        }
+        if names.len() + 1 < MODEL_SLOTS {
+            names.push((model.to_string(), self.prices.of(model)));
+            return (names.len() - 1) as u16;
+        }
+        if names.len() + 1 == MODEL_SLOTS {
+            names.push((OTHER_MODELS.to_string(), None));
+        }
+        (MODEL_SLOTS - 1) as u16
+    }
+
+    /// What a hit on a recording of `model` with this usage saves.
+    pub fn saved(&self, model: &str, input_tokens: u64, output_tokens: u64) -> Saved {
+        Saved {
+            slot: self.slot(model),
+            input_tokens,
+            output_tokens,
+        }
+    }
+
+    /// What a hit on the answer in `body` (a stream: `events`) saves: its
+    /// recorded usage (see [`crate::summary`]), under its model ("-" when
+    /// it names none).
+    pub fn saved_by(&self, body: &[u8], events: Option<&[(u64, bytes::Bytes)]>) -> Saved {
+        let usage = crate::summary::usage_of(body, events);
+        let model = usage.model.as_deref().unwrap_or("-");
+        self.saved(model, usage.input_tokens, usage.output_tokens)
+    }
+
+    /// Counts a hit: no lock, no allocation.
+    pub fn hit(&self, saved: Saved) {
+        let slot = &self.slots[usize::from(saved.slot)];
+        slot.hits.fetch_add(1, Ordering::Relaxed);
+        slot.input_tokens
+            .fetch_add(saved.input_tokens, Ordering::Relaxed);
+        slot.output_tokens
+            .fetch_add(saved.output_tokens, Ordering::Relaxed);
+    }
+
+    /// Counts a miss recorded for `model`.
+    pub fn missed(&self, model: &str) {
+        let slot = self.slot(model);
+        self.slots[usize::from(slot)]
+            .misses
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Every model seen, in the order first seen.
+    pub fn counts(&self) -> Vec<ModelCount> {
+        let names = crate::sync::lock(&self.names).clone();
+        names
+            .into_iter()
+            .zip(self.slots.iter())
+            .map(|((model, price), slot)| {
+                let input_tokens = slot.input_tokens.load(Ordering::Relaxed);
+                let output_tokens = slot.output_tokens.load(Ordering::Relaxed);
+                ModelCount {
+                    model,
+                    hits: slot.hits.load(Ordering::Relaxed),
+                    misses: slot.misses.load(Ordering::Relaxed),
+                    input_tokens,
+                    output_tokens,
+                    cost_usd: price.map(|p| p.cost(input_tokens, output_tokens)),
+                }
+            })
+            .collect()
+    }
+}
+
+/// A Prometheus label value: backslashes, quotes and newlines escaped.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 impl Metrics {
@@ -170,6 +324,7 @@ impl Metrics {
             self.accept_errors.load(Ordering::Relaxed),
         );
         let _ = writeln!(out, "# HELP llmtape_store_recordings Recordings in the store or fixtures folder.\n# TYPE llmtape_store_recordings gauge\nllmtape_store_recordings {stored}");
+        self.render_models(&mut out);
         self.hit_latency
             .render("llmtape_hit_seconds", "Time to answer a hit.", &mut out);
         self.upstream_latency.render(
@@ -178,6 +333,59 @@ impl Metrics {
             &mut out,
         );
         out
+    }
+}
+
+impl Metrics {
+    /// Counters whose per-model costs use `prices`.
+    pub fn priced(prices: Prices) -> Metrics {
+        Metrics {
+            models: ModelTable::new(prices),
+            ..Metrics::default()
+        }
+    }
+
+    /// The per-model hits, misses, tokens and cost saved.
+    fn render_models(&self, out: &mut String) {
+        let counts = self.models.counts();
+        let _ = writeln!(out, "# HELP llmtape_model_hits_total Hits, by the model of the recording served.\n# TYPE llmtape_model_hits_total counter");
+        for c in &counts {
+            let _ = writeln!(
+                out,
+                "llmtape_model_hits_total{{model=\"{}\"}} {}",
+                label(&c.model),
+                c.hits
+            );
+        }
+        let _ = writeln!(out, "# HELP llmtape_model_misses_total Misses recorded, by the model of the answer.\n# TYPE llmtape_model_misses_total counter");
+        for c in &counts {
+            let _ = writeln!(
+                out,
+                "llmtape_model_misses_total{{model=\"{}\"}} {}",
+                label(&c.model),
+                c.misses
+            );
+        }
+        let _ = writeln!(out, "# HELP llmtape_tokens_saved_total Tokens hits did not send upstream (the recorded usage), by model and kind.\n# TYPE llmtape_tokens_saved_total counter");
+        for c in &counts {
+            for (kind, value) in [("input", c.input_tokens), ("output", c.output_tokens)] {
+                let _ = writeln!(
+                    out,
+                    "llmtape_tokens_saved_total{{model=\"{}\",kind=\"{kind}\"}} {value}",
+                    label(&c.model)
+                );
+            }
+        }
+        let _ = writeln!(out, "# HELP llmtape_cost_saved_usd_total What the saved tokens cost at [prices], by model (models without a price are left out).\n# TYPE llmtape_cost_saved_usd_total counter");
+        for c in &counts {
+            if let Some(cost) = c.cost_usd {
+                let _ = writeln!(
+                    out,
+                    "llmtape_cost_saved_usd_total{{model=\"{}\"}} {cost}",
+                    label(&c.model)
+                );
+            }
+        }
     }
 }
 

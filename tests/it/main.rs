@@ -32,4 +32,5 @@ mod soak;
 mod stream;
 mod tls;
 mod ui;
+mod ui_api;
 mod verify;

@@ -101,6 +101,104 @@ async fn check(node: &Path, mode: &str, target: &str, expect: &Value) -> Value {
     report
 }
 
+async fn get_json(url: &str) -> Value {
+    let reply = send(http::Method::GET, url, &[], "").await;
+    assert_eq!(
+        reply.status,
+        200,
+        "{url}: {}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    reply.json()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_view_shows_recordings_flips_and_live_counters_in_chromium() {
+    let mock = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    // gpt-4o-mini is priced, so the hit the page sees saves money.
+    std::fs::write(
+        dir.path().join("proxy.toml"),
+        "[prices]\n\"gpt-4o-mini\" = { input = 0.15, output = 0.60 }\n",
+    )
+    .unwrap();
+    let serve = Serve::start(serve_cmd(dir.path(), &mock.url(), &store)).await;
+    let chat = serve.url("/v1/chat/completions");
+
+    // The page itself, whatever the browser: served from the binary, with
+    // its CSP; an unknown asset is a 404.
+    let page = send(http::Method::GET, &serve.url("/_llmtape/ui"), &[], "").await;
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert_eq!(page.header("cache-control"), Some("no-cache"));
+    assert!(page
+        .header("content-security-policy")
+        .unwrap()
+        .starts_with("default-src 'self';"));
+    let missing = send(http::Method::GET, &serve.url("/_llmtape/ui/x.js"), &[], "").await;
+    assert_eq!(missing.status, 404);
+
+    // Two gpt-4o-mini recordings (one a stream), then four gpt-4o ones,
+    // three of them re-recorded under a new fingerprint: a flip with the
+    // same answer, one with changed text, one with moved logprobs.
+    assert_eq!(post(&chat, CHAT).await.cache(), "miss");
+    let stream = post(&chat, STREAM_CHAT).await;
+    mock.script(script("Paris is nice", "fp_a", -0.1));
+    let mut keys = Vec::new();
+    for n in 1..=4 {
+        keys.push(
+            post(&chat, &question(n))
+                .await
+                .header("x-llmtape-key")
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let rerecord = [("x-llmtape-mode", "record")];
+    mock.script(script("Paris is nice", "fp_b", -0.1));
+    post_with(&chat, &question(1), &rerecord).await;
+    mock.script(script("Paris is lovely", "fp_b", -0.1));
+    post_with(&chat, &question(2), &rerecord).await;
+    mock.script(script("Paris is nice", "fp_b", -0.3));
+    post_with(&chat, &question(3), &rerecord).await;
+
+    // What the page must show, from the API it reads (the API's own
+    // counts are the ui-api tests' business) and from what was planted.
+    let stream_key = stream.header("x-llmtape-key").unwrap().to_string();
+    let detail = get_json(&serve.url(&format!("/_llmtape/api/recordings/{stream_key}"))).await;
+    let events = detail["events"].as_array().unwrap().len();
+    assert!(events >= 4, "three content events and [DONE]: {detail}");
+    let fingerprints = get_json(&serve.url("/_llmtape/api/fingerprints")).await;
+    let bars: usize = fingerprints["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["fingerprints"].as_array().unwrap().len())
+        .sum();
+    let expect = json!({
+        "total": 6,
+        "filter": {"model": "gpt-4o-mini", "rows": 2},
+        "text": {"q": "question 2", "rows": 1},
+        "stream": {"key": stream_key, "request_contains": "\"Count\"", "events": events},
+        "plain": {"key": keys[1], "answer_contains": "Paris is lovely", "history": 1},
+        "fingerprints": bars,
+        "audit": {"flips": 3, "deleted": "nice", "inserted": "lovely", "delta_bars": 1},
+        "hit": {"path": "/v1/chat/completions", "body": CHAT},
+    });
+    assert!(
+        bars >= 3,
+        "fp_a and fp_b of gpt-4o, and gpt-4o-mini's: {fingerprints}"
+    );
+    let Some(node) = browser().await else { return };
+    let calls = mock.calls();
+    check(&node, "page", &serve.url(""), &expect).await;
+    assert_eq!(mock.calls(), calls, "the page's request was a hit");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probe_html_writes_one_self_contained_report_that_draws_its_chart() {
     let mock = MockUpstream::start().await;

@@ -116,6 +116,7 @@ async function checkPage(page, base, shots) {
 
   // The counters move after a request made now (a hit on a recording).
   const before = Number((await text(page, "count-hits")).replace(/,/g, ""));
+  const costBefore = await text(page, "count-cost");
   const hit = await fetch(base + expect.hit.path, {
     method: "POST",
     headers: { "content-type": "application/json", authorization: "Bearer sk-test-dummy" },
@@ -125,6 +126,11 @@ async function checkPage(page, base, shots) {
   await hit.arrayBuffer();
   await until(page, `hits to reach ${before + 1}`, (n) =>
     document.querySelector('[data-testid="count-hits"]').textContent.replace(/,/g, "") === String(n), before + 1);
+  // A priced model's hit saves money too.
+  await until(page, "the cost saved to move", (was) => {
+    const now = document.querySelector('[data-testid="count-cost"]').textContent;
+    return now !== was && now.startsWith("$");
+  }, costBefore);
   await shots("counters", '[data-testid="counters"]');
 }
 
