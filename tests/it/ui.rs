@@ -52,9 +52,8 @@ async fn browser() -> Option<PathBuf> {
     None
 }
 
-/// Runs `check.mjs MODE TARGET EXPECT` to its end (bounded) and returns its
-/// report, after asserting it passed and asked nothing of another host.
-async fn check(node: &Path, mode: &str, target: &str, expect: &Value) -> Value {
+/// Runs `check.mjs MODE TARGET EXPECT` to its end (bounded).
+async fn run_check(node: &Path, mode: &str, target: &str, expect: &Value) -> std::process::Output {
     let shots = Path::new(REPO).join("target/ui-screenshots");
     let run = tokio::process::Command::new(node)
         .arg(Path::new(REPO).join("tests/ui/check.mjs"))
@@ -70,10 +69,16 @@ async fn check(node: &Path, mode: &str, target: &str, expect: &Value) -> Value {
         .kill_on_drop(true)
         .output();
     // Chromium's start and a dozen page loads on a busy 2-core machine.
-    let out = tokio::time::timeout(WAIT * 6, run)
+    tokio::time::timeout(WAIT * 6, run)
         .await
         .expect("the browser check finishes in time")
-        .expect("node starts");
+        .expect("node starts")
+}
+
+/// Runs the check and returns its report, after asserting it passed and
+/// asked nothing of another host.
+async fn check(node: &Path, mode: &str, target: &str, expect: &Value) -> Value {
+    let out = run_check(node, mode, target, expect).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -100,6 +105,9 @@ async fn check(node: &Path, mode: &str, target: &str, expect: &Value) -> Value {
     }
     report
 }
+
+/// Recordings beyond the six the checks look at, so the table has two pages.
+const BULK: usize = 55;
 
 async fn get_json(url: &str) -> Value {
     let reply = send(http::Method::GET, url, &[], "").await;
@@ -142,11 +150,19 @@ async fn the_web_view_shows_recordings_flips_and_live_counters_in_chromium() {
     let missing = send(http::Method::GET, &serve.url("/_llmtape/ui/x.js"), &[], "").await;
     assert_eq!(missing.status, 404);
 
-    // Two gpt-4o-mini recordings (one a stream), then four gpt-4o ones,
+    // Two gpt-4o-mini recordings (one a stream), a page of gpt-4.1-nano
+    // ones, then four gpt-4o ones,
     // three of them re-recorded under a new fingerprint: a flip with the
     // same answer, one with changed text, one with moved logprobs.
     assert_eq!(post(&chat, CHAT).await.cache(), "miss");
     let stream = post(&chat, STREAM_CHAT).await;
+    // More than a page of rows (the page shows 50), of another model.
+    for n in 0..BULK {
+        let body = format!(
+            r#"{{"model":"gpt-4.1-nano","messages":[{{"role":"user","content":"bulk {n}"}}]}}"#
+        );
+        assert_eq!(post(&chat, &body).await.cache(), "miss");
+    }
     mock.script(script("Paris is nice", "fp_a", -0.1));
     let mut keys = Vec::new();
     for n in 1..=4 {
@@ -180,7 +196,8 @@ async fn the_web_view_shows_recordings_flips_and_live_counters_in_chromium() {
         .map(|m| m["fingerprints"].as_array().unwrap().len())
         .sum();
     let expect = json!({
-        "total": 6,
+        "total": 6 + BULK,
+        "page": 50,
         "filter": {"model": "gpt-4o-mini", "rows": 2},
         "text": {"q": "question 2", "rows": 1},
         "stream": {"key": stream_key, "request_contains": "\"Count\"", "events": events},
@@ -280,4 +297,28 @@ async fn probe_html_writes_one_self_contained_report_that_draws_its_chart() {
         "fingerprints": ["fp_a", "fp_b"],
     });
     check(&node, "report", report.to_str().unwrap(), &expect).await;
+
+    // The guard itself: the same report without its CSP and with an image
+    // from another host fails the check (the request is refused, not sent).
+    let leaky = dir.path().join("leaky.html");
+    let html: String = html
+        .lines()
+        .filter(|l| !l.contains("Content-Security-Policy"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let html = html.replace(
+        "</main>",
+        r#"</main><img alt="" src="http://198.51.100.7/pixel.png">"#,
+    );
+    std::fs::write(&leaky, html).unwrap();
+    let out = run_check(&node, "report", leaky.to_str().unwrap(), &expect).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a leaking report must fail the check"
+    );
+    assert!(
+        stderr.contains("asked other origins: http://198.51.100.7/pixel.png"),
+        "{stderr}"
+    );
 }

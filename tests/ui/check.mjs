@@ -46,15 +46,32 @@ async function checkPage(page, base, shots) {
   const ui = base + "/_llmtape/ui";
   await page.goto(ui, { timeout: WAIT_MS });
 
-  // Recordings: the table lists them all, with the total.
-  await until(page, `${expect.total} rows`, (n) =>
-    document.querySelectorAll('[data-testid="recording-row"]').length === n, expect.total);
-  check((await text(page, "row-count")).startsWith(`${expect.total} recording`),
+  // Recordings: the table lists the newest page of them, with the total,
+  // and the next page holds the rest.
+  const firstPage = Math.min(expect.total, expect.page);
+  await until(page, `${firstPage} rows`, (n) =>
+    document.querySelectorAll('[data-testid="recording-row"]').length === n, firstPage);
+  const total = expect.total.toLocaleString("en-US");
+  check((await text(page, "row-count")).startsWith(`${total} recording`),
     `row count says ${await text(page, "row-count")}`);
+  check((await text(page, "page-info")) === `1\u2013${firstPage} of ${total}`,
+    `page info says ${await text(page, "page-info")}`);
+  check(await page.locator('[data-testid="page-prev"]').isDisabled(), "no newer page");
   // The counters are live before anything happens.
   await until(page, "the live counters", () =>
     document.querySelector('[data-testid="live"]').classList.contains("on"));
-  await shots("recordings");
+  await shots("recordings", null, { fullPage: false });
+  if (expect.total > expect.page) {
+    await page.locator('[data-testid="page-next"]').click();
+    const rest = Math.min(expect.total - expect.page, expect.page);
+    await until(page, `${rest} rows on the second page`, (n) =>
+      document.querySelectorAll('[data-testid="recording-row"]').length === n, rest);
+    check(page.url().includes("offset=" + expect.page), "the page is in the URL");
+    check((await text(page, "page-info")).startsWith(`${expect.page + 1}\u2013`), "the second page's range");
+    await page.locator('[data-testid="page-prev"]').click();
+    await until(page, "the first page again", (n) =>
+      document.querySelectorAll('[data-testid="recording-row"]').length === n, firstPage);
+  }
 
   // A filter from the facets narrows them, and clearing it brings them back.
   const model = page.locator('[data-testid="filter-model"]');
@@ -64,18 +81,8 @@ async function checkPage(page, base, shots) {
   await until(page, `${expect.filter.rows} rows for model ${expect.filter.model}`, (n) =>
     document.querySelectorAll('[data-testid="recording-row"]').length === n, expect.filter.rows);
   check(page.url().includes("model=" + encodeURIComponent(expect.filter.model)), "the filter is in the URL");
-  await page.locator('[data-testid="filter-clear"]').click();
-  await until(page, "all rows again", (n) =>
-    document.querySelectorAll('[data-testid="recording-row"]').length === n, expect.total);
-  // The text filter (debounced) narrows them too.
-  await page.locator('[data-testid="filter-q"]').fill(expect.text.q);
-  await until(page, `${expect.text.rows} rows with text ${expect.text.q}`, (n) =>
-    document.querySelectorAll('[data-testid="recording-row"]').length === n, expect.text.rows);
-  await page.locator('[data-testid="filter-clear"]').click();
-  await until(page, "all rows again", (n) =>
-    document.querySelectorAll('[data-testid="recording-row"]').length === n, expect.total);
-
-  // One recording whole: a stream, with its events on the time axis.
+  // One recording whole (found through the filter): a stream, with its
+  // events on the time axis; back leads to the filtered table.
   await page.locator(`[data-testid="recording-row"][data-key="${expect.stream.key}"]`).click();
   await until(page, "the recording's detail", () => document.querySelector('[data-testid="recording-detail"]'));
   check((await text(page, "recording-detail")).includes(expect.stream.key), "the detail names its key");
@@ -85,6 +92,20 @@ async function checkPage(page, base, shots) {
     document.querySelectorAll('[data-testid="events-chart"] [data-testid="chart-event"]').length === n,
     expect.stream.events);
   await shots("recording");
+
+  await page.goBack();
+  await until(page, "the filtered table again", (n) =>
+    document.querySelectorAll('[data-testid="recording-row"]').length === n, expect.filter.rows);
+  await page.locator('[data-testid="filter-clear"]').click();
+  await until(page, "all rows again", (n) =>
+    document.querySelectorAll('[data-testid="recording-row"]').length === n, firstPage);
+  // The text filter (debounced) narrows them too.
+  await page.locator('[data-testid="filter-q"]').fill(expect.text.q);
+  await until(page, `${expect.text.rows} rows with text ${expect.text.q}`, (n) =>
+    document.querySelectorAll('[data-testid="recording-row"]').length === n, expect.text.rows);
+  await page.locator('[data-testid="filter-clear"]').click();
+  await until(page, "all rows again", (n) =>
+    document.querySelectorAll('[data-testid="recording-row"]').length === n, firstPage);
 
   // A plain answer with history: its body and its older recordings.
   await page.goto(ui + "#/recording/" + expect.plain.key.slice(0, 12), { timeout: WAIT_MS });
@@ -180,13 +201,14 @@ try {
   });
   context.on("request", (r) => requests.push(r.url()));
   const page = context.pages()[0] || (await context.newPage());
+  page.setDefaultTimeout(WAIT_MS);
   const problems = [];
   page.on("pageerror", (e) => problems.push("page error: " + e.message));
   page.on("console", (m) => { if (m.type() === "error") problems.push("console error: " + m.text()); });
-  const shots = async (name, selector) => {
+  const shots = async (name, selector, how) => {
     const path = join(shotDir, `${name}.png`);
     if (selector) await page.locator(selector).screenshot({ path });
-    else await page.screenshot({ path, fullPage: true });
+    else await page.screenshot({ path, fullPage: true, ...how });
     screenshots.push(path);
   };
   if (mode === "page") await checkPage(page, target.replace(/\/$/, ""), shots);
