@@ -9,7 +9,8 @@
 //!    `serve::admission` has room; `serve::connection` serves it, with
 //!    `serve::watchdog` bounding slow heads and idle waits and
 //!    `serve::read_timeout` stalled bodies, and hands each request to the
-//!    `serve::proxy` service; `/_llmtape/*` goes to `serve::admin`.
+//!    `serve::proxy` service; `/_llmtape/*` goes to `serve::admin` (the
+//!    web view's page and assets, `assets/ui/`, are `serve::ui`'s).
 //! 2. `serve::proxy` decides: the mode (`serve::request` reads the
 //!    override headers), the `route`, the [`key`] (the body collected by
 //!    [`body`], canonicalised, or found in `key::cache` for repeated
@@ -35,7 +36,8 @@
 //! [`store::fixtures`] format) behind it.
 //!
 //! **Commands** ([`cmd`]): ls, show, explain, audit, export, import, rm,
-//! prune, rekey, lint, verify and probe, each with plain options; `audit`
+//! prune, rekey, lint, verify and probe (`--html`: a report built from
+//! the web view's assets), each with plain options; `audit`
 //! compares answers and `diff` finds differing JSON paths for them. The
 //! ones on recordings are a [`cmd::job::Job`], run on the tier [`app`]
 //! opens, or, while a `serve` holds the store, sent through its

@@ -282,7 +282,7 @@
         kv([
           ["key", it.key], ["model", it.model || "\u2013"], ["namespace", orNone(it.namespace)],
           ["fingerprint", it.fingerprint || "\u2013"], ["recorded at", when(it.recorded_at)],
-          ["size", num(it.size) + " bytes"], ["call", it.call === null ? "\u2013" : "#" + it.call],
+          ["size", num(it.size) + " bytes"], ["call", it.call === null || it.call === undefined ? "\u2013" : "#" + it.call],
           ["history", num(it.history) + " older recording(s)"],
         ]));
       var request = h("div", { class: "panel", "data-testid": "recording-request" },
