@@ -79,6 +79,8 @@ pub enum Command {
     Key(KeyCommand),
     /// Keys whose fingerprint (system_fingerprint, else model) changed, and what changed with it.
     Audit(AuditArgs),
+    /// Hits, misses, tokens and cost saved per model (live from a running serve; offline, what the store holds).
+    Stats(StatsArgs),
     /// Re-send recorded requests upstream and report which answers drifted.
     Verify(VerifyArgs),
     /// Send one request N times and measure how non-deterministic the upstream is.
@@ -109,6 +111,14 @@ pub struct AuditArgs {
     /// Only this model.
     #[arg(long)]
     pub model: Option<String>,
+}
+
+/// `llmtape stats`
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Print JSON (schema in the README) instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `llmtape verify`
