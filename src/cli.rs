@@ -79,8 +79,6 @@ pub enum Command {
     Key(KeyCommand),
     /// Keys whose fingerprint (system_fingerprint, else model) changed, and what changed with it.
     Audit(AuditArgs),
-    /// Hits, misses, tokens and cost saved per model (live from a running serve; offline, what the store holds).
-    Stats(StatsArgs),
     /// Re-send recorded requests upstream and report which answers drifted.
     Verify(VerifyArgs),
     /// Send one request N times and measure how non-deterministic the upstream is.
@@ -89,6 +87,8 @@ pub enum Command {
     Push(RemoteArgs),
     /// Copy the shared Redis store into the local store, never over a newer recording.
     Pull(RemoteArgs),
+    /// Hits, misses, tokens and cost saved per model (live from a running serve; offline, what the store holds).
+    Stats(StatsArgs),
 }
 
 /// `llmtape push`, `llmtape pull`
