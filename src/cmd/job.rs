@@ -14,12 +14,13 @@ use std::path::{Path, PathBuf};
 use crate::cmd::filter::Filter;
 use crate::cmd::listing::Listing;
 use crate::cmd::paint::Terminal;
-use crate::cmd::{audit, export, import, ls, prune, rekey, rm, show, verify};
+use crate::cmd::{audit, export, import, ls, prune, rekey, rm, show, stats, verify};
 use crate::config::Config;
 use crate::error::CommandError;
 use crate::key::RequestKey;
 use crate::record::recording::Recording;
 use crate::serve::admin::{CommandRunner, Reply};
+use crate::serve::metrics::LiveStats;
 use crate::store::response_log::Replayable;
 use crate::store::{Tier, TierError};
 
@@ -57,6 +58,8 @@ pub enum Job {
     Rekey(rekey::Options),
     /// `llmtape verify`
     Verify(verify::Options),
+    /// `llmtape stats`
+    Stats(stats::Options),
 }
 
 /// Which recordings a job opens when it runs offline.
@@ -82,7 +85,8 @@ impl Job {
             | Job::Rm(_)
             | Job::Prune(_)
             | Job::Rekey(_)
-            | Job::Verify(_) => Opens::Recordings,
+            | Job::Verify(_)
+            | Job::Stats(_) => Opens::Recordings,
         }
     }
 }
@@ -141,6 +145,7 @@ pub async fn run(
             summary.report("imported", dir, out, err)
         }
         Job::Rm(options) => rm::run(tier, options, out),
+        Job::Stats(options) => stats::run(tier, &config.prices, options, out, err),
         Job::Prune(options) => prune::run(tier, options, std::time::SystemTime::now(), out),
         Job::Rekey(options) => rekey::run(tier, config, options, out, err),
         Job::Verify(options) => {
@@ -172,7 +177,18 @@ impl Runner {
 
 impl CommandRunner for Runner {
     fn run(&self, request: &[u8], tier: &dyn Tier) -> Reply {
-        let request: Request = match serde_json::from_slice(request) {
+        self.run_with(request, tier, None)
+    }
+
+    fn run_live(&self, request: &[u8], tier: &dyn Tier, live: LiveStats) -> Reply {
+        self.run_with(request, tier, Some(live))
+    }
+}
+
+impl Runner {
+    /// Runs a job; `stats` gets the server's `live` counters.
+    fn run_with(&self, request: &[u8], tier: &dyn Tier, live: Option<LiveStats>) -> Reply {
+        let mut request: Request = match serde_json::from_slice(request) {
             Ok(request) => request,
             Err(error) => {
                 return Reply::failed(
@@ -189,6 +205,9 @@ impl CommandRunner for Runner {
                     request.llmtape_job
                 ),
             );
+        }
+        if let (Job::Stats(options), Some(live)) = (&mut request.job, live) {
+            options.live = Some(live);
         }
         let tier = Named {
             tier,

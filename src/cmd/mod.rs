@@ -25,6 +25,7 @@ pub(crate) mod prune;
 pub(crate) mod rekey;
 pub(crate) mod rm;
 pub(crate) mod show;
+pub(crate) mod stats;
 pub(crate) mod transfer;
 pub(crate) mod verify;
 

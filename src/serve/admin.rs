@@ -21,7 +21,7 @@ use serde_json::json;
 use crate::body::{full, json_response, ProxyBody};
 use crate::config::Mode;
 use crate::record::redact::Sensitive;
-use crate::serve::metrics::Metrics;
+use crate::serve::metrics::{LiveStats, Metrics};
 use crate::serve::runs::Runs;
 use crate::serve::ui;
 use crate::store::Tier;
@@ -215,6 +215,13 @@ pub trait CommandRunner: Send + Sync {
     /// The command's output and outcome; a request it cannot read is a
     /// [`Reply`] with an error too.
     fn run(&self, request: &[u8], tier: &dyn Tier) -> Reply;
+
+    /// [`CommandRunner::run`] in a server whose counters are `live` (what
+    /// `llmtape stats` prints while serving).
+    fn run_live(&self, request: &[u8], tier: &dyn Tier, live: LiveStats) -> Reply {
+        let _ = live;
+        self.run(request, tier)
+    }
 }
 
 /// What a command printed and how it ended: the caller writes `stdout` and

@@ -131,7 +131,7 @@ impl Default for ModelTable {
 }
 
 /// One model's counts, as reported.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ModelCount {
     /// The model as answers name it.
     pub model: String,
@@ -336,7 +336,61 @@ impl Metrics {
     }
 }
 
+/// The live counters since the proxy started, as `/_llmtape/api/stats`
+/// and `llmtape stats` (while serving) give them.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LiveStats {
+    /// The default mode.
+    pub mode: String,
+    /// Recordings in the store or fixtures folder now.
+    pub recordings: usize,
+    /// Hits served.
+    pub hits: u64,
+    /// Misses (sent upstream on a cached route).
+    pub misses: u64,
+    /// Requests passed through.
+    pub bypasses: u64,
+    /// Recordings this process committed.
+    pub recorded: u64,
+    /// What the hits saved, all models together.
+    pub saved: SavedTotal,
+    /// Per model, in the order first seen.
+    pub models: Vec<ModelCount>,
+}
+
+/// Tokens and cost saved, all models together.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SavedTotal {
+    /// Input tokens.
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+    /// The cost of the priced models' tokens; `None` when no model counted
+    /// has a price.
+    pub cost_usd: Option<f64>,
+}
+
 impl Metrics {
+    /// The live counters, with the default `mode` and the tier's count.
+    pub fn live(&self, mode: &str, recordings: usize) -> LiveStats {
+        let models = self.models.counts();
+        let priced: Vec<f64> = models.iter().filter_map(|c| c.cost_usd).collect();
+        LiveStats {
+            mode: mode.to_string(),
+            recordings,
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            bypasses: self.bypasses.load(Ordering::Relaxed),
+            recorded: self.recordings.load(Ordering::Relaxed),
+            saved: SavedTotal {
+                input_tokens: models.iter().map(|c| c.input_tokens).sum(),
+                output_tokens: models.iter().map(|c| c.output_tokens).sum(),
+                cost_usd: (!priced.is_empty()).then(|| priced.iter().sum()),
+            },
+            models,
+        }
+    }
+
     /// Counters whose per-model costs use `prices`.
     pub fn priced(prices: Prices) -> Metrics {
         Metrics {

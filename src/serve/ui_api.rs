@@ -13,7 +13,6 @@
 //! The contract (field names, errors) is in the README's "Web view". The
 //! endpoints read the store, so they run on a blocking thread.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use http::request::Parts;
@@ -27,6 +26,7 @@ use crate::record::redact::Sensitive;
 use crate::record::sse;
 use crate::serve::admin::{self, AdminView, API_PREFIX};
 use crate::serve::catalog::{Lookup, Query, MAX_LIMIT};
+use crate::serve::metrics::LiveStats;
 use crate::serve::proxy::{Proxy, Shared};
 use crate::store::TierError;
 use crate::summary::{answer_text, first_chars, Interner, Row, PREVIEW_CHARS};
@@ -123,22 +123,14 @@ fn ok(body: Value) -> Response<ProxyBody> {
 
 /// `stats`: the live counters.
 fn stats(s: &Shared) -> Value {
-    let m = &s.metrics;
-    let models = m.models.counts();
-    let input: u64 = models.iter().map(|c| c.input_tokens).sum();
-    let output: u64 = models.iter().map(|c| c.output_tokens).sum();
-    let priced: Vec<f64> = models.iter().filter_map(|c| c.cost_usd).collect();
-    let cost = (!priced.is_empty()).then(|| priced.iter().sum::<f64>());
-    json!({
-        "mode": s.mode.as_str(),
-        "recordings": s.tier.count(),
-        "hits": m.hits.load(Ordering::Relaxed),
-        "misses": m.misses.load(Ordering::Relaxed),
-        "bypasses": m.bypasses.load(Ordering::Relaxed),
-        "recorded": m.recordings.load(Ordering::Relaxed),
-        "saved": {"input_tokens": input, "output_tokens": output, "cost_usd": cost},
-        "models": models,
-    })
+    serde_json::to_value(s.live_stats()).expect("the counters always serialise")
+}
+
+impl Shared {
+    /// The live counters now.
+    pub(super) fn live_stats(&self) -> LiveStats {
+        self.metrics.live(self.mode.as_str(), self.tier.count())
+    }
 }
 
 /// The list query from the parameters.

@@ -29,6 +29,7 @@ mod serving;
 mod singleflight;
 mod slow_clients;
 mod soak;
+mod stats;
 mod stream;
 mod tls;
 mod ui;
