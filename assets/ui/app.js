@@ -243,7 +243,8 @@
         tbody.replaceChildren();
         items.forEach(function (it) {
           var open = function () { location.hash = "#/recording/" + it.key; };
-          tbody.appendChild(h("tr", { class: "row", "data-testid": "recording-row", "data-key": it.key, onclick: open, title: it.key },
+          var keys = function (e) { if (e.key === "Enter") open(); };
+          tbody.appendChild(h("tr", { class: "row", "data-testid": "recording-row", "data-key": it.key, onclick: open, onkeydown: keys, tabindex: 0, title: it.key },
             h("td", { class: "mono nowrap" }, when(it.recorded_at).replace(" UTC", "")),
             h("td", null, h("span", { class: "pill" }, it.route)),
             h("td", { class: "nowrap" }, it.model || "\u2013"),

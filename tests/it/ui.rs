@@ -199,7 +199,7 @@ async fn the_web_view_shows_recordings_flips_and_live_counters_in_chromium() {
         "total": 6 + BULK,
         "page": 50,
         "filter": {"model": "gpt-4o-mini", "rows": 2},
-        "text": {"q": "question 2", "rows": 1},
+        "text": {"q": "question 2", "rows": 1, "key": keys[1]},
         "stream": {"key": stream_key, "request_contains": "\"Count\"", "events": events},
         "plain": {"key": keys[1], "answer_contains": "Paris is lovely", "history": 1},
         "fingerprints": bars,

@@ -103,6 +103,15 @@ async function checkPage(page, base, shots) {
   await page.locator('[data-testid="filter-q"]').fill(expect.text.q);
   await until(page, `${expect.text.rows} rows with text ${expect.text.q}`, (n) =>
     document.querySelectorAll('[data-testid="recording-row"]').length === n, expect.text.rows);
+  // The row it found opens from the keyboard too.
+  await page.locator('[data-testid="recording-row"]').first().press("Enter");
+  await until(page, "the found recording", (key) => {
+    const d = document.querySelector('[data-testid="recording-detail"]');
+    return d && d.textContent.includes(key);
+  }, expect.text.key);
+  await page.goBack();
+  await until(page, "the text-filtered table again", (n) =>
+    document.querySelectorAll('[data-testid="recording-row"]').length === n, expect.text.rows);
   await page.locator('[data-testid="filter-clear"]').click();
   await until(page, "all rows again", (n) =>
     document.querySelectorAll('[data-testid="recording-row"]').length === n, firstPage);
