@@ -55,6 +55,12 @@ pub(crate) struct Rows {
     /// add up to the tier's count).
     unreadable: usize,
     names: Interner,
+    /// Indexes into `list`, newest first, and the facets: worked out again
+    /// on the first request after a change, not on every request.
+    order: Vec<u32>,
+    facets: [Vec<String>; 4],
+    /// `order` and `facets` are out of date.
+    changed: bool,
 }
 
 /// Which rows a list request wants; every field that is set must match.
@@ -117,48 +123,24 @@ impl Rows {
                 self.list.push(row);
             }
         }
+        self.changed = true;
     }
 
-    fn adds_up(&self, count: usize) -> bool {
-        self.list.len() + self.unreadable == count
-    }
-
-    /// The page `query` asks for.
-    pub fn page(&self, query: &Query) -> Page {
-        let q = query.q.as_ref().map(|q| q.to_lowercase());
-        let same = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
-        let mut matching: Vec<&Row> = self
-            .list
-            .iter()
-            .filter(|r| {
-                same(&query.route, &r.route)
-                    && same(&query.model, &r.model)
-                    && same(&query.namespace, &r.namespace)
-                    && same(&query.fingerprint, &r.fingerprint)
-                    && q.as_deref().is_none_or(|q| r.search.contains(q))
-            })
-            .collect();
-        let total = matching.len();
-        let newest_first = |a: &&Row, b: &&Row| {
+    /// Brings `order` and `facets` up to date.
+    fn settle(&mut self) {
+        if !self.changed {
+            return;
+        }
+        let list = &self.list;
+        let mut order: Vec<u32> = (0..list.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| {
+            let (a, b) = (&list[a as usize], &list[b as usize]);
             b.recorded_at
                 .cmp(&a.recorded_at)
                 .then_with(|| a.key.as_bytes().cmp(b.key.as_bytes()))
-        };
-        let end = query.offset.saturating_add(query.limit).min(total);
-        // Only the rows up to the page's end need their order.
-        if end < total && end > 0 {
-            matching.select_nth_unstable_by(end - 1, newest_first);
-            matching.truncate(end);
-        }
-        matching.sort_unstable_by(newest_first);
-        let items = matching
-            .into_iter()
-            .skip(query.offset)
-            .take(query.limit)
-            .cloned()
-            .collect();
+        });
         let mut facets: [BTreeSet<&str>; 4] = Default::default();
-        for r in &self.list {
+        for r in list {
             for (set, value) in
                 facets
                     .iter_mut()
@@ -167,10 +149,50 @@ impl Rows {
                 set.insert(value);
             }
         }
+        self.facets = facets.map(|set| set.into_iter().map(String::from).collect());
+        self.order = order;
+        self.changed = false;
+    }
+
+    fn adds_up(&self, count: usize) -> bool {
+        self.list.len() + self.unreadable == count
+    }
+
+    /// The page `query` asks for: one pass over the rows in order.
+    pub fn page(&mut self, query: &Query) -> Page {
+        self.settle();
+        let q = query.q.as_ref().map(|q| q.to_lowercase());
+        let same = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
+        let unfiltered = query.route.is_none()
+            && query.model.is_none()
+            && query.namespace.is_none()
+            && query.fingerprint.is_none()
+            && q.is_none();
+        let rows = self.order.iter().map(|&i| &self.list[i as usize]);
+        let (total, items) = if unfiltered {
+            let items = rows.skip(query.offset).take(query.limit).cloned().collect();
+            (self.list.len(), items)
+        } else {
+            let mut total = 0;
+            let mut items = Vec::new();
+            for r in rows.filter(|r| {
+                same(&query.route, &r.route)
+                    && same(&query.model, &r.model)
+                    && same(&query.namespace, &r.namespace)
+                    && same(&query.fingerprint, &r.fingerprint)
+                    && q.as_deref().is_none_or(|q| r.search.contains(q))
+            }) {
+                if total >= query.offset && items.len() < query.limit {
+                    items.push(r.clone());
+                }
+                total += 1;
+            }
+            (total, items)
+        };
         Page {
             total,
             items,
-            facets: facets.map(|set| set.into_iter().map(String::from).collect()),
+            facets: self.facets.clone(),
         }
     }
 
@@ -252,12 +274,12 @@ impl Catalog {
         &self,
         tier: &dyn Tier,
         routes: &Routes,
-        f: impl FnOnce(&Rows) -> R,
+        f: impl FnOnce(&mut Rows) -> R,
     ) -> Result<R, TierError> {
         for _ in 0..BUILD_ATTEMPTS {
             {
-                let state = crate::sync::lock(&self.state);
-                if let Some(rows) = state.rows.as_ref().filter(|r| r.adds_up(tier.count())) {
+                let mut state = crate::sync::lock(&self.state);
+                if let Some(rows) = state.rows.as_mut().filter(|r| r.adds_up(tier.count())) {
                     return Ok(f(rows));
                 }
             }
@@ -283,10 +305,10 @@ impl Catalog {
             }
             state.rows = Some(rows);
         }
-        let state = crate::sync::lock(&self.state);
-        match &state.rows {
+        let mut state = crate::sync::lock(&self.state);
+        match &mut state.rows {
             Some(rows) => Ok(f(rows)),
-            None => Ok(f(&build(tier, routes)?)),
+            None => Ok(f(&mut build(tier, routes)?)),
         }
     }
 }

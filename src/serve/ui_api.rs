@@ -10,7 +10,8 @@
 //! - `fingerprints`: per model, each fingerprint's first and last sighting;
 //! - `audit`: the `audit --json` document with the diffs as data.
 //!
-//! The contract (field names, errors) is in the README's "Web view". The
+//! The contract (field names, errors) is in the README's "The web view's
+//! JSON API". The
 //! endpoints read the store, so they run on a blocking thread.
 
 use std::sync::Arc;
