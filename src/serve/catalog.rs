@@ -11,8 +11,10 @@
 //! Until the view is first used, commits cost one atomic load.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
 
 use crate::key::RequestKey;
 use crate::record::recording::Recording;
@@ -35,6 +37,12 @@ pub(crate) struct Catalog {
     active: AtomicBool,
     /// One build at a time; others wait for it.
     building: Mutex<()>,
+    /// Bumped by every commit and invalidation: what [`Catalog::cached`]
+    /// keys its documents by.
+    generation: AtomicU64,
+    /// Documents worked out from every recording (fingerprints, audit), by
+    /// name, with the generation and tier count they were made at.
+    documents: Mutex<Vec<(&'static str, u64, usize, Arc<Value>)>>,
 }
 
 #[derive(Default)]
@@ -237,6 +245,7 @@ impl Catalog {
     /// previous one (moved to history, which keeps at most
     /// `history_limit`) if there was one.
     pub fn committed(&self, routes: &Routes, recording: &Recording, history_limit: usize) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
         if !self.active.load(Ordering::Acquire) {
             return;
         }
@@ -261,6 +270,7 @@ impl Catalog {
     /// Forgets the rows (a command changed recordings): the next request
     /// rebuilds them.
     pub fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
         let mut state = crate::sync::lock(&self.state);
         state.rows = None;
         state.pending = None;
@@ -310,6 +320,35 @@ impl Catalog {
             Some(rows) => Ok(f(rows)),
             None => Ok(f(&mut build(tier, routes)?)),
         }
+    }
+}
+
+impl Catalog {
+    /// The document `name`, made by `make` from every recording of `tier`,
+    /// or the copy made before if no recording changed since (same
+    /// generation, same count).
+    pub fn cached<E>(
+        &self,
+        name: &'static str,
+        tier: &dyn Tier,
+        make: impl FnOnce() -> Result<Value, E>,
+    ) -> Result<Arc<Value>, E> {
+        let generation = self.generation.load(Ordering::Acquire);
+        let count = tier.count();
+        {
+            let documents = crate::sync::lock(&self.documents);
+            if let Some((_, _, _, doc)) = documents
+                .iter()
+                .find(|(n, g, c, _)| *n == name && *g == generation && *c == count)
+            {
+                return Ok(doc.clone());
+            }
+        }
+        let doc = Arc::new(make()?);
+        let mut documents = crate::sync::lock(&self.documents);
+        documents.retain(|(n, _, _, _)| *n != name);
+        documents.push((name, generation, count, doc.clone()));
+        Ok(doc)
     }
 }
 
@@ -423,7 +462,19 @@ mod tests {
             .with_rows(&store, &routes, |rows| rows.page(&all))
             .unwrap();
         assert_eq!(page.total, 2);
+        let made = std::cell::Cell::new(0);
+        let make = || {
+            made.set(made.get() + 1);
+            Ok::<_, ()>(Value::from(made.get()))
+        };
+        assert_eq!(*catalog.cached("doc", &store, make).unwrap(), 1);
+        assert_eq!(*catalog.cached("doc", &store, make).unwrap(), 1, "kept");
         catalog.invalidate();
+        assert_eq!(
+            *catalog.cached("doc", &store, make).unwrap(),
+            2,
+            "made again"
+        );
         assert!(!catalog.active.load(Ordering::Acquire));
         let page = catalog
             .with_rows(&store, &routes, |rows| rows.page(&all))
