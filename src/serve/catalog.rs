@@ -42,7 +42,15 @@ pub(crate) struct Catalog {
     generation: AtomicU64,
     /// Documents worked out from every recording (fingerprints, audit), by
     /// name, with the generation and tier count they were made at.
-    documents: Mutex<Vec<(&'static str, u64, usize, Arc<Value>)>>,
+    documents: Mutex<Vec<Document>>,
+}
+
+/// A document made from every recording, and when.
+struct Document {
+    name: &'static str,
+    generation: u64,
+    count: usize,
+    doc: Arc<Value>,
 }
 
 #[derive(Default)]
@@ -337,17 +345,22 @@ impl Catalog {
         let count = tier.count();
         {
             let documents = crate::sync::lock(&self.documents);
-            if let Some((_, _, _, doc)) = documents
+            if let Some(d) = documents
                 .iter()
-                .find(|(n, g, c, _)| *n == name && *g == generation && *c == count)
+                .find(|d| d.name == name && d.generation == generation && d.count == count)
             {
-                return Ok(doc.clone());
+                return Ok(d.doc.clone());
             }
         }
         let doc = Arc::new(make()?);
         let mut documents = crate::sync::lock(&self.documents);
-        documents.retain(|(n, _, _, _)| *n != name);
-        documents.push((name, generation, count, doc.clone()));
+        documents.retain(|d| d.name != name);
+        documents.push(Document {
+            name,
+            generation,
+            count,
+            doc: doc.clone(),
+        });
         Ok(doc)
     }
 }
