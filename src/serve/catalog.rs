@@ -11,8 +11,10 @@
 //! Until the view is first used, commits cost one atomic load.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
 
 use crate::key::RequestKey;
 use crate::record::recording::Recording;
@@ -35,6 +37,20 @@ pub(crate) struct Catalog {
     active: AtomicBool,
     /// One build at a time; others wait for it.
     building: Mutex<()>,
+    /// Bumped by every commit and invalidation: what [`Catalog::cached`]
+    /// keys its documents by.
+    generation: AtomicU64,
+    /// Documents worked out from every recording (fingerprints, audit), by
+    /// name, with the generation and tier count they were made at.
+    documents: Mutex<Vec<Document>>,
+}
+
+/// A document made from every recording, and when.
+struct Document {
+    name: &'static str,
+    generation: u64,
+    count: usize,
+    doc: Arc<Value>,
 }
 
 #[derive(Default)]
@@ -55,6 +71,12 @@ pub(crate) struct Rows {
     /// add up to the tier's count).
     unreadable: usize,
     names: Interner,
+    /// Indexes into `list`, newest first, and the facets: worked out again
+    /// on the first request after a change, not on every request.
+    order: Vec<u32>,
+    facets: [Vec<String>; 4],
+    /// `order` and `facets` are out of date.
+    changed: bool,
 }
 
 /// Which rows a list request wants; every field that is set must match.
@@ -117,48 +139,24 @@ impl Rows {
                 self.list.push(row);
             }
         }
+        self.changed = true;
     }
 
-    fn adds_up(&self, count: usize) -> bool {
-        self.list.len() + self.unreadable == count
-    }
-
-    /// The page `query` asks for.
-    pub fn page(&self, query: &Query) -> Page {
-        let q = query.q.as_ref().map(|q| q.to_lowercase());
-        let same = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
-        let mut matching: Vec<&Row> = self
-            .list
-            .iter()
-            .filter(|r| {
-                same(&query.route, &r.route)
-                    && same(&query.model, &r.model)
-                    && same(&query.namespace, &r.namespace)
-                    && same(&query.fingerprint, &r.fingerprint)
-                    && q.as_deref().is_none_or(|q| r.search.contains(q))
-            })
-            .collect();
-        let total = matching.len();
-        let newest_first = |a: &&Row, b: &&Row| {
+    /// Brings `order` and `facets` up to date.
+    fn settle(&mut self) {
+        if !self.changed {
+            return;
+        }
+        let list = &self.list;
+        let mut order: Vec<u32> = (0..list.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| {
+            let (a, b) = (&list[a as usize], &list[b as usize]);
             b.recorded_at
                 .cmp(&a.recorded_at)
                 .then_with(|| a.key.as_bytes().cmp(b.key.as_bytes()))
-        };
-        let end = query.offset.saturating_add(query.limit).min(total);
-        // Only the rows up to the page's end need their order.
-        if end < total && end > 0 {
-            matching.select_nth_unstable_by(end - 1, newest_first);
-            matching.truncate(end);
-        }
-        matching.sort_unstable_by(newest_first);
-        let items = matching
-            .into_iter()
-            .skip(query.offset)
-            .take(query.limit)
-            .cloned()
-            .collect();
+        });
         let mut facets: [BTreeSet<&str>; 4] = Default::default();
-        for r in &self.list {
+        for r in list {
             for (set, value) in
                 facets
                     .iter_mut()
@@ -167,10 +165,50 @@ impl Rows {
                 set.insert(value);
             }
         }
+        self.facets = facets.map(|set| set.into_iter().map(String::from).collect());
+        self.order = order;
+        self.changed = false;
+    }
+
+    fn adds_up(&self, count: usize) -> bool {
+        self.list.len() + self.unreadable == count
+    }
+
+    /// The page `query` asks for: one pass over the rows in order.
+    pub fn page(&mut self, query: &Query) -> Page {
+        self.settle();
+        let q = query.q.as_ref().map(|q| q.to_lowercase());
+        let same = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
+        let unfiltered = query.route.is_none()
+            && query.model.is_none()
+            && query.namespace.is_none()
+            && query.fingerprint.is_none()
+            && q.is_none();
+        let rows = self.order.iter().map(|&i| &self.list[i as usize]);
+        let (total, items) = if unfiltered {
+            let items = rows.skip(query.offset).take(query.limit).cloned().collect();
+            (self.list.len(), items)
+        } else {
+            let mut total = 0;
+            let mut items = Vec::new();
+            for r in rows.filter(|r| {
+                same(&query.route, &r.route)
+                    && same(&query.model, &r.model)
+                    && same(&query.namespace, &r.namespace)
+                    && same(&query.fingerprint, &r.fingerprint)
+                    && q.as_deref().is_none_or(|q| r.search.contains(q))
+            }) {
+                if total >= query.offset && items.len() < query.limit {
+                    items.push(r.clone());
+                }
+                total += 1;
+            }
+            (total, items)
+        };
         Page {
             total,
             items,
-            facets: facets.map(|set| set.into_iter().map(String::from).collect()),
+            facets: self.facets.clone(),
         }
     }
 
@@ -215,6 +253,7 @@ impl Catalog {
     /// previous one (moved to history, which keeps at most
     /// `history_limit`) if there was one.
     pub fn committed(&self, routes: &Routes, recording: &Recording, history_limit: usize) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
         if !self.active.load(Ordering::Acquire) {
             return;
         }
@@ -239,6 +278,7 @@ impl Catalog {
     /// Forgets the rows (a command changed recordings): the next request
     /// rebuilds them.
     pub fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
         let mut state = crate::sync::lock(&self.state);
         state.rows = None;
         state.pending = None;
@@ -252,12 +292,12 @@ impl Catalog {
         &self,
         tier: &dyn Tier,
         routes: &Routes,
-        f: impl FnOnce(&Rows) -> R,
+        f: impl FnOnce(&mut Rows) -> R,
     ) -> Result<R, TierError> {
         for _ in 0..BUILD_ATTEMPTS {
             {
-                let state = crate::sync::lock(&self.state);
-                if let Some(rows) = state.rows.as_ref().filter(|r| r.adds_up(tier.count())) {
+                let mut state = crate::sync::lock(&self.state);
+                if let Some(rows) = state.rows.as_mut().filter(|r| r.adds_up(tier.count())) {
                     return Ok(f(rows));
                 }
             }
@@ -283,11 +323,45 @@ impl Catalog {
             }
             state.rows = Some(rows);
         }
-        let state = crate::sync::lock(&self.state);
-        match &state.rows {
+        let mut state = crate::sync::lock(&self.state);
+        match &mut state.rows {
             Some(rows) => Ok(f(rows)),
-            None => Ok(f(&build(tier, routes)?)),
+            None => Ok(f(&mut build(tier, routes)?)),
         }
+    }
+}
+
+impl Catalog {
+    /// The document `name`, made by `make` from every recording of `tier`,
+    /// or the copy made before if no recording changed since (same
+    /// generation, same count).
+    pub fn cached<E>(
+        &self,
+        name: &'static str,
+        tier: &dyn Tier,
+        make: impl FnOnce() -> Result<Value, E>,
+    ) -> Result<Arc<Value>, E> {
+        let generation = self.generation.load(Ordering::Acquire);
+        let count = tier.count();
+        {
+            let documents = crate::sync::lock(&self.documents);
+            if let Some(d) = documents
+                .iter()
+                .find(|d| d.name == name && d.generation == generation && d.count == count)
+            {
+                return Ok(d.doc.clone());
+            }
+        }
+        let doc = Arc::new(make()?);
+        let mut documents = crate::sync::lock(&self.documents);
+        documents.retain(|d| d.name != name);
+        documents.push(Document {
+            name,
+            generation,
+            count,
+            doc: doc.clone(),
+        });
+        Ok(doc)
     }
 }
 
@@ -401,7 +475,19 @@ mod tests {
             .with_rows(&store, &routes, |rows| rows.page(&all))
             .unwrap();
         assert_eq!(page.total, 2);
+        let made = std::cell::Cell::new(0);
+        let make = || {
+            made.set(made.get() + 1);
+            Ok::<_, ()>(Value::from(made.get()))
+        };
+        assert_eq!(*catalog.cached("doc", &store, make).unwrap(), 1);
+        assert_eq!(*catalog.cached("doc", &store, make).unwrap(), 1, "kept");
         catalog.invalidate();
+        assert_eq!(
+            *catalog.cached("doc", &store, make).unwrap(),
+            2,
+            "made again"
+        );
         assert!(!catalog.active.load(Ordering::Acquire));
         let page = catalog
             .with_rows(&store, &routes, |rows| rows.page(&all))

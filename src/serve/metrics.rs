@@ -493,6 +493,64 @@ mod tests {
     }
 
     #[test]
+    fn per_model_counts_are_priced_and_rendered() {
+        let prices = Prices::new([(
+            "gpt-4o".to_string(),
+            Price {
+                input: 2.5,
+                output: 10.0,
+            },
+        )]);
+        let m = Metrics::priced(prices);
+        let body = br#"{"model":"gpt-4o-2024-08-06","usage":{"prompt_tokens":1000,"completion_tokens":100}}"#;
+        let saved = m.models.saved_by(body, None);
+        assert_eq!(saved, m.models.saved_by(body, None), "one slot per model");
+        m.models.hit(saved);
+        m.models.hit(saved);
+        m.models.missed("gpt-4o-2024-08-06");
+        m.models.missed("say \"hi\"");
+        let counts = m.models.counts();
+        assert_eq!(counts.len(), 2);
+        assert_eq!(
+            (
+                counts[0].hits,
+                counts[0].misses,
+                counts[0].input_tokens,
+                counts[0].output_tokens
+            ),
+            (2, 1, 2000, 200)
+        );
+        let cost = counts[0].cost_usd.unwrap();
+        assert!((cost - 0.007).abs() < 1e-12, "{cost}");
+        assert_eq!(counts[1].cost_usd, None);
+        let live = m.live("auto", 5);
+        assert_eq!(live.saved.cost_usd, Some(cost));
+        assert_eq!(live.saved.input_tokens, 2000);
+        let text = m.render(5);
+        for line in [
+            "llmtape_model_hits_total{model=\"gpt-4o-2024-08-06\"} 2",
+            "llmtape_model_misses_total{model=\"say \\\"hi\\\"\"} 1",
+            "llmtape_tokens_saved_total{model=\"gpt-4o-2024-08-06\",kind=\"output\"} 200",
+            "llmtape_cost_saved_usd_total{model=\"gpt-4o-2024-08-06\"} 0.007",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} in {text}");
+        }
+        assert!(!text.contains("llmtape_cost_saved_usd_total{model=\"say"));
+    }
+
+    #[test]
+    fn models_past_the_table_share_one_slot() {
+        let table = ModelTable::default();
+        for i in 0..MODEL_SLOTS + 5 {
+            table.hit(table.saved(&format!("m{i}"), 1, 0));
+        }
+        let counts = table.counts();
+        assert_eq!(counts.len(), MODEL_SLOTS);
+        let other = counts.last().unwrap();
+        assert_eq!((other.model.as_str(), other.hits), (OTHER_MODELS, 6));
+    }
+
+    #[test]
     fn renders_connection_counts_and_every_timeout() {
         let m = Metrics::default();
         m.connections_open.fetch_add(3, Ordering::Relaxed);

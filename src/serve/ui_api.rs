@@ -10,7 +10,8 @@
 //! - `fingerprints`: per model, each fingerprint's first and last sighting;
 //! - `audit`: the `audit --json` document with the diffs as data.
 //!
-//! The contract (field names, errors) is in the README's "Web view". The
+//! The contract (field names, errors) is in the README's "The web view's
+//! JSON API". The
 //! endpoints read the store, so they run on a blocking thread.
 
 use std::sync::Arc;
@@ -300,7 +301,13 @@ fn everything(s: &Shared) -> Result<Vec<(Recording, Vec<Recording>)>, TierError>
 /// `fingerprints`: per model, the fingerprints of every recording and its
 /// history, as `audit` counts them.
 fn fingerprints(s: &Shared) -> Result<Response<ProxyBody>, TierError> {
-    let all = everything(s)?;
+    let doc = s.catalog.cached("fingerprints", s.tier.as_ref(), || {
+        fingerprints_of(&everything(s)?)
+    })?;
+    Ok(json_response(StatusCode::OK, doc.to_string()))
+}
+
+fn fingerprints_of(all: &[(Recording, Vec<Recording>)]) -> Result<Value, TierError> {
     let recordings: Vec<&Recording> = all
         .iter()
         .flat_map(|(entry, history)| history.iter().chain(std::iter::once(entry)))
@@ -309,14 +316,17 @@ fn fingerprints(s: &Shared) -> Result<Response<ProxyBody>, TierError> {
         .into_iter()
         .map(|m| json!({"model": m.model, "fingerprints": m.fingerprints}))
         .collect();
-    Ok(ok(json!({ "models": models })))
+    Ok(json!({ "models": models }))
 }
 
 /// `audit`: the `audit --json` document, with texts and diff segments.
 fn audit(s: &Shared) -> Result<Response<ProxyBody>, TierError> {
-    let all = everything(s)?;
-    let source = s.tier.location().display().to_string();
-    Ok(ok(Report::of(&all, None, None).document_with_texts(&source)))
+    let doc = s.catalog.cached("audit", s.tier.as_ref(), || {
+        let all = everything(s)?;
+        let source = s.tier.location().display().to_string();
+        Ok::<_, TierError>(Report::of(&all, None, None).document_with_texts(&source))
+    })?;
+    Ok(json_response(StatusCode::OK, doc.to_string()))
 }
 
 /// The query string as decoded `(name, value)` pairs.

@@ -370,7 +370,50 @@ async fn the_endpoints_describe_what_was_recorded_and_served() {
         keys_of(&now),
         [later.header("x-llmtape-key").unwrap().to_string()]
     );
+    let fps = get_ok(&api("fingerprints")).await;
+    let gpt4o = fps["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["model"] == "gpt-4o")
+        .unwrap();
+    assert_eq!(gpt4o["fingerprints"][0]["recordings"], 2, "{fps}");
     proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_run_through_serve_is_seen_by_the_next_request() {
+    let mock = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let mut serve = Serve::start(serve_cmd(dir.path(), &mock.url(), &store)).await;
+    let chat = serve.url("/v1/chat/completions");
+    let gone = post(&chat, CHAT).await;
+    let gone = gone.header("x-llmtape-key").unwrap().to_string();
+    post(&chat, &question(1)).await;
+    let api = |path: &str| serve.url(&format!("/_llmtape/api/{path}"));
+    assert_eq!(get_ok(&api("recordings")).await["total"], 2);
+    let models = |doc: &Value| doc["models"].as_array().unwrap().len();
+    assert_eq!(models(&get_ok(&api("fingerprints")).await), 2);
+
+    let mut rm = llmtape(dir.path());
+    rm.args(["rm", &gone[..16], "--store"]).arg(&store);
+    let (code, _, stderr) = run(rm).await;
+    assert_eq!(code, 0, "{stderr}");
+    let after = get_ok(&api("recordings")).await;
+    assert_eq!(after["total"], 1);
+    assert_ne!(keys_of(&after)[0], gone);
+    assert_eq!(
+        models(&get_ok(&api("fingerprints")).await),
+        1,
+        "gpt-4o-mini is gone"
+    );
+    let url = api(&format!("recordings/{gone}"));
+    assert_eq!(
+        error_code(Method::GET, &url, StatusCode::NOT_FOUND).await,
+        "unknown_key"
+    );
+    assert!(serve.terminate().await.success());
 }
 
 /// A request for `path` from `peer`, as the server tags it.
