@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use crate::cmd::filter::Filter;
 use crate::cmd::listing::Listing;
 use crate::cmd::paint::Terminal;
-use crate::cmd::{audit, export, import, ls, prune, rekey, rm, show, verify};
-use crate::config::Config;
+use crate::cmd::{audit, export, import, ls, prune, rekey, rm, share, show, verify};
+use crate::config::{Config, RemoteConfig};
 use crate::error::CommandError;
 use crate::key::RequestKey;
 use crate::record::recording::Recording;
@@ -57,6 +57,16 @@ pub enum Job {
     Rekey(rekey::Options),
     /// `llmtape verify`
     Verify(verify::Options),
+    /// `llmtape push`
+    Push {
+        /// The shared store.
+        remote: RemoteConfig,
+    },
+    /// `llmtape pull`
+    Pull {
+        /// The shared store.
+        remote: RemoteConfig,
+    },
 }
 
 /// Which recordings a job opens when it runs offline.
@@ -75,14 +85,15 @@ impl Job {
     pub fn opens(&self) -> Opens {
         match self {
             Job::Export { .. } => Opens::Store,
-            Job::Import { .. } => Opens::NewStore,
+            Job::Import { .. } | Job::Pull { .. } => Opens::NewStore,
             Job::Ls(_)
             | Job::Show(_)
             | Job::Audit(_)
             | Job::Rm(_)
             | Job::Prune(_)
             | Job::Rekey(_)
-            | Job::Verify(_) => Opens::Recordings,
+            | Job::Verify(_)
+            | Job::Push { .. } => Opens::Recordings,
         }
     }
 }
@@ -143,6 +154,8 @@ pub async fn run(
         Job::Rm(options) => rm::run(tier, options, out),
         Job::Prune(options) => prune::run(tier, options, std::time::SystemTime::now(), out),
         Job::Rekey(options) => rekey::run(tier, config, options, out, err),
+        Job::Push { remote } => share::push(tier, remote, out).await,
+        Job::Pull { remote } => share::pull(tier, remote, config.store.history, out).await,
         Job::Verify(options) => {
             let all_same = verify::run(config, tier, options, terminal, out).await?;
             tier.flush()?;

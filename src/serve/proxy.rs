@@ -302,7 +302,9 @@ impl Proxy {
                         break;
                     }
                     Role::Follower(flight) => match flight.follow(&key, &patience).await {
-                        Some(Ok(response)) => return followed(response, key),
+                        Some(Ok(response)) => {
+                            return self.mark_tier(followed(response, key), "local")
+                        }
                         Some(Err(error)) => return Answer::error_in(dialect, &error, Some(&key)),
                         // The leader may have gone because the recording
                         // arrived from the shared store.

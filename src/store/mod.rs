@@ -16,6 +16,7 @@ pub mod fixtures;
 pub mod lease;
 mod pointer_index;
 pub mod remote;
+pub(crate) mod remote_changes;
 pub mod remote_sync;
 pub mod response_log;
 mod sled_lock;

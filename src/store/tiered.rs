@@ -16,7 +16,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::mpsc;
 
@@ -24,6 +24,7 @@ use crate::key::RequestKey;
 use crate::record::recording::Recording;
 use crate::store::lease::LeaseGuard;
 use crate::store::remote::{Remote, RemoteError};
+use crate::store::remote_changes;
 use crate::store::response_log::Replayable;
 use crate::store::{Tier, TierError};
 
@@ -51,7 +52,13 @@ pub struct Tiered {
     /// Leases this proxy holds for misses on their way upstream; each is
     /// released once its recording is pushed (or the miss ends unrecorded).
     held: Mutex<HashMap<RequestKey, LeaseGuard>>,
+    /// Called after a local copy is replaced by a newer recording from
+    /// Redis (the proxy drops its rendering of the key).
+    on_replaced: OnceLock<Replaced>,
 }
+
+/// See [`Tiered::on_replaced`].
+type Replaced = Box<dyn Fn(&RequestKey) + Send + Sync>;
 
 /// A recording to push, with the lease to release once it is in Redis.
 type Push = (Recording, Option<LeaseGuard>);
@@ -81,9 +88,34 @@ impl Tiered {
             pushes,
             pending: Arc::default(),
             held: Mutex::default(),
+            on_replaced: OnceLock::new(),
         });
         tokio::spawn(push_loop(local, remote, tiered.pending.clone(), queue));
+        tokio::spawn(remote_changes::follow(Arc::downgrade(&tiered)));
         tiered
+    }
+
+    /// Sets what runs after a local copy is replaced by a newer recording
+    /// another proxy wrote; only the first call counts.
+    pub fn on_replaced(&self, hook: Replaced) {
+        let _ = self.on_replaced.set(hook);
+    }
+
+    /// A local copy of `key` was just replaced from Redis.
+    pub(crate) fn replaced(&self, key: &RequestKey) {
+        if let Some(hook) = self.on_replaced.get() {
+            hook(key);
+        }
+    }
+
+    /// The local tier alone (writes here are not pushed).
+    pub(crate) fn local(&self) -> &dyn Tier {
+        self.local.as_ref()
+    }
+
+    /// What a recording copied from Redis keeps as history.
+    pub(crate) fn history(&self) -> usize {
+        self.history
     }
 
     /// The Redis tier.
@@ -315,6 +347,11 @@ pub fn render_metrics(tiered: &Tiered) -> String {
         "llmtape_remote_bad_values_total",
         "Values in the shared store that were not a recording of their key.",
         stats.bad_values.load(Ordering::Relaxed),
+    );
+    counter(
+        "llmtape_remote_replaced_total",
+        "Local copies replaced by a newer recording from the shared store.",
+        stats.replaced.load(Ordering::Relaxed),
     );
     let mut gauge = |name: &str, help: &str, value: u64| {
         out.push_str(&format!(
