@@ -20,8 +20,7 @@ use crate::error::CommandError;
 use crate::key::RequestKey;
 use crate::record::recording::Recording;
 use crate::serve::admin::{CommandRunner, Reply};
-use crate::store::response_log::Replayable;
-use crate::store::{Tier, TierError};
+use crate::store::{forward_reads, forward_replace_remove, Tier, TierError};
 
 /// The version of [`Request`]'s JSON: a server that reads another refuses
 /// the job instead of misreading it.
@@ -239,17 +238,8 @@ struct Named<'a> {
 }
 
 impl Tier for Named<'_> {
-    fn replayable(&self, key: &RequestKey) -> Result<Option<Replayable>, TierError> {
-        self.tier.replayable(key)
-    }
-
-    fn get(&self, key: &RequestKey) -> Result<Option<Recording>, TierError> {
-        self.tier.get(key)
-    }
-
-    fn history(&self, key: &RequestKey) -> Result<Vec<Recording>, TierError> {
-        self.tier.history(key)
-    }
+    forward_reads!(inner);
+    forward_replace_remove!(inner);
 
     fn put(
         &self,
@@ -261,37 +251,14 @@ impl Tier for Named<'_> {
         self.tier.put(key, recording, history, replace)
     }
 
-    fn replace(
-        &self,
-        key: &RequestKey,
-        recording: &Recording,
-        history: &[Recording],
-    ) -> Result<(), TierError> {
-        self.tier.replace(key, recording, history)
-    }
-
-    fn remove(&self, key: &RequestKey) -> Result<bool, TierError> {
-        self.tier.remove(key)
-    }
-
-    fn iter(&self) -> Box<dyn Iterator<Item = Result<Recording, TierError>> + '_> {
-        self.tier.iter()
-    }
-
-    fn count(&self) -> usize {
-        self.tier.count()
-    }
-
-    fn indexed(&self, key: &RequestKey) -> bool {
-        self.tier.indexed(key)
-    }
-
-    fn flush(&self) -> Result<(), TierError> {
-        self.tier.flush()
-    }
-
     fn location(&self) -> &Path {
         self.location
+    }
+}
+
+impl Named<'_> {
+    fn inner(&self) -> &dyn Tier {
+        self.tier
     }
 }
 

@@ -629,6 +629,15 @@ mod tests {
     }
 
     #[test]
+    fn recording_times_are_milliseconds_and_a_bad_time_is_the_oldest() {
+        let hex = "cd".repeat(32);
+        let at = |t: &str| recorded_ms(&test_entry(&hex, &b"{}"[..], "fp", None, t));
+        assert_eq!(at("1970-01-01T00:00:01.250Z"), 1250);
+        assert!(at("2026-11-22T00:00:00.001Z") > at("2026-11-22T00:00:00.000Z"));
+        assert_eq!(at("yesterday"), 0);
+    }
+
+    #[test]
     fn the_breaker_opens_after_repeated_failures_and_closes_on_success() {
         let breaker = Breaker::default();
         for _ in 0..BREAKER_THRESHOLD {

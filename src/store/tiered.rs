@@ -25,8 +25,7 @@ use crate::record::recording::Recording;
 use crate::store::lease::LeaseGuard;
 use crate::store::remote::{Remote, RemoteError};
 use crate::store::remote_changes;
-use crate::store::response_log::Replayable;
-use crate::store::{Tier, TierError};
+use crate::store::{forward_reads, forward_replace_remove, Tier, TierError};
 
 /// How often pending pushes are retried while Redis is away: the breaker's
 /// pace, so a retry is also its probe.
@@ -247,17 +246,10 @@ async fn push_pending(
 }
 
 impl Tier for Tiered {
-    fn replayable(&self, key: &RequestKey) -> Result<Option<Replayable>, TierError> {
-        self.local.replayable(key)
-    }
-
-    fn get(&self, key: &RequestKey) -> Result<Option<Recording>, TierError> {
-        self.local.get(key)
-    }
-
-    fn history(&self, key: &RequestKey) -> Result<Vec<Recording>, TierError> {
-        self.local.history(key)
-    }
+    // Every read is local: a hit never touches the network.
+    forward_reads!(local);
+    // An import or a removal is this proxy's own business: not pushed.
+    forward_replace_remove!(local);
 
     /// Commits locally, then queues the recording for Redis (read-only
     /// proxies never write there).
@@ -278,35 +270,6 @@ impl Tier for Tiered {
             }
         }
         Ok(written)
-    }
-
-    fn replace(
-        &self,
-        key: &RequestKey,
-        recording: &Recording,
-        history: &[Recording],
-    ) -> Result<(), TierError> {
-        self.local.replace(key, recording, history)
-    }
-
-    fn remove(&self, key: &RequestKey) -> Result<bool, TierError> {
-        self.local.remove(key)
-    }
-
-    fn iter(&self) -> Box<dyn Iterator<Item = Result<Recording, TierError>> + '_> {
-        self.local.iter()
-    }
-
-    fn count(&self) -> usize {
-        self.local.count()
-    }
-
-    fn indexed(&self, key: &RequestKey) -> bool {
-        self.local.indexed(key)
-    }
-
-    fn flush(&self) -> Result<(), TierError> {
-        self.local.flush()
     }
 
     fn location(&self) -> &Path {
