@@ -560,7 +560,12 @@ impl Remote {
 /// When `recording` was made, in ms since the epoch (0 if its time does
 /// not parse: then any other recording counts as newer).
 pub fn recorded_ms(recording: &Recording) -> u64 {
-    humantime::parse_rfc3339_weak(&recording.meta.recorded_at)
+    rfc3339_ms(&recording.meta.recorded_at)
+}
+
+/// An RFC 3339 time in ms since the epoch, 0 if it does not parse.
+pub fn rfc3339_ms(at: &str) -> u64 {
+    humantime::parse_rfc3339_weak(at)
         .ok()
         .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_millis() as u64)

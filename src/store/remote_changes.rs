@@ -24,7 +24,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 
 use crate::key::RequestKey;
-use crate::store::remote::{recorded_ms, Remote};
+use crate::store::remote::{recorded_ms, rfc3339_ms, Remote};
 use crate::store::Tiered;
 
 /// How often a quiet subscription is pinged (a stopped Redis sends
@@ -128,8 +128,10 @@ async fn refresh(tiered: &Arc<Tiered>, key: &RequestKey, at: u64) {
     if !local.indexed(key) {
         return;
     }
-    let here = match local.get(key) {
-        Ok(Some(recording)) => recorded_ms(&recording),
+    // From the response log, as a hit reads it: no entry is decoded for
+    // the many keys a catch-up finds unchanged.
+    let here = match local.replayable(key) {
+        Ok(Some(held)) => rfc3339_ms(&String::from_utf8_lossy(&held.recorded_at)),
         Ok(None) | Err(_) => 0,
     };
     if here >= at {
