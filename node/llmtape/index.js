@@ -95,8 +95,9 @@ async function startLlmtape(options = {}) {
   // replay misses not yet taken.
   const seen = { misses: 0, replayMisses: [] };
   let partial = "";
-  child.stderr.on("data", (chunk) => {
-    const text = chunk.toString();
+  // Decoded as a stream, so a character split between chunks stays whole.
+  child.stderr.setEncoding("utf8");
+  child.stderr.on("data", (text) => {
     log.push(text);
     if (log.length > 50) log.shift();
     if (options.onLog) options.onLog(text);
