@@ -178,6 +178,7 @@ impl Proxy {
             path = uri.path(),
             route = route.map_or("-", |id| s.routes.name(id)),
             key = answer.key.as_ref().map(tracing::field::display),
+            nearest = answer.nearest.as_ref().map(tracing::field::display),
             outcome = answer.outcome_str(),
             status = answer.response.status().as_u16(),
             ms = started.elapsed().as_secs_f64() * 1000.0,
