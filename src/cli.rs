@@ -87,6 +87,8 @@ pub enum Command {
     Push(RemoteArgs),
     /// Copy the shared Redis store into the local store, never over a newer recording.
     Pull(RemoteArgs),
+    /// Hits, misses, tokens and cost saved per model (live from a running serve; offline, what the store holds).
+    Stats(StatsArgs),
 }
 
 /// `llmtape push`, `llmtape pull`
@@ -109,6 +111,14 @@ pub struct AuditArgs {
     /// Only this model.
     #[arg(long)]
     pub model: Option<String>,
+}
+
+/// `llmtape stats`
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Print JSON (schema in the README) instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `llmtape verify`

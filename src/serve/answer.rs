@@ -24,6 +24,8 @@ pub struct Answer {
     /// name it too; `None` otherwise. A key is a copy, so a hit pays
     /// nothing for it.
     pub nearest: Option<RequestKey>,
+    /// For a hit replayed from a recording: the model and tokens it saved.
+    pub saved: Option<crate::serve::metrics::Saved>,
 }
 
 impl Answer {
@@ -38,6 +40,7 @@ impl Answer {
             outcome,
             key,
             nearest: None,
+            saved: None,
         }
     }
 

@@ -30,6 +30,8 @@ mod serving;
 mod singleflight;
 mod slow_clients;
 mod soak;
+mod stats;
 mod stream;
 mod tls;
+mod ui_api;
 mod verify;
