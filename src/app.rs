@@ -430,6 +430,7 @@ impl From<ProbeArgs> for probe::Options {
             method: args.method,
             path: args.path,
             json: args.json,
+            html: args.html,
         }
     }
 }

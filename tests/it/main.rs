@@ -33,5 +33,6 @@ mod soak;
 mod stats;
 mod stream;
 mod tls;
+mod ui;
 mod ui_api;
 mod verify;
