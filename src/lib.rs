@@ -10,8 +10,8 @@
 //!    `serve::watchdog` bounding slow heads and idle waits and
 //!    `serve::read_timeout` stalled bodies, and hands each request to the
 //!    `serve::proxy` service; `/_llmtape/*` goes to `serve::admin` (the
-//!    web view's page and its assets, `assets/ui/`, to `serve::ui`, its
-//!    JSON to `serve::ui_api`, which pages through the in-memory rows of
+//!    web view's page and assets, `assets/ui/`, to `serve::ui`, its JSON
+//!    to `serve::ui_api`, which pages through the in-memory rows of
 //!    `serve::catalog`).
 //! 2. `serve::proxy` decides: the mode (`serve::request` reads the
 //!    override headers), the `route`, the [`key`] (the body collected by

@@ -22,6 +22,7 @@ mod limits;
 mod presets;
 mod proxy;
 mod remote;
+mod remote_fleet;
 mod repeats;
 mod routes;
 mod sdk;
