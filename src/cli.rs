@@ -168,6 +168,9 @@ pub struct ProbeArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Also write a self-contained HTML report (tables and the logprob chart; opens offline).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
     /// Upstream base URL [default: upstream.url, else https://api.openai.com].
     #[arg(long, env = "LLMTAPE_UPSTREAM", value_name = "URL")]
     pub upstream: Option<String>,

@@ -10,8 +10,9 @@
 //!    `serve::watchdog` bounding slow heads and idle waits and
 //!    `serve::read_timeout` stalled bodies, and hands each request to the
 //!    `serve::proxy` service; `/_llmtape/*` goes to `serve::admin` (the
-//!    web view's page to `serve::ui`, its JSON to `serve::ui_api`, which
-//!    pages through the in-memory rows of `serve::catalog`).
+//!    web view's page and assets, `assets/ui/`, to `serve::ui`, its JSON
+//!    to `serve::ui_api`, which pages through the in-memory rows of
+//!    `serve::catalog`).
 //! 2. `serve::proxy` decides: the mode (`serve::request` reads the
 //!    override headers), the `route`, the [`key`] (the body collected by
 //!    [`body`], canonicalised, or found in `key::cache` for repeated
@@ -37,7 +38,8 @@
 //! [`store::fixtures`] format) behind it.
 //!
 //! **Commands** ([`cmd`]): ls, show, explain, audit, export, import, rm,
-//! prune, rekey, lint, verify, probe and stats, each with plain options; `audit`
+//! prune, rekey, lint, verify, probe (`--html`: a report built from the
+//! web view's assets) and stats, each with plain options; `audit`
 //! compares answers and `diff` finds differing JSON paths for them. The
 //! ones on recordings are a [`cmd::job::Job`], run on the tier [`app`]
 //! opens, or, while a `serve` holds the store, sent through its

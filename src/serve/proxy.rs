@@ -185,6 +185,7 @@ impl Proxy {
             path = uri.path(),
             route = route.map_or("-", |id| s.routes.name(id)),
             key = answer.key.as_ref().map(tracing::field::display),
+            nearest = answer.nearest.as_ref().map(tracing::field::display),
             outcome = answer.outcome_str(),
             status = answer.response.status().as_u16(),
             ms = started.elapsed().as_secs_f64() * 1000.0,
@@ -309,7 +310,9 @@ impl Proxy {
                         break;
                     }
                     Role::Follower(flight) => match flight.follow(&key, &patience).await {
-                        Some(Ok(response)) => return followed(response, key),
+                        Some(Ok(response)) => {
+                            return self.mark_tier(followed(response, key), "local")
+                        }
                         Some(Err(error)) => return Answer::error_in(dialect, &error, Some(&key)),
                         // The leader may have gone because the recording
                         // arrived from the shared store.

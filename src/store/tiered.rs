@@ -16,7 +16,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::mpsc;
 
@@ -24,8 +24,8 @@ use crate::key::RequestKey;
 use crate::record::recording::Recording;
 use crate::store::lease::LeaseGuard;
 use crate::store::remote::{Remote, RemoteError};
-use crate::store::response_log::Replayable;
-use crate::store::{Tier, TierError};
+use crate::store::remote_changes;
+use crate::store::{forward_reads, forward_replace_remove, Tier, TierError};
 
 /// How often pending pushes are retried while Redis is away: the breaker's
 /// pace, so a retry is also its probe.
@@ -51,7 +51,13 @@ pub struct Tiered {
     /// Leases this proxy holds for misses on their way upstream; each is
     /// released once its recording is pushed (or the miss ends unrecorded).
     held: Mutex<HashMap<RequestKey, LeaseGuard>>,
+    /// Called after a local copy is replaced by a newer recording from
+    /// Redis (the proxy drops its rendering of the key).
+    on_replaced: OnceLock<Replaced>,
 }
+
+/// See [`Tiered::on_replaced`].
+type Replaced = Box<dyn Fn(&RequestKey) + Send + Sync>;
 
 /// A recording to push, with the lease to release once it is in Redis.
 type Push = (Recording, Option<LeaseGuard>);
@@ -81,9 +87,34 @@ impl Tiered {
             pushes,
             pending: Arc::default(),
             held: Mutex::default(),
+            on_replaced: OnceLock::new(),
         });
         tokio::spawn(push_loop(local, remote, tiered.pending.clone(), queue));
+        tokio::spawn(remote_changes::follow(Arc::downgrade(&tiered)));
         tiered
+    }
+
+    /// Sets what runs after a local copy is replaced by a newer recording
+    /// another proxy wrote; only the first call counts.
+    pub fn on_replaced(&self, hook: Replaced) {
+        let _ = self.on_replaced.set(hook);
+    }
+
+    /// A local copy of `key` was just replaced from Redis.
+    pub(crate) fn replaced(&self, key: &RequestKey) {
+        if let Some(hook) = self.on_replaced.get() {
+            hook(key);
+        }
+    }
+
+    /// The local tier alone (writes here are not pushed).
+    pub(crate) fn local(&self) -> &dyn Tier {
+        self.local.as_ref()
+    }
+
+    /// What a recording copied from Redis keeps as history.
+    pub(crate) fn history(&self) -> usize {
+        self.history
     }
 
     /// The Redis tier.
@@ -215,17 +246,10 @@ async fn push_pending(
 }
 
 impl Tier for Tiered {
-    fn replayable(&self, key: &RequestKey) -> Result<Option<Replayable>, TierError> {
-        self.local.replayable(key)
-    }
-
-    fn get(&self, key: &RequestKey) -> Result<Option<Recording>, TierError> {
-        self.local.get(key)
-    }
-
-    fn history(&self, key: &RequestKey) -> Result<Vec<Recording>, TierError> {
-        self.local.history(key)
-    }
+    // Every read is local: a hit never touches the network.
+    forward_reads!(local);
+    // An import or a removal is this proxy's own business: not pushed.
+    forward_replace_remove!(local);
 
     /// Commits locally, then queues the recording for Redis (read-only
     /// proxies never write there).
@@ -246,35 +270,6 @@ impl Tier for Tiered {
             }
         }
         Ok(written)
-    }
-
-    fn replace(
-        &self,
-        key: &RequestKey,
-        recording: &Recording,
-        history: &[Recording],
-    ) -> Result<(), TierError> {
-        self.local.replace(key, recording, history)
-    }
-
-    fn remove(&self, key: &RequestKey) -> Result<bool, TierError> {
-        self.local.remove(key)
-    }
-
-    fn iter(&self) -> Box<dyn Iterator<Item = Result<Recording, TierError>> + '_> {
-        self.local.iter()
-    }
-
-    fn count(&self) -> usize {
-        self.local.count()
-    }
-
-    fn indexed(&self, key: &RequestKey) -> bool {
-        self.local.indexed(key)
-    }
-
-    fn flush(&self) -> Result<(), TierError> {
-        self.local.flush()
     }
 
     fn location(&self) -> &Path {
@@ -315,6 +310,11 @@ pub fn render_metrics(tiered: &Tiered) -> String {
         "llmtape_remote_bad_values_total",
         "Values in the shared store that were not a recording of their key.",
         stats.bad_values.load(Ordering::Relaxed),
+    );
+    counter(
+        "llmtape_remote_replaced_total",
+        "Local copies replaced by a newer recording from the shared store.",
+        stats.replaced.load(Ordering::Relaxed),
     );
     let mut gauge = |name: &str, help: &str, value: u64| {
         out.push_str(&format!(
