@@ -75,7 +75,9 @@ impl Proxy {
         let replayable = crate::store::response_log::Replayable::from_entry(recording);
         let rendered = Arc::new(Rendered::from_replayable(replayable, key));
         self.shared.hot.insert(*key, rendered.clone());
-        let answer = Answer::new(rendered.respond(timing), Some(Outcome::Hit), Some(*key));
+        let mut answer = Answer::new(rendered.respond(timing), Some(Outcome::Hit), Some(*key));
+        let models = &self.shared.metrics.models;
+        answer.saved = Some(rendered.saved(|body, events| models.saved_by(body, events)));
         self.mark_tier(answer, "remote")
     }
 

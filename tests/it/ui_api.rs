@@ -592,3 +592,53 @@ async fn a_list_of_100_000_recordings_is_paged_on_the_server() {
     );
     proxy.stop().await;
 }
+
+/// Copies the folder `from` into `to`, recursively.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixtures_folder_is_listed_and_read_the_same_way() {
+    let mock = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("fixtures");
+    copy_dir(&std::path::Path::new(REPO).join("fixtures"), &folder);
+    let files = all_files(&folder)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .count();
+    let proxy = TestProxy::start_fixtures(&mock.url(), "mode = \"auto\"\n", &folder).await;
+    let api = |path: &str| proxy.url(&format!("/_llmtape/api/{path}"));
+    let all = get_ok(&api("recordings")).await;
+    assert_eq!(all["total"], files as u64);
+    let models = all["facets"]["models"].as_array().unwrap();
+    assert!(
+        models.iter().any(|m| m == "text-embedding-3-small"),
+        "{all}"
+    );
+    let routes = all["facets"]["routes"].as_array().unwrap();
+    assert!(routes.iter().any(|r| r == "embeddings"), "{all}");
+    let embedding = get_ok(&api("recordings?route=embeddings")).await;
+    assert_eq!(embedding["total"], 1);
+    let key = keys_of(&embedding)[0].clone();
+    let one = get_ok(&api(&format!("recordings/{}", &key[..12]))).await;
+    assert_eq!(one["item"]["route"], "embeddings");
+    assert!(one["response"]["body"]["data"].is_array(), "{one}");
+
+    // A miss in auto mode writes a new fixture: it is listed at once.
+    let new = post(&proxy.url("/v1/chat/completions"), CHAT).await;
+    assert_eq!(new.cache(), "miss");
+    let now = get_ok(&api("recordings?limit=1")).await;
+    assert_eq!(now["total"], files as u64 + 1);
+    assert_eq!(keys_of(&now), [new.header("x-llmtape-key").unwrap()]);
+}
