@@ -22,7 +22,9 @@ use crate::cli::{
 };
 use crate::cmd::job::{self, Job, Opens, JOB_VERSION};
 use crate::cmd::paint::Terminal;
-use crate::cmd::{audit, explain, filter, import, lint, ls, probe, prune, rekey, rm, show, verify};
+use crate::cmd::{
+    audit, explain, filter, import, lint, ls, probe, prune, rekey, rm, show, stats, verify,
+};
 use crate::config::{Config, Mode, Overrides};
 use crate::error::CommandError;
 use crate::remote::{Published, RemoteError, ServeFile};
@@ -134,6 +136,14 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
         Command::Audit(args) => {
             let config = Config::load(&overrides)?;
             on_recordings(&config, Job::Audit(args.into())).await
+        }
+        Command::Stats(args) => {
+            let config = Config::load(&overrides)?;
+            let options = stats::Options {
+                json: args.json,
+                live: None,
+            };
+            on_recordings(&config, Job::Stats(options)).await
         }
         Command::Verify(args) => {
             overrides.upstream.clone_from(&args.upstream);
@@ -420,6 +430,7 @@ impl From<ProbeArgs> for probe::Options {
             method: args.method,
             path: args.path,
             json: args.json,
+            html: args.html,
         }
     }
 }

@@ -13,7 +13,8 @@ pytest-xdist) on 127.0.0.1:0, serving the fixtures folder.
   goes to a file); after each test the plugin reads the lines written since
   the test began (synchronised with the proxy's miss counter in
   `/_llmtape/metrics`, so a line still being written is waited for, at most
-  `MISS_LOG_WAIT`) and fails the test with each miss's method, path and key.
+  `MISS_LOG_WAIT`) and fails the test with each miss's method, path and
+  key, and the nearest recording (the line's `nearest=KEY`).
 - New recordings (record, auto) are the fixture files created or rewritten
   while the test ran.
 """

@@ -94,14 +94,30 @@ def test_after():
     assert ask("known")
 ''')
     run(project, "--llmtape=auto", "-k", "hit").assert_outcomes(passed=1, deselected=2)
+    (recorded,) = (project.path / "tests/fixtures/llmtape").rglob("*.json")
+    known = json.loads(recorded.read_text())["key"]
     result = run(project, "--llmtape=replay")
     result.assert_outcomes(passed=2, failed=1)
+    # The nearest recording comes from serve's log line (nearest=KEY): the
+    # test never saw the 404 that names it.
     result.stdout.fnmatch_lines([
         "*test_swallowed_miss*",
         "llmtape: 1 replay miss(es) in this test*",
-        "  POST /v1/chat/completions (key *)",
+        f"  POST /v1/chat/completions (key *); the nearest recording is {known}",
     ])
     assert "FAILED test_miss.py::test_swallowed_miss" in result.stdout.str()
+
+
+def test_a_miss_with_nothing_recorded_names_no_nearest_recording(project):
+    project.makepyfile(test_miss='''
+from client import ask
+def test_nothing_recorded():
+    assert ask("unknown", swallow=True) is None
+''')
+    result = run(project, "--llmtape=replay")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["  POST /v1/chat/completions (key *)"])
+    assert "the nearest recording is" not in result.stdout.str()
 
 
 def test_replay_sets_the_base_urls_and_dummy_keys_before_conftest_is_imported(project):

@@ -14,12 +14,13 @@ use std::path::{Path, PathBuf};
 use crate::cmd::filter::Filter;
 use crate::cmd::listing::Listing;
 use crate::cmd::paint::Terminal;
-use crate::cmd::{audit, export, import, ls, prune, rekey, rm, share, show, verify};
+use crate::cmd::{audit, export, import, ls, prune, rekey, rm, share, show, stats, verify};
 use crate::config::{Config, RemoteConfig};
 use crate::error::CommandError;
 use crate::key::RequestKey;
 use crate::record::recording::Recording;
 use crate::serve::admin::{CommandRunner, Reply};
+use crate::serve::metrics::LiveStats;
 use crate::store::{forward_reads, forward_replace_remove, Tier, TierError};
 
 /// The version of [`Request`]'s JSON: a server that reads another refuses
@@ -66,6 +67,8 @@ pub enum Job {
         /// The shared store.
         remote: RemoteConfig,
     },
+    /// `llmtape stats`
+    Stats(stats::Options),
 }
 
 /// Which recordings a job opens when it runs offline.
@@ -92,7 +95,8 @@ impl Job {
             | Job::Prune(_)
             | Job::Rekey(_)
             | Job::Verify(_)
-            | Job::Push { .. } => Opens::Recordings,
+            | Job::Push { .. }
+            | Job::Stats(_) => Opens::Recordings,
         }
     }
 }
@@ -151,6 +155,7 @@ pub async fn run(
             summary.report("imported", dir, out, err)
         }
         Job::Rm(options) => rm::run(tier, options, out),
+        Job::Stats(options) => stats::run(tier, &config.prices, options, out, err),
         Job::Prune(options) => prune::run(tier, options, std::time::SystemTime::now(), out),
         Job::Rekey(options) => rekey::run(tier, config, options, out, err),
         Job::Push { remote } => share::push(tier, remote, out).await,
@@ -184,7 +189,18 @@ impl Runner {
 
 impl CommandRunner for Runner {
     fn run(&self, request: &[u8], tier: &dyn Tier) -> Reply {
-        let request: Request = match serde_json::from_slice(request) {
+        self.run_with(request, tier, None)
+    }
+
+    fn run_live(&self, request: &[u8], tier: &dyn Tier, live: LiveStats) -> Reply {
+        self.run_with(request, tier, Some(live))
+    }
+}
+
+impl Runner {
+    /// Runs a job; `stats` gets the server's `live` counters.
+    fn run_with(&self, request: &[u8], tier: &dyn Tier, live: Option<LiveStats>) -> Reply {
+        let mut request: Request = match serde_json::from_slice(request) {
             Ok(request) => request,
             Err(error) => {
                 return Reply::failed(
@@ -201,6 +217,9 @@ impl CommandRunner for Runner {
                     request.llmtape_job
                 ),
             );
+        }
+        if let (Job::Stats(options), Some(live)) = (&mut request.job, live) {
+            options.live = Some(live);
         }
         let tier = Named {
             tier,

@@ -26,6 +26,7 @@ pub(crate) mod rekey;
 pub(crate) mod rm;
 pub(crate) mod share;
 pub(crate) mod show;
+pub(crate) mod stats;
 pub(crate) mod transfer;
 pub(crate) mod verify;
 

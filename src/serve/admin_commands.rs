@@ -88,7 +88,8 @@ impl Proxy {
         };
         // The command runs to its end even if the caller leaves: a write
         // it started is finished, never cut.
-        let task = tokio::task::spawn_blocking(move || runner.run(&body, &tier));
+        let live = self.shared.live_stats();
+        let task = tokio::task::spawn_blocking(move || runner.run_live(&body, &tier, live));
         let frames = futures_util::stream::unfold(Some(task), |task| async move {
             let mut task = task?;
             tokio::select! {
@@ -143,6 +144,8 @@ impl Fresh {
 
     fn forget(&self, key: &RequestKey) {
         self.shared.hot.remove(key);
+        // The web view's rows are rebuilt from the tier on their next use.
+        self.shared.catalog.invalidate();
     }
 }
 
