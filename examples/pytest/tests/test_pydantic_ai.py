@@ -15,6 +15,20 @@ else:
     pydantic_ai = pytest.importorskip("pydantic_ai")
 
 
+def agent():
+    return pydantic_ai.Agent("openai:gpt-4o-mini", instructions="Be brief.")
+
+
 def test_pydantic_ai_agent():
-    agent = pydantic_ai.Agent("openai:gpt-4o-mini", instructions="Be brief.")
-    assert agent.run_sync("Name a tree.").output
+    assert agent().run_sync("Name a tree.").output
+
+
+def test_a_replay_miss_is_model_not_found(llmtape):
+    if llmtape.mode != "replay":
+        pytest.skip("only replay answers an unrecorded request with a 404")
+    with pytest.raises(pydantic_ai.exceptions.ModelNotFoundError,
+                       match="llmtape has no recording for this request.*the nearest recording is"):
+        agent().run_sync("A question nobody recorded.")
+    # Expected here: taken, so the plugin does not fail the test for it.
+    (miss,) = llmtape.take_misses()
+    assert miss["path"] == "/v1/responses"
