@@ -385,6 +385,13 @@ async fn push_and_pull_run_through_the_serve_that_holds_the_store() {
 
     let b_store = dir.path().join("b");
     let b = serve_remote(dir.path(), &mock, &b_store, &url, "", None).await;
+    // Every write to Redis is announced here, in order.
+    let mut announced = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_async_pubsub()
+        .await
+        .unwrap();
+    announced.subscribe("{llmtape}:changed").await.unwrap();
     let pulled = run_in(
         dir.path(),
         &[
@@ -412,6 +419,21 @@ async fn push_and_pull_run_through_the_serve_that_holds_the_store() {
     assert_eq!(hit.body, recorded.body);
     assert_eq!(metric(&b, "llmtape_remote_hits_total").await, 0);
     assert_eq!(mock.calls(), 1);
+
+    // What B pulled in is not pushed back: the first write B announces is
+    // a recording of its own, made after the pull.
+    let own = post(&b.url(CHAT_PATH), STREAM_CHAT).await;
+    assert_eq!(own.cache(), "miss");
+    let own_key = own.header("x-llmtape-key").unwrap().to_string();
+    let message = tokio::time::timeout(
+        WAIT,
+        futures_util::StreamExt::next(&mut announced.on_message()),
+    )
+    .await
+    .expect("an announcement in time")
+    .unwrap();
+    let payload: String = message.get_payload().unwrap();
+    assert!(payload.starts_with(&own_key), "first announced: {payload}");
     drop(a);
 }
 
