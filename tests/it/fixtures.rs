@@ -183,10 +183,11 @@ async fn serving_fixtures_needs_no_store_and_no_upstream() {
 async fn auto_mode_grows_the_folder_without_touching_existing_files() {
     let mock = MockUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let fixtures = dir.path().join("fixtures");
-    std::fs::create_dir_all(&fixtures).unwrap();
+    // A folder that does not exist yet: a serve that records makes it.
+    let fixtures = dir.path().join("tests/fixtures/llmtape");
 
     let proxy = TestProxy::start_fixtures(&mock.url(), "mode = \"auto\"\n", &fixtures).await;
+    assert!(fixtures.is_dir(), "auto mode made the fixtures folder");
     let url = proxy.url("/v1/chat/completions");
     let first = post(&url, CHAT).await;
     assert_eq!(first.cache(), "miss");
@@ -239,8 +240,15 @@ async fn an_invalid_fixture_stops_the_start_naming_the_file() {
     let mut cmd = llmtape(dir.path());
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--fixtures", "nowhere"]);
     let (code, _, stderr) = run(cmd).await;
-    assert_eq!(code, 2);
+    assert_eq!(
+        code, 2,
+        "replay (the default with fixtures) needs the folder"
+    );
     assert!(stderr.contains("nowhere"), "{stderr}");
+    assert!(
+        !dir.path().join("nowhere").exists(),
+        "replay makes no folder"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
