@@ -35,7 +35,12 @@
 //! **Where recordings live** ([`store`]): the `store::Tier` seam, with the
 //! sled store (`store::SledStore`, whose private response log serves hits
 //! without sled) and a fixtures folder (`store::FixtureDir`, files in the
-//! [`store::fixtures`] format) behind it.
+//! [`store::fixtures`] format) behind it. With `[remote]`, `store::Tiered`
+//! puts a shared Redis tier (`store::remote`) behind the local one:
+//! `store::lease` makes identical misses on several proxies go upstream
+//! once, `store::remote_changes` carries re-recordings to every proxy,
+//! `store::remote_sync` copies whole stores (push, pull); the request's
+//! side of it is `serve::shared_store`.
 //!
 //! **Commands** ([`cmd`]): ls, show, explain, audit, export, import, rm,
 //! prune, rekey, lint, verify, probe (`--html`: a report built from the

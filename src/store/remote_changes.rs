@@ -102,6 +102,10 @@ async fn listen(tiered: &Weak<Tiered>, remote: &Remote, pubsub: &mut redis::aio:
             }
             Ok(None) => return,
             Err(_) => {
+                // The tier is gone (its proxy stopped): so is the need.
+                if tiered.strong_count() == 0 {
+                    return;
+                }
                 let ping = pubsub.ping::<String>();
                 if !matches!(
                     tokio::time::timeout(remote.config().timeout, ping).await,

@@ -59,6 +59,29 @@ pub struct Tiered {
 /// See [`Tiered::on_replaced`].
 type Replaced = Box<dyn Fn(&RequestKey) + Send + Sync>;
 
+thread_local! {
+    /// Set while a recording just read from Redis is written into the
+    /// local store through some wrapper of this tier (`pull` run inside
+    /// `serve`): it is in Redis already, so [`Tiered::put`] does not push
+    /// it back. Thread-local, and only around a synchronous write: nothing
+    /// else runs on the thread meanwhile.
+    static FROM_REMOTE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `write`, a local write of a recording read from Redis, so that a
+/// [`Tiered`] it reaches commits it locally without pushing it back.
+pub fn from_remote<T>(write: impl FnOnce() -> T) -> T {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            FROM_REMOTE.with(|flag| flag.set(false));
+        }
+    }
+    FROM_REMOTE.with(|flag| flag.set(true));
+    let _reset = Reset;
+    write()
+}
+
 /// A recording to push, with the lease to release once it is in Redis.
 type Push = (Recording, Option<LeaseGuard>);
 
@@ -252,7 +275,8 @@ impl Tier for Tiered {
     forward_replace_remove!(local);
 
     /// Commits locally, then queues the recording for Redis (read-only
-    /// proxies never write there).
+    /// proxies never write there, and a recording from Redis, see
+    /// [`from_remote`], is not written back).
     fn put(
         &self,
         key: &RequestKey,
@@ -262,7 +286,7 @@ impl Tier for Tiered {
     ) -> Result<bool, TierError> {
         let written = self.local.put(key, recording, history, replace)?;
         let lease = crate::sync::lock(&self.held).remove(key);
-        if written && self.remote.writable() {
+        if written && self.remote.writable() && !FROM_REMOTE.with(std::cell::Cell::get) {
             // The receiver lives as long as the runtime; after that nothing
             // is pushed anyway.
             if self.pushes.send((recording.clone(), lease)).is_err() {

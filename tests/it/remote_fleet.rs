@@ -385,6 +385,13 @@ async fn push_and_pull_run_through_the_serve_that_holds_the_store() {
 
     let b_store = dir.path().join("b");
     let b = serve_remote(dir.path(), &mock, &b_store, &url, "", None).await;
+    // Every write to Redis is announced here, in order.
+    let mut announced = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_async_pubsub()
+        .await
+        .unwrap();
+    announced.subscribe("{llmtape}:changed").await.unwrap();
     let pulled = run_in(
         dir.path(),
         &[
@@ -412,5 +419,69 @@ async fn push_and_pull_run_through_the_serve_that_holds_the_store() {
     assert_eq!(hit.body, recorded.body);
     assert_eq!(metric(&b, "llmtape_remote_hits_total").await, 0);
     assert_eq!(mock.calls(), 1);
+
+    // What B pulled in is not pushed back: the first write B announces is
+    // a recording of its own, made after the pull.
+    let own = post(&b.url(CHAT_PATH), STREAM_CHAT).await;
+    assert_eq!(own.cache(), "miss");
+    let own_key = own.header("x-llmtape-key").unwrap().to_string();
+    let message = tokio::time::timeout(
+        WAIT,
+        futures_util::StreamExt::next(&mut announced.on_message()),
+    )
+    .await
+    .expect("an announcement in time")
+    .unwrap();
+    let payload: String = message.get_payload().unwrap();
+    assert!(payload.starts_with(&own_key), "first announced: {payload}");
     drop(a);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_lost_its_subscription_catches_up_from_the_change_list() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let mock = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = redis.url();
+    let a = serve_remote(dir.path(), &mock, &dir.path().join("a"), &url, "", None).await;
+    let b = serve_remote(dir.path(), &mock, &dir.path().join("b"), &url, "", None).await;
+    let first = post(&a.url(CHAT_PATH), CHAT).await;
+    let key = first.header("x-llmtape-key").unwrap().to_string();
+    let name = redis_record_key("llmtape", &key);
+    let value = redis.wait_for(&name).await;
+    assert_eq!(
+        post(&b.url(CHAT_PATH), CHAT).await.header("x-llmtape-tier"),
+        Some("remote")
+    );
+
+    // A newer recording lands in Redis with no announcement (as if sent
+    // while B was not listening), then B's subscription is cut.
+    let mut newer = Recording::decode(value.into()).unwrap();
+    newer.meta.recorded_at = "2099-01-01T00:00:00.000Z".into();
+    let body =
+        String::from_utf8(newer.body.to_vec())
+            .unwrap()
+            .replacen("chatcmpl-", "chatcmpl-newer-", 1);
+    assert_ne!(body.as_bytes(), &first.body[..], "the body changed");
+    newer.body = body.clone().into();
+    let at = "4070908800000"; // 2099-01-01 in ms
+    let _: () = redis
+        .cmd(&[b"ZADD", b"{llmtape}:changes", at.as_bytes(), key.as_bytes()])
+        .await;
+    let _: () = redis.cmd(&[b"SET", name.as_bytes(), &newer.encode()]).await;
+    let untouched = post(&b.url(CHAT_PATH), CHAT).await;
+    assert_eq!(untouched.body, first.body, "no announcement, no change yet");
+    let _: () = redis.cmd(&[b"CLIENT", b"KILL", b"TYPE", b"pubsub"]).await;
+
+    wait_metric(&b, "llmtape_remote_replaced_total", 1).await;
+    let caught_up = post(&b.url(CHAT_PATH), CHAT).await;
+    assert_eq!(caught_up.header("x-llmtape-tier"), Some("local"));
+    assert_eq!(
+        caught_up.body,
+        body.as_bytes(),
+        "B caught up on reconnecting"
+    );
+    assert_eq!(mock.calls(), 1);
 }
