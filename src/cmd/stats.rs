@@ -182,7 +182,7 @@ fn print_stored(
     }
     writeln!(
         out,
-        "recordings in {source}: no llmtape serve runs on it, so there are no hits to count (a running proxy counts them: run stats while it serves, or read /_llmtape/metrics)"
+        "recordings in {source}, with no hits to count: a running proxy counts them, and no llmtape serve holds this store (run stats while serve holds it, or read /_llmtape/metrics; a fixtures folder is never reached through serve)"
     )?;
     writeln!(
         out,
@@ -283,7 +283,7 @@ mod tests {
         assert_eq!(doc["models"][1]["cost_usd"], Value::Null);
         assert_eq!(doc["stored"]["cost_usd"].as_f64(), Some(cost));
         let text = render(&store, &Options::default());
-        assert!(text.contains("no llmtape serve runs on it"), "{text}");
+        assert!(text.contains("no llmtape serve holds this store"), "{text}");
         assert!(text.contains("would cost $0.270000"), "{text}");
     }
 

@@ -111,7 +111,10 @@ async fn stats_prints_the_live_counters_while_serving_and_the_store_without() {
     text.args(["stats", "--store"]).arg(&store);
     let (code, stdout, stderr) = run(text).await;
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("no llmtape serve runs on it"), "{stdout}");
+    assert!(
+        stdout.contains("no llmtape serve holds this store"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("2 recording(s), 18 input and 6 output token(s)"),
         "{stdout}"
