@@ -49,18 +49,31 @@ pub async fn send(
     headers: &[(&str, &str)],
     body: impl Into<Bytes>,
 ) -> Reply {
+    send_within(WAIT, method, url, headers, body).await
+}
+
+/// [`send`], waiting at most `wait` for the answer and again for its body:
+/// for the rare request that does much work in a debug build on a busy
+/// machine (still bounded).
+pub async fn send_within(
+    wait: std::time::Duration,
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Reply {
     let client = http_client();
     let mut builder = Request::builder().method(method).uri(url);
     for (name, value) in headers {
         builder = builder.header(*name, *value);
     }
     let request = builder.body(Full::new(body.into())).unwrap();
-    let response = tokio::time::timeout(WAIT, client.request(request))
+    let response = tokio::time::timeout(wait, client.request(request))
         .await
         .expect("response in time")
         .expect("request succeeds");
     let (parts, body) = response.into_parts();
-    let body = tokio::time::timeout(WAIT, body.collect())
+    let body = tokio::time::timeout(wait, body.collect())
         .await
         .expect("body in time")
         .expect("body reads")
