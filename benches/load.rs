@@ -1412,7 +1412,7 @@ async fn hit_cases(
                     cpu_ratio,
                     0.9,
                     false,
-                    Some(0.55),
+                    Some(0.6),
                 );
                 check(
                     format!("{case} hit throughput vs the bare server, concurrency {high}"),
@@ -1431,7 +1431,7 @@ async fn hit_cases(
                 "≥ 0.9, p99 ≤ 1.3×"
             }
             ("big", true) => {
-                check(format!("100 KB-body hit, server CPU per request vs the bare server, concurrency {high}"), cpu_ratio, 0.75, false, Some(0.45));
+                check(format!("100 KB-body hit, server CPU per request vs the bare server, concurrency {high}"), cpu_ratio, 0.75, false, Some(0.5));
                 check(
                     format!("100 KB-body hit throughput vs the bare server, concurrency {high}"),
                     ratio,
