@@ -1,9 +1,9 @@
 //! The access log's request line, written straight into the batched
 //! buffer when the plain text format is in use: the same bytes the
-//! [`PlainFormat`](super::PlainFormat) formatter writes for the same
-//! event, without tracing's dispatch (the subscriber, the filter layer,
-//! the visitor per field), which was most of a cache hit's log line in the
-//! profile (see the README's Performance section).
+//! [`PlainFormat`] formatter writes for the same event, without tracing's
+//! dispatch (the subscriber, the filter layer, the visitor per field),
+//! which was most of a cache hit's log line in the profile (see the
+//! README's Performance section).
 //!
 //! Whether a line is written is decided as `tracing::info!` decides it:
 //! by the interest tracing caches for a callsite declared with the same
