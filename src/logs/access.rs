@@ -24,6 +24,8 @@ use tracing::callsite::{Callsite, DefaultCallsite};
 use tracing::field::DisplayValue;
 use tracing::Level;
 
+use crate::key::RequestKey;
+
 use super::{push_f64, push_quoted, push_u64, with_line, BatchedLine, PlainFormat, Shared, Text};
 
 /// Where request lines go without tracing: the batched stderr writer, and
@@ -143,16 +145,117 @@ impl<T: LineValue> LineValue for Option<T> {
     }
 }
 
+/// A value given as `name = %value` to [`request_line!`]: written as its
+/// `Display` writes it, without `Display`'s machinery (a third of the
+/// line's cost for the method and the key); tracing gets it as
+/// `tracing::field::display`. An `Option` of one is left out when `None`.
+///
+/// [`request_line!`]: crate::request_line
+pub trait Show {
+    /// What tracing records for it.
+    type Traced<'a>: tracing::Value
+    where
+        Self: 'a;
+
+    /// The value for tracing.
+    fn traced(&self) -> Self::Traced<'_>;
+
+    /// Writes ` name=value`, or nothing (for `None`).
+    fn write_shown(&self, name: &str, line: &mut Vec<u8>);
+}
+
+impl Show for http::Method {
+    type Traced<'a> = DisplayValue<&'a http::Method>;
+
+    fn traced(&self) -> Self::Traced<'_> {
+        tracing::field::display(self)
+    }
+
+    fn write_shown(&self, name: &str, line: &mut Vec<u8>) {
+        push_name(line, name);
+        line.extend_from_slice(self.as_str().as_bytes());
+    }
+}
+
+impl Show for RequestKey {
+    type Traced<'a> = DisplayValue<&'a RequestKey>;
+
+    fn traced(&self) -> Self::Traced<'_> {
+        tracing::field::display(self)
+    }
+
+    fn write_shown(&self, name: &str, line: &mut Vec<u8>) {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        push_name(line, name);
+        let mut hex = [0u8; 64];
+        for (i, b) in self.as_bytes().iter().enumerate() {
+            hex[2 * i] = DIGITS[usize::from(b >> 4)];
+            hex[2 * i + 1] = DIGITS[usize::from(b & 0x0f)];
+        }
+        line.extend_from_slice(&hex);
+    }
+}
+
+impl<T: Show> Show for Option<T> {
+    type Traced<'a>
+        = Option<T::Traced<'a>>
+    where
+        T: 'a;
+
+    fn traced(&self) -> Self::Traced<'_> {
+        self.as_ref().map(Show::traced)
+    }
+
+    fn write_shown(&self, name: &str, line: &mut Vec<u8>) {
+        if let Some(value) = self {
+            value.write_shown(name, line);
+        }
+    }
+}
+
 /// Logs a request line: `request_line!(name = value, ...)` is
 /// `tracing::info!(name = value, ..., "request")`, with the line written
 /// straight to the batched log when the [`Sink`] is installed and tracing
 /// would have enabled the event. Values: `&str`, `u16`, `u64`, `f64`,
 /// `tracing::field::display(..)`, or an `Option` of one (left out when
 /// `None`), so a field added on a rare path (`x = opt.map(display)`)
-/// costs the others nothing.
+/// costs the others nothing; `name = %value` for a [`Show`] value (the
+/// method, a key, an `Option` of a key), written without `Display`.
 #[macro_export]
 macro_rules! request_line {
-    ($($name:ident = $value:expr),+ $(,)?) => {{
+    ($($fields:tt)+) => {
+        $crate::__request_line!(@parse [] [] $($fields)+)
+    };
+}
+
+/// The fields of [`request_line!`], one at a time: what tracing gets and
+/// what the direct line writes.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __request_line {
+    (@parse [$($traced:tt)*] [$($direct:tt)*] $name:ident = %$value:expr $(, $($rest:tt)*)?) => {
+        $crate::__request_line!(
+            @parse
+            [$($traced)* $name = $crate::logs::access::Show::traced(&$value),]
+            [$($direct)* (shown $name ($value))]
+            $($($rest)*)?
+        )
+    };
+    (@parse [$($traced:tt)*] [$($direct:tt)*] $name:ident = $value:expr $(, $($rest:tt)*)?) => {
+        $crate::__request_line!(
+            @parse
+            [$($traced)* $name = $value,]
+            [$($direct)* (value $name ($value))]
+            $($($rest)*)?
+        )
+    };
+    (@write $line:ident shown $name:ident $value:expr) => {
+        $crate::logs::access::Show::write_shown(&$value, stringify!($name), $line)
+    };
+    (@write $line:ident value $name:ident $value:expr) => {
+        $crate::logs::access::LineValue::write_field(&$value, stringify!($name), $line)
+    };
+    (@parse [$($traced:tt)*] [$(($kind:ident $name:ident ($value:expr)))+]) => {{
         static CALLSITE: ::tracing::callsite::DefaultCallsite =
             ::tracing::callsite::DefaultCallsite::new(&META);
         static META: ::tracing::Metadata<'static> = ::tracing::Metadata::new(
@@ -172,12 +275,12 @@ macro_rules! request_line {
             ::core::option::Option::Some(sink) => {
                 if $crate::logs::access::enabled(&CALLSITE) {
                     sink.write(module_path!(), |line| {
-                        $($crate::logs::access::LineValue::write_field(&$value, stringify!($name), line);)+
+                        $($crate::__request_line!(@write line $kind $name $value);)+
                     });
                 }
             }
             ::core::option::Option::None => {
-                ::tracing::info!($($name = $value,)+ "request");
+                ::tracing::info!($($traced)* "request");
             }
         }
     }};
@@ -227,11 +330,12 @@ mod tests {
     /// value and a string that needs escaping.
     fn log_both(key: Option<&RequestKey>, nearest: Option<&str>) {
         let method = http::Method::POST;
+        let key = key.copied();
         crate::request_line!(
-            method = tracing::field::display(&method),
+            method = %method,
             path = "/v1/a\"b",
             route = "chat",
-            key = key.map(tracing::field::display),
+            key = %key,
             outcome = "hit",
             status = 200u16,
             ms = 0.25f64,
@@ -273,11 +377,10 @@ mod tests {
                     format: PlainFormat { ansi },
                 };
                 sink.write(module_path!(), |line| {
-                    let method = http::Method::POST;
-                    tracing::field::display(&method).write_field("method", line);
+                    http::Method::POST.write_shown("method", line);
                     "/v1/a\"b".write_field("path", line);
                     "chat".write_field("route", line);
-                    key.map(tracing::field::display).write_field("key", line);
+                    key.copied().write_shown("key", line);
                     "hit".write_field("outcome", line);
                     200u16.write_field("status", line);
                     0.25f64.write_field("ms", line);
@@ -300,9 +403,19 @@ mod tests {
             .event_format(PlainFormat { ansi: false })
             .with_writer(writer)
             .finish();
-        tracing::subscriber::with_default(subscriber, || log_both(None, Some("ff00")));
+        let key = RequestKey::from_bytes([0xab; 32]);
+        tracing::subscriber::with_default(subscriber, || {
+            log_both(Some(&key), None);
+            log_both(None, Some("ff00"));
+        });
         drop(guard);
         let text = out.text();
+        assert!(
+            text.contains(&format!(
+                " request method=POST path=\"/v1/a\\\"b\" route=\"chat\" key={key} outcome=\"hit\" status=200 ms=0.250 calls=7\n"
+            )),
+            "{text}"
+        );
         assert!(
             text.ends_with(&format!(
                 " INFO {}: request method=POST path=\"/v1/a\\\"b\" route=\"chat\" outcome=\"hit\" status=200 ms=0.250 nearest=\"ff00\" calls=7\n",

@@ -174,10 +174,10 @@ impl Proxy {
             None => {}
         }
         crate::request_line!(
-            method = tracing::field::display(&method),
+            method = %method,
             path = uri.path(),
             route = route.map_or("-", |id| s.routes.name(id)),
-            key = answer.key.as_ref().map(tracing::field::display),
+            key = %answer.key,
             outcome = answer.outcome_str(),
             status = answer.response.status().as_u16(),
             ms = started.elapsed().as_secs_f64() * 1000.0,
