@@ -22,13 +22,14 @@ use crate::cli::{
 };
 use crate::cmd::job::{self, Job, Opens, JOB_VERSION};
 use crate::cmd::paint::Terminal;
-use crate::cmd::{audit, explain, filter, import, lint, ls, probe, prune, rekey, rm, show, verify};
+use crate::cmd::{
+    audit, explain, filter, import, lint, ls, probe, prune, rekey, rm, show, stats, verify,
+};
 use crate::config::{Config, Mode, Overrides};
 use crate::error::CommandError;
 use crate::remote::{Published, RemoteError, ServeFile};
 use crate::serve::admin::{Commands, Reply};
 use crate::serve::server::{shutdown_signal, Server, StartError};
-use crate::store::remote::Remote;
 use crate::store::remote_sync;
 use crate::store::{FixtureDir, SledStore, StoreError, Tier};
 
@@ -74,42 +75,19 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
             let config = Config::load(&overrides)?;
             ls_remote(&config, args.json, &mut stdout()).await
         }
+        // Through the running serve when it holds the store, like the
+        // other commands on recordings.
         Command::Push(args) => {
             overrides.remote = args.remote;
             let config = Config::load(&overrides)?;
-            let remote = open_remote(&config).await?;
-            let local = open(&config, Opens::Recordings)?;
-            let done = remote_sync::push_all(local.as_ref(), &remote)
-                .await
-                .map_err(|source| StartError::Remote { source })?;
-            writeln!(
-                stdout(),
-                "pushed {} recordings to {} ({} already there or newer, {} unreadable)",
-                done.copied,
-                remote.url(),
-                done.kept,
-                done.unreadable
-            )?;
-            Ok(())
+            let remote = remote_config(&config)?;
+            on_recordings(&config, Job::Push { remote }).await
         }
         Command::Pull(args) => {
             overrides.remote = args.remote;
             let config = Config::load(&overrides)?;
-            let remote = open_remote(&config).await?;
-            let local = open(&config, Opens::NewStore)?;
-            let done = remote_sync::pull_all(local.as_ref(), &remote, config.store.history)
-                .await
-                .map_err(|source| StartError::Remote { source })?;
-            local.flush()?;
-            writeln!(
-                stdout(),
-                "pulled {} recordings from {} ({} already here or newer, {} unreadable)",
-                done.copied,
-                remote.url(),
-                done.kept,
-                done.unreadable
-            )?;
-            Ok(())
+            let remote = remote_config(&config)?;
+            on_recordings(&config, Job::Pull { remote }).await
         }
         Command::Ls(args) => {
             let config = Config::load(&overrides)?;
@@ -159,6 +137,14 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
             let config = Config::load(&overrides)?;
             on_recordings(&config, Job::Audit(args.into())).await
         }
+        Command::Stats(args) => {
+            let config = Config::load(&overrides)?;
+            let options = stats::Options {
+                json: args.json,
+                live: None,
+            };
+            on_recordings(&config, Job::Stats(options)).await
+        }
         Command::Verify(args) => {
             overrides.upstream.clone_from(&args.upstream);
             let config = Config::load(&overrides)?;
@@ -185,26 +171,20 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
     }
 }
 
-/// The shared store `config` names, answering; a usage error when none is
+/// The shared store `config` names; a usage error when none is
 /// configured.
-async fn open_remote(config: &Config) -> Result<Remote, CommandError> {
-    let Some(remote) = &config.remote else {
-        return Err(CommandError::Usage(
+fn remote_config(config: &Config) -> Result<crate::config::RemoteConfig, CommandError> {
+    config.remote.clone().ok_or_else(|| {
+        CommandError::Usage(
             "no shared store configured; pass --remote redis://HOST:6379, set LLMTAPE_REMOTE, or set remote.url in proxy.toml".into(),
-        ));
-    };
-    let remote = Remote::new(remote).map_err(|source| StartError::Remote { source })?;
-    remote
-        .ping()
-        .await
-        .map_err(|source| StartError::Remote { source })?;
-    Ok(remote)
+        )
+    })
 }
 
 /// `ls --remote`: the recordings in Redis, one line each (key prefix,
 /// time, status, method and path, model), or a JSON array.
 async fn ls_remote(config: &Config, json: bool, out: &mut impl Write) -> Result<(), CommandError> {
-    let remote = open_remote(config).await?;
+    let remote = crate::cmd::share::open(&remote_config(config)?).await?;
     let recordings = remote_sync::list(&remote)
         .await
         .map_err(|source| StartError::Remote { source })?;
@@ -450,6 +430,7 @@ impl From<ProbeArgs> for probe::Options {
             method: args.method,
             path: args.path,
             json: args.json,
+            html: args.html,
         }
     }
 }

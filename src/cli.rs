@@ -87,6 +87,8 @@ pub enum Command {
     Push(RemoteArgs),
     /// Copy the shared Redis store into the local store, never over a newer recording.
     Pull(RemoteArgs),
+    /// Hits, misses, tokens and cost saved per model (live from a running serve; offline, what the store holds).
+    Stats(StatsArgs),
 }
 
 /// `llmtape push`, `llmtape pull`
@@ -109,6 +111,14 @@ pub struct AuditArgs {
     /// Only this model.
     #[arg(long)]
     pub model: Option<String>,
+}
+
+/// `llmtape stats`
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Print JSON (schema in the README) instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `llmtape verify`
@@ -158,6 +168,9 @@ pub struct ProbeArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Also write a self-contained HTML report (tables and the logprob chart; opens offline).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
     /// Upstream base URL [default: upstream.url, else https://api.openai.com].
     #[arg(long, env = "LLMTAPE_UPSTREAM", value_name = "URL")]
     pub upstream: Option<String>,

@@ -9,7 +9,10 @@
 //!    `serve::admission` has room; `serve::connection` serves it, with
 //!    `serve::watchdog` bounding slow heads and idle waits and
 //!    `serve::read_timeout` stalled bodies, and hands each request to the
-//!    `serve::proxy` service; `/_llmtape/*` goes to `serve::admin`.
+//!    `serve::proxy` service; `/_llmtape/*` goes to `serve::admin` (the
+//!    web view's page and assets, `assets/ui/`, to `serve::ui`, its JSON
+//!    to `serve::ui_api`, which pages through the in-memory rows of
+//!    `serve::catalog`).
 //! 2. `serve::proxy` decides: the mode (`serve::request` reads the
 //!    override headers), the `route`, the [`key`] (the body collected by
 //!    [`body`], canonicalised, or found in `key::cache` for repeated
@@ -32,10 +35,16 @@
 //! **Where recordings live** ([`store`]): the `store::Tier` seam, with the
 //! sled store (`store::SledStore`, whose private response log serves hits
 //! without sled) and a fixtures folder (`store::FixtureDir`, files in the
-//! [`store::fixtures`] format) behind it.
+//! [`store::fixtures`] format) behind it. With `[remote]`, `store::Tiered`
+//! puts a shared Redis tier (`store::remote`) behind the local one:
+//! `store::lease` makes identical misses on several proxies go upstream
+//! once, `store::remote_changes` carries re-recordings to every proxy,
+//! `store::remote_sync` copies whole stores (push, pull); the request's
+//! side of it is `serve::shared_store`.
 //!
 //! **Commands** ([`cmd`]): ls, show, explain, audit, export, import, rm,
-//! prune, rekey, lint, verify and probe, each with plain options; `audit`
+//! prune, rekey, lint, verify, probe (`--html`: a report built from the
+//! web view's assets) and stats, each with plain options; `audit`
 //! compares answers and `diff` finds differing JSON paths for them. The
 //! ones on recordings are a [`cmd::job::Job`], run on the tier [`app`]
 //! opens, or, while a `serve` holds the store, sent through its
@@ -43,7 +52,9 @@
 //! [`cli`] holds the clap types (and [`usage`] words their errors as one line), [`app`] turns them into a command's
 //! options, [`error`] is the commands' one error type.
 //!
-//! **Around it**: [`config`] (two-stage: raw TOML, then validated types),
+//! **Around it**: [`config`] (two-stage: raw TOML, then validated types;
+//! `[prices]` among them), [`summary`] (what a recording amounts to in a
+//! tally or a list row: its model, usage and texts, read once),
 //! [`logs`] (the plain log line), `sync` (lock poisoning, handled once).
 
 #![forbid(unsafe_code)]
@@ -64,5 +75,6 @@ pub mod remote;
 pub mod route;
 pub mod serve;
 pub mod store;
+pub mod summary;
 mod sync;
 pub mod usage;

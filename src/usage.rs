@@ -313,7 +313,7 @@ mod tests {
             ),
             "{unknown}"
         );
-        assert!(unknown.ends_with(", probe, push, pull"), "{unknown}");
+        assert!(unknown.ends_with(", probe, push, pull, stats"), "{unknown}");
         let near = line(&["verfy"]).unwrap();
         assert!(near.ends_with("; did you mean 'verify'?"), "{near}");
     }

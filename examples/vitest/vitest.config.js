@@ -2,7 +2,8 @@ import { defineConfig } from "vitest/config";
 
 export default defineConfig({
   test: {
-    globalSetup: ["./tests/llmtape.setup.js"],
+    include: ["tests/**/*.test.js"],
+    setupFiles: ["./tests/llmtape.setup.js"],
     testTimeout: 30000,
   },
 });

@@ -30,8 +30,33 @@ export interface Llmtape {
   mode: LlmtapeMode;
   /** The absolute fixtures folder. */
   fixtures: string;
+  /**
+   * The requests that missed in replay (404) since the last call, read from
+   * serve's log once it shows every miss `/_llmtape/metrics` counted (at
+   * most 2 s). Call it in `beforeEach` so earlier misses are not this test's.
+   */
+  takeMisses(): Promise<LlmtapeMiss[]>;
+  /**
+   * In replay, rejects with an Error naming each missed request (method,
+   * path, key, nearest recording) since the last call: use it as
+   * `afterEach(() => llmtape.expectNoMisses())`, so a test whose client
+   * swallowed the 404 still fails. Resolves in the other modes.
+   */
+  expectNoMisses(): Promise<void>;
   /** SIGTERM (SIGKILL after 10 s); restores the environment; resolves with the exit code. */
   stop(): Promise<number | null>;
+}
+
+/** One replay miss, as serve's request log line names it. */
+export interface LlmtapeMiss {
+  method?: string;
+  path?: string;
+  /** The request's key. */
+  key?: string;
+  /** The nearest recording's key, when one exists for the route. */
+  nearest?: string;
+  status?: string;
+  [field: string]: string | undefined;
 }
 
 export function startLlmtape(options?: LlmtapeOptions): Promise<Llmtape>;

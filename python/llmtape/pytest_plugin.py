@@ -13,7 +13,8 @@ pytest-xdist) on 127.0.0.1:0, serving the fixtures folder.
   goes to a file); after each test the plugin reads the lines written since
   the test began (synchronised with the proxy's miss counter in
   `/_llmtape/metrics`, so a line still being written is waited for, at most
-  `MISS_LOG_WAIT`) and fails the test with each miss's method, path and key.
+  `MISS_LOG_WAIT`) and fails the test with each miss's method, path and
+  key, and the nearest recording (the line's `nearest=KEY`).
 - New recordings (record, auto) are the fixture files created or rewritten
   while the test ran.
 """
@@ -189,7 +190,8 @@ class Tape:
     marker's, else the session's), `fixtures` (the folder), `headers` (the
     per-request overrides the marker asks for: pass them to a client as
     `default_headers=llmtape.headers`), `recordings` (the fixture files
-    written so far in this test)."""
+    written so far in this test), `take_misses()` (for a test that expects
+    a replay miss)."""
 
     def __init__(self, session: Session, mode: str, namespace: Optional[str], before: Dict[str, int]):
         self._session = session
@@ -206,6 +208,14 @@ class Tape:
         if namespace:
             self.headers["x-llmtape-namespace"] = namespace
         self._before = before
+
+    def take_misses(self) -> List[Dict[str, str]]:
+        """The replay misses (404) of this test so far, as serve's request
+        lines name them (`method`, `path`, `key`, `nearest`, ...). Taken
+        misses no longer fail the test: for a test that expects one."""
+        if self._session.server is None:
+            return []
+        return [f for f in self._session.requests_since_last_check() if _is_replay_miss(f)]
 
     @property
     def recordings(self) -> List[Path]:
@@ -248,6 +258,10 @@ def pytest_unconfigure(config):
         session.stop()
 
 
+def _is_replay_miss(fields: Dict[str, str]) -> bool:
+    return fields.get("outcome") == "miss" and fields.get("status") == "404"
+
+
 def _marker(item):
     marker = item.get_closest_marker("llmtape")
     return (marker.kwargs if marker else {}) or {}
@@ -287,9 +301,8 @@ def pytest_runtest_makereport(item, call):
         return
     report = outcome.get_result()
     test_mode = _marker(item).get("mode") or session.mode
-    misses = [f for f in session.requests_since_last_check()
-              if f.get("outcome") == "miss" and f.get("status") == "404" and test_mode == "replay"]
-    if not misses:
+    misses = [f for f in session.requests_since_last_check() if _is_replay_miss(f)]
+    if test_mode != "replay" or not misses:
         return
     lines = [f"llmtape: {len(misses)} replay miss(es) in this test "
              f"(mode=replay, fixtures={session.fixtures}); no recording for:"]

@@ -1,5 +1,6 @@
 """A tiny OpenAI-shaped upstream on 127.0.0.1:0 for recording without a key
-or a network: chat completions (JSON or a stream) and embeddings. Every
+or a network: chat completions (JSON or a stream), the Responses API (JSON:
+what pydantic-ai and the OpenAI Agents SDK call by default) and embeddings. Every
 answer carries a call counter, so a replay that came from a fixture is told
 apart from a new upstream call.
 
@@ -36,6 +37,8 @@ class Handler(BaseHTTPRequestHandler):
                              "message": {"role": "assistant", "content": text}}],
                 "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10},
             })
+        if self.path.endswith("/responses"):
+            return self.json(self.response(body, n))
         if self.path.endswith("/embeddings"):
             inputs = body.get("input")
             inputs = inputs if isinstance(inputs, list) else [inputs]
@@ -46,6 +49,28 @@ class Handler(BaseHTTPRequestHandler):
                 "usage": {"prompt_tokens": 2, "total_tokens": 2},
             })
         self.json({"error": {"message": f"mock upstream: no route {self.path}", "type": "invalid_request_error"}}, 404)
+
+    @staticmethod
+    def response(body, n):
+        items = body.get("input")
+        if isinstance(items, list):
+            # The last user message: its content is text or input_text parts.
+            last = next((i for i in reversed(items) if i.get("role") == "user"), {}).get("content", "")
+            if isinstance(last, list):
+                last = " ".join(p.get("text", "") for p in last if isinstance(p, dict))
+        else:
+            last = items or ""
+        return {
+            "id": f"resp_mock_{n}", "object": "response", "created_at": 1700000000, "status": "completed",
+            "model": body.get("model", "gpt-4o-mini"), "parallel_tool_calls": True, "tool_choice": "auto",
+            "tools": [], "error": None, "incomplete_details": None, "instructions": body.get("instructions"),
+            "output": [{"type": "message", "id": f"msg_mock_{n}", "status": "completed", "role": "assistant",
+                        "content": [{"type": "output_text", "text": f"mock answer {n} to: {last}",
+                                     "annotations": []}]}],
+            "usage": {"input_tokens": 5, "output_tokens": 5, "total_tokens": 10,
+                      "input_tokens_details": {"cached_tokens": 0},
+                      "output_tokens_details": {"reasoning_tokens": 0}},
+        }
 
     def json(self, value, status=200):
         data = json.dumps(value).encode()

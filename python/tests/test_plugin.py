@@ -94,14 +94,49 @@ def test_after():
     assert ask("known")
 ''')
     run(project, "--llmtape=auto", "-k", "hit").assert_outcomes(passed=1, deselected=2)
+    (recorded,) = (project.path / "tests/fixtures/llmtape").rglob("*.json")
+    known = json.loads(recorded.read_text())["key"]
     result = run(project, "--llmtape=replay")
     result.assert_outcomes(passed=2, failed=1)
+    # The nearest recording comes from serve's log line (nearest=KEY): the
+    # test never saw the 404 that names it.
     result.stdout.fnmatch_lines([
         "*test_swallowed_miss*",
         "llmtape: 1 replay miss(es) in this test*",
-        "  POST /v1/chat/completions (key *)",
+        f"  POST /v1/chat/completions (key *); the nearest recording is {known}",
     ])
     assert "FAILED test_miss.py::test_swallowed_miss" in result.stdout.str()
+
+
+def test_a_test_that_expects_a_miss_takes_it_and_only_that_miss(project):
+    project.makepyfile(test_expect='''
+from client import ask
+def test_expected(llmtape):
+    assert ask("unknown", swallow=True) is None
+    (miss,) = llmtape.take_misses()
+    assert (miss["method"], miss["path"], miss["status"]) == ("POST", "/v1/chat/completions", "404")
+    assert llmtape.take_misses() == []
+def test_a_later_miss_still_fails(llmtape):
+    ask("unknown", swallow=True)
+    assert len(llmtape.take_misses()) == 1
+    ask("other", swallow=True)
+''')
+    result = run(project, "--llmtape=replay")
+    result.assert_outcomes(passed=1, failed=1)
+    assert "FAILED test_expect.py::test_a_later_miss_still_fails" in result.stdout.str()
+    result.stdout.fnmatch_lines(["llmtape: 1 replay miss(es) in this test*"])
+
+
+def test_a_miss_with_nothing_recorded_names_no_nearest_recording(project):
+    project.makepyfile(test_miss='''
+from client import ask
+def test_nothing_recorded():
+    assert ask("unknown", swallow=True) is None
+''')
+    result = run(project, "--llmtape=replay")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["  POST /v1/chat/completions (key *)"])
+    assert "the nearest recording is" not in result.stdout.str()
 
 
 def test_replay_sets_the_base_urls_and_dummy_keys_before_conftest_is_imported(project):

@@ -28,8 +28,10 @@ use crate::record::recording::Recording;
 pub const AUDIT_SCHEMA: u32 = 1;
 
 mod answer;
+mod report;
 
 pub use answer::{answer_of, Answer, Choice, TokenLogprob};
+pub use report::Report;
 
 /// How two answers differ.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -219,6 +221,37 @@ pub fn percent(logprob: f64) -> f64 {
     logprob.exp() * 100.0
 }
 
+/// One run of a word-level diff, as data.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Segment {
+    /// `equal`, `delete` or `insert`.
+    pub op: &'static str,
+    /// The words (with their spacing).
+    pub text: String,
+}
+
+/// The word-level diff [`word_diff`] writes inline, as runs of equal,
+/// deleted and inserted text.
+pub fn word_segments(old: &str, new: &str) -> Vec<Segment> {
+    let diff = TextDiff::from_words(old, new);
+    let mut out: Vec<Segment> = Vec::new();
+    for change in diff.iter_all_changes() {
+        let op = match change.tag() {
+            ChangeTag::Equal => "equal",
+            ChangeTag::Delete => "delete",
+            ChangeTag::Insert => "insert",
+        };
+        match out.last_mut() {
+            Some(last) if last.op == op => last.text.push_str(change.value()),
+            _ => out.push(Segment {
+                op,
+                text: change.value().to_string(),
+            }),
+        }
+    }
+    out
+}
+
 /// Word-level diff, `[-removed-]{+added+}` inline.
 pub fn word_diff(old: &str, new: &str) -> String {
     let diff = TextDiff::from_words(old, new);
@@ -281,19 +314,31 @@ pub struct Flip {
 /// Every fingerprint flip among a key's recordings (current and history),
 /// in time order.
 pub fn flips(current: &Recording, history: &[Recording]) -> Vec<Flip> {
+    flip_pairs(current, history)
+        .into_iter()
+        .map(|(old, new)| Flip {
+            key: current.meta.key,
+            method: current.meta.request.method.clone(),
+            path: current.meta.request.path.clone(),
+            model: new.meta.model.clone(),
+            old: side(old),
+            new: side(new),
+            change: compare(&answer_of(old), &answer_of(new)),
+        })
+        .collect()
+}
+
+/// The (older, newer) recordings of each flip [`flips`] reports, in the
+/// same order.
+pub fn flip_pairs<'a>(
+    current: &'a Recording,
+    history: &'a [Recording],
+) -> Vec<(&'a Recording, &'a Recording)> {
     let mut all: Vec<&Recording> = history.iter().chain(std::iter::once(current)).collect();
     all.sort_by(|a, b| a.meta.recorded_at.cmp(&b.meta.recorded_at));
     all.windows(2)
         .filter(|w| w[0].meta.fingerprint() != w[1].meta.fingerprint())
-        .map(|w| Flip {
-            key: current.meta.key,
-            method: current.meta.request.method.clone(),
-            path: current.meta.request.path.clone(),
-            model: w[1].meta.model.clone(),
-            old: side(w[0]),
-            new: side(w[1]),
-            change: compare(&answer_of(w[0]), &answer_of(w[1])),
-        })
+        .map(|w| (w[0], w[1]))
         .collect()
 }
 

@@ -2,23 +2,19 @@
 //! `system_fingerprint` changed between recordings), what changed with each,
 //! and a summary per model.
 //!
-//! The analysis (flips, diffs, per-model summaries) is [`crate::audit`]'s;
-//! this module picks the recordings (`--model`, `--since`) and prints.
+//! The analysis (flips, diffs, per-model summaries, the filters and the
+//! JSON document) is [`crate::audit`]'s; this module reads the options
+//! and prints.
 
 use std::collections::BTreeSet;
 use std::io::Write;
 
-use serde_json::json;
-
-use crate::audit::{
-    self as analysis, Change, ChoiceDiff, Flip, LogprobDelta, ModelSummary, AUDIT_SCHEMA,
-};
+use crate::audit::{Change, ChoiceDiff, Flip, LogprobDelta, ModelSummary, Report};
 use crate::cmd::listing::{short_key, Listing};
 use crate::cmd::paint::{wrap, Terminal};
 use crate::cmd::write_json;
 use crate::error::CommandError;
 use crate::key::RequestKey;
-use crate::record::recording::Recording;
 
 /// Most logprob rows shown per flip in text output (JSON has them all).
 const DELTAS_SHOWN: usize = 10;
@@ -46,40 +42,16 @@ pub fn run(
         None => None,
         Some(text) => Some(since_bound(text)?),
     };
-    let model_matches = |model: &Option<String>| {
-        options
-            .model
-            .as_ref()
-            .is_none_or(|m| model.as_ref() == Some(m))
-    };
-    let mut flips = Vec::new();
-    let mut recordings: Vec<&Recording> = Vec::new();
-    for (entry, history) in &listing.recordings {
-        for e in history.iter().chain(std::iter::once(entry)) {
-            if model_matches(&e.meta.model)
-                && since.as_ref().is_none_or(|s| e.meta.recorded_at >= *s)
-            {
-                recordings.push(e);
-            }
-        }
-        flips.extend(
-            analysis::flips(entry, history)
-                .into_iter()
-                .filter(|f| model_matches(&f.model))
-                .filter(|f| since.as_ref().is_none_or(|s| f.new.recorded_at >= *s)),
-        );
-    }
-    let models = analysis::summarize(&recordings, &flips);
+    let report = Report::of(
+        &listing.recordings,
+        options.model.as_deref(),
+        since.as_deref(),
+    );
     if options.json {
-        let doc = json!({
-            "llmtape_audit": AUDIT_SCHEMA,
-            "source": listing.location,
-            "flips": flips,
-            "models": models,
-        });
-        write_json(out, &doc)?;
+        write_json(out, &report.document(&listing.location))?;
         return Ok(());
     }
+    let (flips, models) = (&report.flips, &report.models);
     let keys: BTreeSet<RequestKey> = flips.iter().map(|f| f.key).collect();
     writeln!(
         out,
@@ -89,7 +61,7 @@ pub fn run(
         keys.len()
     )?;
     let mut last_key = None;
-    for flip in &flips {
+    for flip in flips {
         // Flips come grouped by key; the key's line heads its group.
         if last_key != Some(flip.key) {
             writeln!(out)?;
@@ -105,7 +77,7 @@ pub fn run(
         }
         print_flip(flip, terminal, out)?;
     }
-    print_models(&models, out)
+    print_models(models, out)
 }
 
 /// One flip: the fingerprints and times, the verdict, and what changed.
@@ -292,8 +264,9 @@ fn since_bound(text: &str) -> Result<String, CommandError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::recording::test_entry;
-    use serde_json::Value;
+    use crate::audit::AUDIT_SCHEMA;
+    use crate::record::recording::{test_entry, Recording};
+    use serde_json::{json, Value};
 
     fn chat(key: &str, text: &str, fp: &str, at: &str) -> Recording {
         let body = json!({

@@ -14,14 +14,14 @@ use std::path::{Path, PathBuf};
 use crate::cmd::filter::Filter;
 use crate::cmd::listing::Listing;
 use crate::cmd::paint::Terminal;
-use crate::cmd::{audit, export, import, ls, prune, rekey, rm, show, verify};
-use crate::config::Config;
+use crate::cmd::{audit, export, import, ls, prune, rekey, rm, share, show, stats, verify};
+use crate::config::{Config, RemoteConfig};
 use crate::error::CommandError;
 use crate::key::RequestKey;
 use crate::record::recording::Recording;
 use crate::serve::admin::{CommandRunner, Reply};
-use crate::store::response_log::Replayable;
-use crate::store::{Tier, TierError};
+use crate::serve::metrics::LiveStats;
+use crate::store::{forward_reads, forward_replace_remove, Tier, TierError};
 
 /// The version of [`Request`]'s JSON: a server that reads another refuses
 /// the job instead of misreading it.
@@ -57,6 +57,18 @@ pub enum Job {
     Rekey(rekey::Options),
     /// `llmtape verify`
     Verify(verify::Options),
+    /// `llmtape push`
+    Push {
+        /// The shared store.
+        remote: RemoteConfig,
+    },
+    /// `llmtape pull`
+    Pull {
+        /// The shared store.
+        remote: RemoteConfig,
+    },
+    /// `llmtape stats`
+    Stats(stats::Options),
 }
 
 /// Which recordings a job opens when it runs offline.
@@ -75,14 +87,16 @@ impl Job {
     pub fn opens(&self) -> Opens {
         match self {
             Job::Export { .. } => Opens::Store,
-            Job::Import { .. } => Opens::NewStore,
+            Job::Import { .. } | Job::Pull { .. } => Opens::NewStore,
             Job::Ls(_)
             | Job::Show(_)
             | Job::Audit(_)
             | Job::Rm(_)
             | Job::Prune(_)
             | Job::Rekey(_)
-            | Job::Verify(_) => Opens::Recordings,
+            | Job::Verify(_)
+            | Job::Push { .. }
+            | Job::Stats(_) => Opens::Recordings,
         }
     }
 }
@@ -141,8 +155,11 @@ pub async fn run(
             summary.report("imported", dir, out, err)
         }
         Job::Rm(options) => rm::run(tier, options, out),
+        Job::Stats(options) => stats::run(tier, &config.prices, options, out, err),
         Job::Prune(options) => prune::run(tier, options, std::time::SystemTime::now(), out),
         Job::Rekey(options) => rekey::run(tier, config, options, out, err),
+        Job::Push { remote } => share::push(tier, remote, out).await,
+        Job::Pull { remote } => share::pull(tier, remote, config.store.history, out).await,
         Job::Verify(options) => {
             let all_same = verify::run(config, tier, options, terminal, out).await?;
             tier.flush()?;
@@ -172,7 +189,18 @@ impl Runner {
 
 impl CommandRunner for Runner {
     fn run(&self, request: &[u8], tier: &dyn Tier) -> Reply {
-        let request: Request = match serde_json::from_slice(request) {
+        self.run_with(request, tier, None)
+    }
+
+    fn run_live(&self, request: &[u8], tier: &dyn Tier, live: LiveStats) -> Reply {
+        self.run_with(request, tier, Some(live))
+    }
+}
+
+impl Runner {
+    /// Runs a job; `stats` gets the server's `live` counters.
+    fn run_with(&self, request: &[u8], tier: &dyn Tier, live: Option<LiveStats>) -> Reply {
+        let mut request: Request = match serde_json::from_slice(request) {
             Ok(request) => request,
             Err(error) => {
                 return Reply::failed(
@@ -189,6 +217,9 @@ impl CommandRunner for Runner {
                     request.llmtape_job
                 ),
             );
+        }
+        if let (Job::Stats(options), Some(live)) = (&mut request.job, live) {
+            options.live = Some(live);
         }
         let tier = Named {
             tier,
@@ -226,17 +257,8 @@ struct Named<'a> {
 }
 
 impl Tier for Named<'_> {
-    fn replayable(&self, key: &RequestKey) -> Result<Option<Replayable>, TierError> {
-        self.tier.replayable(key)
-    }
-
-    fn get(&self, key: &RequestKey) -> Result<Option<Recording>, TierError> {
-        self.tier.get(key)
-    }
-
-    fn history(&self, key: &RequestKey) -> Result<Vec<Recording>, TierError> {
-        self.tier.history(key)
-    }
+    forward_reads!(inner);
+    forward_replace_remove!(inner);
 
     fn put(
         &self,
@@ -248,37 +270,14 @@ impl Tier for Named<'_> {
         self.tier.put(key, recording, history, replace)
     }
 
-    fn replace(
-        &self,
-        key: &RequestKey,
-        recording: &Recording,
-        history: &[Recording],
-    ) -> Result<(), TierError> {
-        self.tier.replace(key, recording, history)
-    }
-
-    fn remove(&self, key: &RequestKey) -> Result<bool, TierError> {
-        self.tier.remove(key)
-    }
-
-    fn iter(&self) -> Box<dyn Iterator<Item = Result<Recording, TierError>> + '_> {
-        self.tier.iter()
-    }
-
-    fn count(&self) -> usize {
-        self.tier.count()
-    }
-
-    fn indexed(&self, key: &RequestKey) -> bool {
-        self.tier.indexed(key)
-    }
-
-    fn flush(&self) -> Result<(), TierError> {
-        self.tier.flush()
-    }
-
     fn location(&self) -> &Path {
         self.location
+    }
+}
+
+impl Named<'_> {
+    fn inner(&self) -> &dyn Tier {
+        self.tier
     }
 }
 

@@ -1,5 +1,5 @@
 //! The commands: each reads or changes recordings (or asks the upstream)
-//! and prints a report. One file per command, plus the pieces two commands
+//! and prints a report. One file per command (`share` is push and pull), plus the pieces two commands
 //! share (`listing`, `paint`, `filter`, `transfer`), and [`job`], the
 //! commands on recordings as one value, run offline or by a running
 //! `serve`.
@@ -24,7 +24,9 @@ pub(crate) mod probe;
 pub(crate) mod prune;
 pub(crate) mod rekey;
 pub(crate) mod rm;
+pub(crate) mod share;
 pub(crate) mod show;
+pub(crate) mod stats;
 pub(crate) mod transfer;
 pub(crate) mod verify;
 

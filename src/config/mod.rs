@@ -14,6 +14,7 @@
 
 mod choices;
 mod error;
+mod prices;
 mod raw;
 mod remote;
 mod routes;
@@ -29,6 +30,7 @@ use crate::route::Routes;
 
 pub use choices::{Mode, Scope, Timing};
 pub use error::ConfigError;
+pub use prices::{Price, Prices};
 pub use raw::{RawConfig, RawKey, RawRedact, RawReplay, RawServer, RawStore, RawUpstream};
 pub use remote::{redact_url, Access, OnUnavailable, RawRemote, RemoteConfig};
 pub use routes::RawRoutes;
@@ -104,6 +106,8 @@ pub struct Config {
     pub routes: Routes,
     /// `[remote]`: the team store on Redis, when a URL is configured.
     pub remote: Option<RemoteConfig>,
+    /// `[prices]`: what each model's tokens cost (for the cost saved).
+    pub prices: Prices,
     /// The file this came from, if any (for the ready line and errors).
     pub source: Option<PathBuf>,
 }
@@ -541,6 +545,7 @@ impl Config {
 
         let routes = routes::routes_from_raw(raw.routes, &mut problems);
         let remote = remote::remote_from_raw(raw.remote, overrides.remote.clone(), &mut problems);
+        let prices = prices::prices_from_raw(raw.prices, &mut problems);
 
         if !problems.is_empty() {
             return Err(ConfigError::Invalid {
@@ -597,6 +602,7 @@ impl Config {
             },
             routes,
             remote,
+            prices,
             source: None,
         })
     }

@@ -40,6 +40,9 @@ pub struct RawConfig {
     /// `[remote]`
     #[serde(default)]
     pub remote: RawRemote,
+    /// `[prices]`: per model, checked by `config::prices`.
+    #[serde(default)]
+    pub prices: toml::Table,
 }
 
 /// `[server]` as written.
@@ -121,6 +124,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
         "",
         &[
             "mode", "server", "upstream", "store", "key", "replay", "redact", "routes", "remote",
+            "prices",
         ],
     ),
     (

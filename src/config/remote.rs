@@ -37,7 +37,7 @@ pub const DEFAULT_REMOTE_PREFIX: &str = "llmtape";
 pub const DEFAULT_REMOTE_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// Whether this proxy writes to the shared store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub enum Access {
     /// Reads and writes (a recording job, a replica).
     ReadWrite,
@@ -56,7 +56,7 @@ impl Access {
 }
 
 /// What a miss gets while Redis is unreachable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub enum OnUnavailable {
     /// Serve from the local store, record locally, push later.
     Local,
@@ -74,8 +74,9 @@ impl OnUnavailable {
     }
 }
 
-/// `[remote]`, validated. Present only when a URL is given.
-#[derive(Debug, Clone)]
+/// `[remote]`, validated. Present only when a URL is given. Serialisable:
+/// `push` and `pull` send it to a running `serve` (`cmd::job`).
+#[derive(Debug, Clone, serde::Serialize, Deserialize)]
 pub struct RemoteConfig {
     /// `redis://` or `rediss://` URL, checked by the `redis` crate's parser.
     pub url: String,

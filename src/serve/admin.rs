@@ -4,19 +4,26 @@
 //! sequence run's count again; and the contract of the command endpoint, `POST
 //! /_llmtape/command` (its path, its per-start token, the [`Reply`] it
 //! sends), whose handler is `crate::serve::admin_commands`.
+//!
+//! This is also where the web view's requests are admitted and routed:
+//! `/_llmtape/ui*` to its assets (`crate::serve::ui`), and the JSON
+//! endpoints under [`API_PREFIX`] to `crate::serve::ui_api` (they read the
+//! store, so they run on a blocking thread, not here).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderValue};
+use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use serde_json::json;
 
 use crate::body::{full, json_response, ProxyBody};
 use crate::config::Mode;
 use crate::record::redact::Sensitive;
-use crate::serve::metrics::Metrics;
+use crate::serve::metrics::{LiveStats, Metrics};
 use crate::serve::runs::Runs;
+use crate::serve::ui;
 use crate::store::Tier;
 
 /// The client's address, put into request extensions by the server.
@@ -25,6 +32,28 @@ pub struct Peer(pub std::net::SocketAddr);
 
 /// Where the admin endpoints live; the proxy routes requests under it here.
 pub const ADMIN_PREFIX: &str = "/_llmtape/";
+
+/// Where the web view's JSON endpoints live (`crate::serve::ui_api`).
+pub const API_PREFIX: &str = "/_llmtape/api/";
+
+/// An admin error answer: `{"error": {message, type, param, code}}`, the
+/// OpenAI shape every admin endpoint uses.
+pub fn error(status: StatusCode, code: &str, message: &str) -> Response<ProxyBody> {
+    let kind = match status.is_server_error() {
+        true => "server_error",
+        false => "invalid_request_error",
+    };
+    json_response(
+        status,
+        json!({"error": {
+            "message": message,
+            "type": kind,
+            "param": null,
+            "code": code,
+        }})
+        .to_string(),
+    )
+}
 
 /// Tells the admin endpoints who is asking: attaches [`Peer`] to requests
 /// under [`ADMIN_PREFIX`] (only those, to spare every other request the
@@ -65,23 +94,25 @@ fn run_to_reset(path: &str) -> Option<&str> {
         .filter(|id| !id.is_empty() && !id.contains('/'))
 }
 
-/// Answers a request for `/_llmtape/...`.
-pub fn respond<B>(request: &Request<B>, view: &AdminView<'_>) -> Response<ProxyBody> {
-    let path = request.uri().path();
+/// Answers a request for `/_llmtape/...`; `None` for one under
+/// [`API_PREFIX`] that passed the access check, which
+/// `crate::serve::ui_api` answers.
+pub fn respond(request: &Parts, view: &AdminView<'_>) -> Option<Response<ProxyBody>> {
+    let path = request.uri.path();
     let loopback = request
-        .extensions()
+        .extensions
         .get::<Peer>()
         .is_none_or(|Peer(addr)| addr.ip().is_loopback());
     let token_ok = view.token.is_some_and(|token| {
         request
-            .headers()
+            .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .is_some_and(|given| given == token)
     });
     if !loopback && !token_ok {
-        return json_response(
+        return Some(json_response(
             StatusCode::FORBIDDEN,
             json!({"error": {
                 "message": "llmtape's admin endpoints answer loopback clients only; set server.admin_token_env and send Authorization: Bearer <token> to reach them from elsewhere",
@@ -90,7 +121,31 @@ pub fn respond<B>(request: &Request<B>, view: &AdminView<'_>) -> Response<ProxyB
                 "code": "admin_forbidden",
             }})
             .to_string(),
-        );
+        ));
+    }
+    if path.starts_with(API_PREFIX) {
+        return None;
+    }
+    Some(answer(request, path, view))
+}
+
+/// The admin endpoints that are not the API's.
+fn answer(request: &Parts, path: &str, view: &AdminView<'_>) -> Response<ProxyBody> {
+    if ui::is_ui_path(path) {
+        if request.method != http::Method::GET && request.method != http::Method::HEAD {
+            return error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                &format!("{path} is the web view: send GET"),
+            );
+        }
+        return ui::asset(path).unwrap_or_else(|| {
+            error(
+                StatusCode::NOT_FOUND,
+                "unknown_admin_endpoint",
+                &format!("the web view has no asset {path}; open /_llmtape/ui"),
+            )
+        });
     }
     if path == "/_llmtape/metrics" {
         let mut text = view.metrics.render(view.recordings);
@@ -103,7 +158,7 @@ pub fn respond<B>(request: &Request<B>, view: &AdminView<'_>) -> Response<ProxyB
         return response;
     }
     if let Some(run) = run_to_reset(path) {
-        if request.method() != http::Method::POST {
+        if request.method != http::Method::POST {
             return json_response(
                 StatusCode::METHOD_NOT_ALLOWED,
                 json!({"error": {
@@ -136,7 +191,7 @@ pub fn respond<B>(request: &Request<B>, view: &AdminView<'_>) -> Response<ProxyB
         _ => (
             StatusCode::NOT_FOUND,
             json!({"error": {
-                "message": format!("no llmtape admin endpoint {path}; try /_llmtape/health or /_llmtape/metrics"),
+                "message": format!("no llmtape admin endpoint {path}; try /_llmtape/health, /_llmtape/metrics, /_llmtape/ui or /_llmtape/api/stats"),
                 "type": "invalid_request_error",
                 "param": null,
                 "code": "unknown_admin_endpoint",
@@ -160,6 +215,13 @@ pub trait CommandRunner: Send + Sync {
     /// The command's output and outcome; a request it cannot read is a
     /// [`Reply`] with an error too.
     fn run(&self, request: &[u8], tier: &dyn Tier) -> Reply;
+
+    /// [`CommandRunner::run`] in a server whose counters are `live` (what
+    /// `llmtape stats` prints while serving).
+    fn run_live(&self, request: &[u8], tier: &dyn Tier, live: LiveStats) -> Reply {
+        let _ = live;
+        self.run(request, tier)
+    }
 }
 
 /// What a command printed and how it ended: the caller writes `stdout` and

@@ -30,7 +30,6 @@ use crate::key::RequestKey;
 use crate::record::recording::Recording;
 use crate::serve::admin::{Commands, Reply, HEARTBEAT};
 use crate::serve::proxy::{Proxy, Shared};
-use crate::store::response_log::Replayable;
 use crate::store::{Tier, TierError};
 
 /// A command's request is a few hundred bytes of JSON (options and paths);
@@ -88,7 +87,8 @@ impl Proxy {
         };
         // The command runs to its end even if the caller leaves: a write
         // it started is finished, never cut.
-        let task = tokio::task::spawn_blocking(move || runner.run(&body, &tier));
+        let live = self.shared.live_stats();
+        let task = tokio::task::spawn_blocking(move || runner.run_live(&body, &tier, live));
         let frames = futures_util::stream::unfold(Some(task), |task| async move {
             let mut task = task?;
             tokio::select! {
@@ -143,21 +143,13 @@ impl Fresh {
 
     fn forget(&self, key: &RequestKey) {
         self.shared.hot.remove(key);
+        // The web view's rows are rebuilt from the tier on their next use.
+        self.shared.catalog.invalidate();
     }
 }
 
 impl Tier for Fresh {
-    fn replayable(&self, key: &RequestKey) -> Result<Option<Replayable>, TierError> {
-        self.tier().replayable(key)
-    }
-
-    fn get(&self, key: &RequestKey) -> Result<Option<Recording>, TierError> {
-        self.tier().get(key)
-    }
-
-    fn history(&self, key: &RequestKey) -> Result<Vec<Recording>, TierError> {
-        self.tier().history(key)
-    }
+    crate::store::forward_reads!(tier);
 
     fn put(
         &self,
@@ -186,22 +178,6 @@ impl Tier for Fresh {
         let removed = self.tier().remove(key);
         self.forget(key);
         removed
-    }
-
-    fn iter(&self) -> Box<dyn Iterator<Item = Result<Recording, TierError>> + '_> {
-        self.tier().iter()
-    }
-
-    fn count(&self) -> usize {
-        self.tier().count()
-    }
-
-    fn indexed(&self, key: &RequestKey) -> bool {
-        self.tier().indexed(key)
-    }
-
-    fn flush(&self) -> Result<(), TierError> {
-        self.tier().flush()
     }
 
     fn location(&self) -> &Path {

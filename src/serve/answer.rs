@@ -19,6 +19,13 @@ pub struct Answer {
     pub outcome: Option<Outcome>,
     /// The request key, once it was computed.
     pub key: Option<RequestKey>,
+    /// For a replay miss, the key of the nearest recording (the one the
+    /// 404 and `x-llmtape-miss-nearest` name), so the request log line can
+    /// name it too; `None` otherwise. A key is a copy, so a hit pays
+    /// nothing for it.
+    pub nearest: Option<RequestKey>,
+    /// For a hit replayed from a recording: the model and tokens it saved.
+    pub saved: Option<crate::serve::metrics::Saved>,
 }
 
 impl Answer {
@@ -32,6 +39,8 @@ impl Answer {
             response,
             outcome,
             key,
+            nearest: None,
+            saved: None,
         }
     }
 

@@ -9,7 +9,15 @@ use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::config::{Price, Prices};
 use crate::serve::watchdog::ClientTimeout;
+
+/// Models counted apart; past this many, the rest share one slot
+/// ([`OTHER_MODELS`]), so the table is fixed and a hit never allocates.
+pub const MODEL_SLOTS: usize = 64;
+
+/// The name of the slot the models past [`MODEL_SLOTS`] share.
+pub const OTHER_MODELS: &str = "(other models)";
 
 /// Histogram bucket bounds in seconds: from a cached hit (tens of
 /// microseconds) to a long completion (minutes).
@@ -83,6 +91,152 @@ pub struct Metrics {
     pub accept_errors: AtomicU64,
     /// Client timeouts that fired, by [`ClientTimeout`] (in `ALL`'s order).
     client_timeouts: [AtomicU64; ClientTimeout::ALL.len()],
+    /// Hits, misses and tokens saved, per model.
+    pub models: ModelTable,
+}
+
+/// What a hit saves, worked out once per recording (when its rendering is
+/// made) so counting it is a few atomic adds: the model's slot in the
+/// [`ModelTable`] and the recorded usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Saved {
+    slot: u16,
+    input_tokens: u64,
+    output_tokens: u64,
+}
+
+#[derive(Debug, Default)]
+struct ModelSlot {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    input_tokens: AtomicU64,
+    output_tokens: AtomicU64,
+}
+
+/// Per-model counters: a fixed table of slots, a model given its slot the
+/// first time it is seen (off the hit path, under a lock), counted with
+/// atomics after that.
+#[derive(Debug)]
+pub struct ModelTable {
+    slots: Box<[ModelSlot]>,
+    /// Slot names, in slot order, with their price.
+    names: Mutex<Vec<(String, Option<Price>)>>,
+    prices: Prices,
+}
+
+impl Default for ModelTable {
+    fn default() -> ModelTable {
+        ModelTable::new(Prices::default())
+    }
+}
+
+/// One model's counts, as reported.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ModelCount {
+    /// The model as answers name it.
+    pub model: String,
+    /// Hits served from its recordings.
+    pub hits: u64,
+    /// Misses recorded for it.
+    pub misses: u64,
+    /// Input tokens the hits saved.
+    pub input_tokens: u64,
+    /// Output tokens the hits saved.
+    pub output_tokens: u64,
+    /// What those tokens cost at `[prices]`; `None` without a price.
+    pub cost_usd: Option<f64>,
+}
+
+impl ModelTable {
+    /// A table that prices models by `prices`.
+    pub fn new(prices: Prices) -> ModelTable {
+        ModelTable {
+            slots: (0..MODEL_SLOTS).map(|_| ModelSlot::default()).collect(),
+            names: Mutex::new(Vec::new()),
+            prices,
+        }
+    }
+
+    /// The slot of `model`, given one if it has none yet.
+    fn slot(&self, model: &str) -> u16 {
+        let mut names = crate::sync::lock(&self.names);
+        if let Some(i) = names.iter().position(|(name, _)| name == model) {
+            return i as u16;
+        }
+        if names.len() + 1 < MODEL_SLOTS {
+            names.push((model.to_string(), self.prices.of(model)));
+            return (names.len() - 1) as u16;
+        }
+        if names.len() + 1 == MODEL_SLOTS {
+            names.push((OTHER_MODELS.to_string(), None));
+        }
+        (MODEL_SLOTS - 1) as u16
+    }
+
+    /// What a hit on a recording of `model` with this usage saves.
+    pub fn saved(&self, model: &str, input_tokens: u64, output_tokens: u64) -> Saved {
+        Saved {
+            slot: self.slot(model),
+            input_tokens,
+            output_tokens,
+        }
+    }
+
+    /// What a hit on the answer in `body` (a stream: `events`) saves: its
+    /// recorded usage (see [`crate::summary`]), under its model ("-" when
+    /// it names none).
+    pub fn saved_by(&self, body: &[u8], events: Option<&[(u64, bytes::Bytes)]>) -> Saved {
+        let usage = crate::summary::usage_of(body, events);
+        let model = usage.model.as_deref().unwrap_or("-");
+        self.saved(model, usage.input_tokens, usage.output_tokens)
+    }
+
+    /// Counts a hit: no lock, no allocation.
+    pub fn hit(&self, saved: Saved) {
+        let slot = &self.slots[usize::from(saved.slot)];
+        slot.hits.fetch_add(1, Ordering::Relaxed);
+        slot.input_tokens
+            .fetch_add(saved.input_tokens, Ordering::Relaxed);
+        slot.output_tokens
+            .fetch_add(saved.output_tokens, Ordering::Relaxed);
+    }
+
+    /// Counts a miss recorded for `model`.
+    pub fn missed(&self, model: &str) {
+        let slot = self.slot(model);
+        self.slots[usize::from(slot)]
+            .misses
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Every model seen, in the order first seen.
+    pub fn counts(&self) -> Vec<ModelCount> {
+        let names = crate::sync::lock(&self.names).clone();
+        names
+            .into_iter()
+            .zip(self.slots.iter())
+            .map(|((model, price), slot)| {
+                let input_tokens = slot.input_tokens.load(Ordering::Relaxed);
+                let output_tokens = slot.output_tokens.load(Ordering::Relaxed);
+                ModelCount {
+                    model,
+                    hits: slot.hits.load(Ordering::Relaxed),
+                    misses: slot.misses.load(Ordering::Relaxed),
+                    input_tokens,
+                    output_tokens,
+                    cost_usd: price.map(|p| p.cost(input_tokens, output_tokens)),
+                }
+            })
+            .collect()
+    }
+}
+
+/// A Prometheus label value: backslashes, quotes and newlines escaped.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 impl Metrics {
@@ -170,6 +324,7 @@ impl Metrics {
             self.accept_errors.load(Ordering::Relaxed),
         );
         let _ = writeln!(out, "# HELP llmtape_store_recordings Recordings in the store or fixtures folder.\n# TYPE llmtape_store_recordings gauge\nllmtape_store_recordings {stored}");
+        self.render_models(&mut out);
         self.hit_latency
             .render("llmtape_hit_seconds", "Time to answer a hit.", &mut out);
         self.upstream_latency.render(
@@ -178,6 +333,113 @@ impl Metrics {
             &mut out,
         );
         out
+    }
+}
+
+/// The live counters since the proxy started, as `/_llmtape/api/stats`
+/// and `llmtape stats` (while serving) give them.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LiveStats {
+    /// The default mode.
+    pub mode: String,
+    /// Recordings in the store or fixtures folder now.
+    pub recordings: usize,
+    /// Hits served.
+    pub hits: u64,
+    /// Misses (sent upstream on a cached route).
+    pub misses: u64,
+    /// Requests passed through.
+    pub bypasses: u64,
+    /// Recordings this process committed.
+    pub recorded: u64,
+    /// What the hits saved, all models together.
+    pub saved: SavedTotal,
+    /// Per model, in the order first seen.
+    pub models: Vec<ModelCount>,
+}
+
+/// Tokens and cost saved, all models together.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SavedTotal {
+    /// Input tokens.
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+    /// The cost of the priced models' tokens; `None` when no model counted
+    /// has a price.
+    pub cost_usd: Option<f64>,
+}
+
+impl Metrics {
+    /// The live counters, with the default `mode` and the tier's count.
+    pub fn live(&self, mode: &str, recordings: usize) -> LiveStats {
+        let models = self.models.counts();
+        let priced: Vec<f64> = models.iter().filter_map(|c| c.cost_usd).collect();
+        LiveStats {
+            mode: mode.to_string(),
+            recordings,
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            bypasses: self.bypasses.load(Ordering::Relaxed),
+            recorded: self.recordings.load(Ordering::Relaxed),
+            saved: SavedTotal {
+                input_tokens: models.iter().map(|c| c.input_tokens).sum(),
+                output_tokens: models.iter().map(|c| c.output_tokens).sum(),
+                cost_usd: (!priced.is_empty()).then(|| priced.iter().sum()),
+            },
+            models,
+        }
+    }
+
+    /// Counters whose per-model costs use `prices`.
+    pub fn priced(prices: Prices) -> Metrics {
+        Metrics {
+            models: ModelTable::new(prices),
+            ..Metrics::default()
+        }
+    }
+
+    /// The per-model hits, misses, tokens and cost saved.
+    fn render_models(&self, out: &mut String) {
+        let counts = self.models.counts();
+        let _ = writeln!(out, "# HELP llmtape_model_hits_total Hits, by the model of the recording served.\n# TYPE llmtape_model_hits_total counter");
+        for c in &counts {
+            let _ = writeln!(
+                out,
+                "llmtape_model_hits_total{{model=\"{}\"}} {}",
+                label(&c.model),
+                c.hits
+            );
+        }
+        let _ = writeln!(out, "# HELP llmtape_model_misses_total Misses recorded, by the model of the answer.\n# TYPE llmtape_model_misses_total counter");
+        for c in &counts {
+            let _ = writeln!(
+                out,
+                "llmtape_model_misses_total{{model=\"{}\"}} {}",
+                label(&c.model),
+                c.misses
+            );
+        }
+        let _ = writeln!(out, "# HELP llmtape_tokens_saved_total Tokens hits did not send upstream (the recorded usage), by model and kind.\n# TYPE llmtape_tokens_saved_total counter");
+        for c in &counts {
+            for (kind, value) in [("input", c.input_tokens), ("output", c.output_tokens)] {
+                let _ = writeln!(
+                    out,
+                    "llmtape_tokens_saved_total{{model=\"{}\",kind=\"{kind}\"}} {value}",
+                    label(&c.model)
+                );
+            }
+        }
+        let _ = writeln!(out, "# HELP llmtape_cost_saved_usd_total What the saved tokens cost at [prices], by model (models without a price are left out).\n# TYPE llmtape_cost_saved_usd_total counter");
+        for c in &counts {
+            if let Some(cost) = c.cost_usd {
+                let _ = writeln!(
+                    out,
+                    "llmtape_cost_saved_usd_total{{model=\"{}\"}} {cost}",
+                    label(&c.model)
+                );
+            }
+        }
     }
 }
 
@@ -228,6 +490,64 @@ mod tests {
         );
         assert!(text.contains("llmtape_hit_seconds_count 2"), "{text}");
         assert!(text.contains("llmtape_store_recordings 7"), "{text}");
+    }
+
+    #[test]
+    fn per_model_counts_are_priced_and_rendered() {
+        let prices = Prices::new([(
+            "gpt-4o".to_string(),
+            Price {
+                input: 2.5,
+                output: 10.0,
+            },
+        )]);
+        let m = Metrics::priced(prices);
+        let body = br#"{"model":"gpt-4o-2024-08-06","usage":{"prompt_tokens":1000,"completion_tokens":100}}"#;
+        let saved = m.models.saved_by(body, None);
+        assert_eq!(saved, m.models.saved_by(body, None), "one slot per model");
+        m.models.hit(saved);
+        m.models.hit(saved);
+        m.models.missed("gpt-4o-2024-08-06");
+        m.models.missed("say \"hi\"");
+        let counts = m.models.counts();
+        assert_eq!(counts.len(), 2);
+        assert_eq!(
+            (
+                counts[0].hits,
+                counts[0].misses,
+                counts[0].input_tokens,
+                counts[0].output_tokens
+            ),
+            (2, 1, 2000, 200)
+        );
+        let cost = counts[0].cost_usd.unwrap();
+        assert!((cost - 0.007).abs() < 1e-12, "{cost}");
+        assert_eq!(counts[1].cost_usd, None);
+        let live = m.live("auto", 5);
+        assert_eq!(live.saved.cost_usd, Some(cost));
+        assert_eq!(live.saved.input_tokens, 2000);
+        let text = m.render(5);
+        for line in [
+            "llmtape_model_hits_total{model=\"gpt-4o-2024-08-06\"} 2",
+            "llmtape_model_misses_total{model=\"say \\\"hi\\\"\"} 1",
+            "llmtape_tokens_saved_total{model=\"gpt-4o-2024-08-06\",kind=\"output\"} 200",
+            "llmtape_cost_saved_usd_total{model=\"gpt-4o-2024-08-06\"} 0.007",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} in {text}");
+        }
+        assert!(!text.contains("llmtape_cost_saved_usd_total{model=\"say"));
+    }
+
+    #[test]
+    fn models_past_the_table_share_one_slot() {
+        let table = ModelTable::default();
+        for i in 0..MODEL_SLOTS + 5 {
+            table.hit(table.saved(&format!("m{i}"), 1, 0));
+        }
+        let counts = table.counts();
+        assert_eq!(counts.len(), MODEL_SLOTS);
+        let other = counts.last().unwrap();
+        assert_eq!((other.model.as_str(), other.hits), (OTHER_MODELS, 6));
     }
 
     #[test]

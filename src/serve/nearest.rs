@@ -121,6 +121,7 @@ impl Proxy {
             nearest: nearest.as_ref().map(Nearest::describe),
         };
         let mut answer = Answer::error_in(dialect, &error, Some(key));
+        answer.nearest = nearest.as_ref().map(|n| n.key);
         if let Some(value) = nearest.and_then(|n| HeaderValue::from_str(&n.header()).ok()) {
             answer
                 .response

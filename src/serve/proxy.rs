@@ -30,8 +30,9 @@ use crate::key::cache::{self, KeyMemo, Keyed};
 use crate::key::{Canonical, KeyRules, Repeats, RequestKey};
 use crate::record::redact::{strip_hop_by_hop, Redactor, Sensitive};
 use crate::route::{RouteId, Routes};
-use crate::serve::admin::{self, AdminView, Commands};
+use crate::serve::admin::{self, Commands};
 use crate::serve::answer::Answer;
+use crate::serve::catalog::Catalog;
 use crate::serve::error::ProxyError;
 use crate::serve::flight::{Flights, Patience, Role};
 use crate::serve::headers::{self, Outcome};
@@ -92,6 +93,8 @@ pub(super) struct Shared {
     /// The shared store, when `[remote]` is configured (then `tier` is
     /// this same [`Tiered`]).
     pub(super) remote: std::sync::OnceLock<Arc<Tiered>>,
+    /// The list rows of the web view, built on its first use.
+    pub(super) catalog: Catalog,
 }
 
 impl Proxy {
@@ -110,7 +113,7 @@ impl Proxy {
                 history: config.store.history,
                 timing: config.replay.timing,
                 flights: Arc::new(Flights::default()),
-                metrics: Arc::default(),
+                metrics: Arc::new(Metrics::priced(config.prices.clone())),
                 max_in_flight: config.server.max_in_flight,
                 max_recorded_bytes: config.store.max_recorded_bytes,
                 admin_token: config.server.admin_token.clone().map(Sensitive),
@@ -122,6 +125,7 @@ impl Proxy {
                 runs: Runs::default(),
                 commands: std::sync::OnceLock::new(),
                 remote: std::sync::OnceLock::new(),
+                catalog: Catalog::default(),
             }),
         })
     }
@@ -163,6 +167,9 @@ impl Proxy {
         match answer.outcome {
             Some(Outcome::Hit) => {
                 s.metrics.hits.fetch_add(1, Ordering::Relaxed);
+                if let Some(saved) = answer.saved {
+                    s.metrics.models.hit(saved);
+                }
                 s.metrics.hit_latency.observe(started.elapsed());
             }
             Some(Outcome::Miss) => {
@@ -178,6 +185,7 @@ impl Proxy {
             path = uri.path(),
             route = route.map_or("-", |id| s.routes.name(id)),
             key = %answer.key,
+            nearest = %answer.nearest,
             outcome = answer.outcome_str(),
             status = answer.response.status().as_u16(),
             ms = started.elapsed().as_secs_f64() * 1000.0,
@@ -203,7 +211,7 @@ impl Proxy {
             if path == admin::COMMAND_PATH {
                 return Answer::new(Box::pin(self.command(request)).await, None, None);
             }
-            return Answer::new(self.admin(&request), None, None);
+            return Answer::new(self.admin(request.into_parts().0).await, None, None);
         }
         let mode = match request::mode(request.headers(), s.mode) {
             Ok(mode) => mode,
@@ -305,7 +313,9 @@ impl Proxy {
                         break;
                     }
                     Role::Follower(flight) => match flight.follow(&key, &patience).await {
-                        Some(Ok(response)) => return followed(response, key),
+                        Some(Ok(response)) => {
+                            return self.mark_tier(followed(response, key), "local")
+                        }
                         Some(Err(error)) => return Answer::error_in(dialect, &error, Some(&key)),
                         // The leader may have gone because the recording
                         // arrived from the shared store.
@@ -360,11 +370,9 @@ impl Proxy {
                 }
             },
         };
-        Some(Answer::new(
-            rendered.respond(timing),
-            Some(Outcome::Hit),
-            Some(*key),
-        ))
+        let mut answer = Answer::new(rendered.respond(timing), Some(Outcome::Hit), Some(*key));
+        answer.saved = Some(rendered.saved(|body, events| s.metrics.models.saved_by(body, events)));
+        Some(answer)
     }
 
     /// Forwards a request untouched and streams the answer back.
@@ -390,28 +398,6 @@ impl Proxy {
             }
             Err(error) => Answer::error_in(dialect, &error.blame_stalled_body(), None),
         }
-    }
-
-    fn admin<B>(&self, request: &Request<B>) -> Response<ProxyBody> {
-        let s = &self.shared;
-        admin::respond(
-            request,
-            &AdminView {
-                mode: s.mode,
-                upstream: s.upstream.display(),
-                anthropic_upstream: s.anthropic.display(),
-                recordings: s.tier.count(),
-                metrics: &s.metrics,
-                token: s.admin_token.as_ref().map(|Sensitive(t)| t.as_str()),
-                runs: &s.runs,
-                remote: s.remote.get().map_or("off", |t| t.remote().state()),
-                remote_metrics: s
-                    .remote
-                    .get()
-                    .map(|t| crate::store::tiered::render_metrics(t))
-                    .unwrap_or_default(),
-            },
-        )
     }
 }
 

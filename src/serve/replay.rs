@@ -32,6 +32,8 @@ pub struct Rendered {
     body: Bytes,
     /// A stream's events with their offsets, for paced replay.
     events: Option<Vec<(u64, Bytes)>>,
+    /// What a hit on it saves, read from the body on its first hit.
+    saved: std::sync::OnceLock<crate::serve::metrics::Saved>,
 }
 
 impl Rendered {
@@ -67,7 +69,19 @@ impl Rendered {
             headers,
             events: recording.event_slices(),
             body: recording.body,
+            saved: std::sync::OnceLock::new(),
         }
+    }
+
+    /// What a hit on this recording saves: worked out by `read` from the
+    /// body and events on the first call, an atomic load after that.
+    pub(crate) fn saved(
+        &self,
+        read: impl FnOnce(&[u8], Option<&[(u64, Bytes)]>) -> crate::serve::metrics::Saved,
+    ) -> crate::serve::metrics::Saved {
+        *self
+            .saved
+            .get_or_init(|| read(&self.body, self.events.as_deref()))
     }
 
     /// Bytes this rendering holds (for the hot cache's budget).

@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::config::{Config, TlsFiles};
+use crate::config::{Config, Mode, TlsFiles};
 use crate::serve::admission::{self, AcceptBackoff, Admission, Throttle};
 use crate::serve::connection::{self, raw_answer};
 use crate::serve::error::ProxyError;
@@ -130,7 +130,17 @@ impl Server {
             None => None,
         };
         let recordings: Arc<dyn Tier> = match &config.store.fixtures {
-            Some(dir) => Arc::new(FixtureDir::load(dir)?),
+            Some(dir) => {
+                // A serve that records makes its folder, as it makes a
+                // store; one that only replays needs fixtures to exist.
+                if matches!(config.mode, Mode::Auto | Mode::Record) && !dir.exists() {
+                    std::fs::create_dir_all(dir).map_err(|source| FixtureError::Io {
+                        path: dir.clone(),
+                        source,
+                    })?;
+                }
+                Arc::new(FixtureDir::load(dir)?)
+            }
             None => Arc::new(SledStore::open(&config.store.path)?),
         };
         let proxy = match &config.remote {

@@ -22,6 +22,14 @@ impl Proxy {
     /// A proxy over both tiers: the local store, then the shared one.
     pub fn with_remote(config: &Config, tiered: Arc<Tiered>) -> Result<Proxy, UpstreamSetupError> {
         let proxy = Proxy::new(config, tiered.clone())?;
+        // A copy replaced by another proxy's re-recording must not be
+        // served from memory. Weak: the tier must not keep the proxy alive.
+        let shared = Arc::downgrade(&proxy.shared);
+        tiered.on_replaced(Box::new(move |key| {
+            if let Some(shared) = shared.upgrade() {
+                shared.hot.remove(key);
+            }
+        }));
         // Just built: the cell is empty.
         let _ = proxy.shared.remote.set(tiered);
         Ok(proxy)
@@ -67,16 +75,19 @@ impl Proxy {
         let replayable = crate::store::response_log::Replayable::from_entry(recording);
         let rendered = Arc::new(Rendered::from_replayable(replayable, key));
         self.shared.hot.insert(*key, rendered.clone());
-        let answer = Answer::new(rendered.respond(timing), Some(Outcome::Hit), Some(*key));
+        let mut answer = Answer::new(rendered.respond(timing), Some(Outcome::Hit), Some(*key));
+        let models = &self.shared.metrics.models;
+        answer.saved = Some(rendered.saved(|body, events| models.saved_by(body, events)));
         self.mark_tier(answer, "remote")
     }
 
     /// Identical misses on several proxies go upstream once: this proxy
     /// takes the key's lease in the shared store (`Ok(ticket)`: go
     /// upstream), or waits for the proxy holding it and replays its
-    /// recording (`Err(hit)`). No lease (no shared store, read-only, Redis
-    /// away, the wait past the upstream's first-byte timeout): `Ok(None)`,
-    /// go upstream.
+    /// recording (`Err(hit)`). A read-only proxy only waits, when another
+    /// holds the lease. No lease (no shared store, read-only, Redis away,
+    /// the wait past the upstream's first-byte timeout): `Ok(None)`, go
+    /// upstream.
     pub(super) async fn lead_across_proxies(
         &self,
         key: &RequestKey,
@@ -86,10 +97,18 @@ impl Proxy {
         let Some(tiered) = s.remote.get() else {
             return Ok(None);
         };
-        if !tiered.remote().writable() {
-            return Ok(None);
-        }
         let deadline = tokio::time::Instant::now() + s.upstream.first_byte_timeout();
+        if !tiered.remote().writable() {
+            // A read-only proxy takes no lease (it writes nothing), but
+            // waits on one another proxy holds.
+            return match lease::follow(tiered.remote(), key, deadline).await {
+                Some(recording) => {
+                    tiered.copy_local(key, &recording);
+                    Err(self.remote_hit(key, &recording, timing))
+                }
+                None => Ok(None),
+            };
+        }
         loop {
             match lease::take(tiered.remote_handle(), key).await {
                 Leased::Held(guard) => return Ok(Some(tiered.hold(*key, guard))),
@@ -107,9 +126,10 @@ impl Proxy {
         }
     }
 
-    /// Marks a hit with the tier that held it, when there are two.
+    /// Marks a hit with the tier that held it, when there are two (a
+    /// follower of a local flight is a local hit; a miss is not marked).
     pub(super) fn mark_tier(&self, mut answer: Answer, tier: &'static str) -> Answer {
-        if self.shared.remote.get().is_some() {
+        if self.shared.remote.get().is_some() && answer.outcome == Some(Outcome::Hit) {
             answer
                 .response
                 .headers_mut()

@@ -240,6 +240,10 @@ impl Sink for StoreSink {
             Ok(true) => {
                 s.hot.remove(&self.key);
                 s.metrics.recordings.fetch_add(1, Ordering::Relaxed);
+                s.metrics
+                    .models
+                    .missed(recording.meta.model.as_deref().unwrap_or("-"));
+                s.catalog.committed(&s.routes, &recording, s.history);
                 tracing::debug!(key = %self.key, "recorded");
             }
             Ok(false) => {}

@@ -128,6 +128,20 @@ pub async fn take(remote: &Arc<Remote>, key: &RequestKey) -> Leased {
     }
 }
 
+/// For a proxy that never takes leases (`access = "read-only"`): when
+/// another proxy holds `key`'s lease, waits for its recording as a waiter
+/// does ([`wait`]); `None` when nobody holds it, it went away unrecorded,
+/// or the wait gave up (the caller then asks the upstream itself).
+pub async fn follow(remote: &Remote, key: &RequestKey, deadline: Instant) -> Option<Recording> {
+    if !remote.exists(&lease_key(remote, key)).await.ok()? {
+        return None;
+    }
+    match wait(remote, key, deadline).await {
+        Waited::Recorded(recording) => Some(*recording),
+        Waited::LeaseGone | Waited::GaveUp => None,
+    }
+}
+
 /// Waits until `key` is recorded in Redis, its lease goes away, or
 /// `deadline`.
 pub async fn wait(remote: &Remote, key: &RequestKey, deadline: Instant) -> Waited {

@@ -16,6 +16,7 @@ pub mod fixtures;
 pub mod lease;
 mod pointer_index;
 pub mod remote;
+pub(crate) mod remote_changes;
 pub mod remote_sync;
 pub mod response_log;
 mod sled_lock;
@@ -125,6 +126,78 @@ pub trait Tier: Send + Sync {
             .collect()
     }
 }
+
+/// Inside `impl Tier for W`: the methods that read, each handed to the
+/// tier `self.$inner()` returns. For wrappers that change only what writes
+/// do, or the name a tier goes by ([`Tiered`], the commands' view of a
+/// server's tier), so the forwarding is written once.
+macro_rules! forward_reads {
+    ($inner:ident) => {
+        fn replayable(
+            &self,
+            key: &$crate::key::RequestKey,
+        ) -> Result<Option<$crate::store::response_log::Replayable>, $crate::store::TierError> {
+            self.$inner().replayable(key)
+        }
+
+        fn get(
+            &self,
+            key: &$crate::key::RequestKey,
+        ) -> Result<Option<$crate::record::recording::Recording>, $crate::store::TierError> {
+            self.$inner().get(key)
+        }
+
+        fn history(
+            &self,
+            key: &$crate::key::RequestKey,
+        ) -> Result<Vec<$crate::record::recording::Recording>, $crate::store::TierError> {
+            self.$inner().history(key)
+        }
+
+        fn iter(
+            &self,
+        ) -> Box<
+            dyn Iterator<
+                    Item = Result<$crate::record::recording::Recording, $crate::store::TierError>,
+                > + '_,
+        > {
+            self.$inner().iter()
+        }
+
+        fn count(&self) -> usize {
+            self.$inner().count()
+        }
+
+        fn indexed(&self, key: &$crate::key::RequestKey) -> bool {
+            self.$inner().indexed(key)
+        }
+
+        fn flush(&self) -> Result<(), $crate::store::TierError> {
+            self.$inner().flush()
+        }
+    };
+}
+pub(crate) use forward_reads;
+
+/// Inside `impl Tier for W`: `replace` and `remove` handed to
+/// `self.$inner()` (see [`forward_reads`]).
+macro_rules! forward_replace_remove {
+    ($inner:ident) => {
+        fn replace(
+            &self,
+            key: &$crate::key::RequestKey,
+            recording: &$crate::record::recording::Recording,
+            history: &[$crate::record::recording::Recording],
+        ) -> Result<(), $crate::store::TierError> {
+            self.$inner().replace(key, recording, history)
+        }
+
+        fn remove(&self, key: &$crate::key::RequestKey) -> Result<bool, $crate::store::TierError> {
+            self.$inner().remove(key)
+        }
+    };
+}
+pub(crate) use forward_replace_remove;
 
 impl Tier for SledStore {
     fn replayable(&self, key: &RequestKey) -> Result<Option<Replayable>, TierError> {

@@ -100,6 +100,9 @@ pub struct RemoteStats {
     pub errors: AtomicU64,
     /// Values that were not a recording of the key asked for.
     pub bad_values: AtomicU64,
+    /// Local copies replaced by a newer recording another proxy wrote
+    /// (`store::remote_changes`).
+    pub replaced: AtomicU64,
 }
 
 /// Open or closed, counted in consecutive failures.
@@ -338,39 +341,103 @@ impl Remote {
     /// holds a value that is not a recording of `key` (counted and logged,
     /// never served).
     pub async fn get(&self, key: &RequestKey) -> Result<Option<Recording>, RemoteError> {
+        let found = self.read(key).await?;
+        let counter = if found.is_some() {
+            &self.stats.hits
+        } else {
+            &self.stats.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        Ok(found)
+    }
+
+    /// [`Remote::get`] without counting a hit or a miss (a refresh of a
+    /// local copy is neither).
+    pub async fn read(&self, key: &RequestKey) -> Result<Option<Recording>, RemoteError> {
         let mut connection = self.connection();
         let name = self.record_key(key);
         let raw: Option<Vec<u8>> = self.run(async move { connection.get(name).await }).await?;
         let Some(raw) = raw else {
-            self.stats.misses.fetch_add(1, Ordering::Relaxed);
             return Ok(None);
         };
         match check(key, Bytes::from(raw)) {
-            Ok(recording) => {
-                self.stats.hits.fetch_add(1, Ordering::Relaxed);
-                Ok(Some(recording))
-            }
+            Ok(recording) => Ok(Some(recording)),
             Err(why) => {
                 self.stats.bad_values.fetch_add(1, Ordering::Relaxed);
-                self.stats.misses.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(key = %key, why, "value in the shared store is not a recording of this key; treated as a miss");
                 Ok(None)
             }
         }
     }
 
-    /// Writes `recording` as the current one for its key, replacing any.
+    /// Writes `recording` as the current one for its key, replacing any,
+    /// and tells the other proxies (`store::remote_changes`): the key goes
+    /// into the change list first (so a failed write leaves at most an
+    /// entry that points at an older recording, which a reader ignores),
+    /// then the value, then the announcement. Three commands, not one
+    /// script: the change list and the recording sit on different Cluster
+    /// slots.
     pub async fn put(&self, recording: &Recording) -> Result<(), RemoteError> {
         if !self.writable() {
             return Err(RemoteError::ReadOnly);
         }
+        let key = recording.key();
+        let at = recorded_ms(recording);
         let mut connection = self.connection();
-        let name = self.record_key(&recording.key());
+        let changes = self.changes_key();
+        let hex = key.to_hex();
+        self.run(async move { connection.zadd::<_, _, _, ()>(changes, hex, at).await })
+            .await?;
+        let mut connection = self.connection();
+        let name = self.record_key(&key);
         let value = recording.encode();
         self.run(async move { connection.set::<_, _, ()>(name, value).await })
             .await?;
         self.stats.writes.fetch_add(1, Ordering::Relaxed);
+        let mut connection = self.connection();
+        let channel = self.changes_channel();
+        let message = format!("{} {at}", key.to_hex());
+        // Written either way: a proxy that misses the announcement catches
+        // up from the change list when it next (re)subscribes.
+        let _ = self
+            .run(async move { connection.publish::<_, _, ()>(channel, message).await })
+            .await;
         Ok(())
+    }
+
+    /// `{PREFIX}:changes`: a sorted set of every key written, scored by
+    /// the time of the recording written (ms since the epoch). Outside the
+    /// `{PREFIX:*}` pattern, so never taken for a recording.
+    pub fn changes_key(&self) -> String {
+        format!("{{{}}}:changes", self.config.prefix)
+    }
+
+    /// `{PREFIX}:changed`: where each write is announced as `KEYHEX MS`.
+    pub fn changes_channel(&self) -> String {
+        format!("{{{}}}:changed", self.config.prefix)
+    }
+
+    /// The change list from index `from`, at most `count` entries: each
+    /// key with the time of its recording in Redis (ms).
+    pub async fn changes(
+        &self,
+        from: usize,
+        count: usize,
+    ) -> Result<Vec<(RequestKey, u64)>, RemoteError> {
+        let mut connection = self.connection();
+        let name = self.changes_key();
+        let stop = (from + count).saturating_sub(1) as isize;
+        let rows: Vec<(String, f64)> = self
+            .run(async move {
+                connection
+                    .zrange_withscores(name, from as isize, stop)
+                    .await
+            })
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(hex, at)| Some((RequestKey::from_hex(&hex)?, at as u64)))
+            .collect())
     }
 
     /// Writes `recording` unless Redis holds a newer recording of its key
@@ -490,6 +557,20 @@ impl Remote {
     }
 }
 
+/// When `recording` was made, in ms since the epoch (0 if its time does
+/// not parse: then any other recording counts as newer).
+pub fn recorded_ms(recording: &Recording) -> u64 {
+    rfc3339_ms(&recording.meta.recorded_at)
+}
+
+/// An RFC 3339 time in ms since the epoch, 0 if it does not parse.
+pub fn rfc3339_ms(at: &str) -> u64 {
+    humantime::parse_rfc3339_weak(at)
+        .ok()
+        .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// `{PREFIX:KEYHEX}`: the braces are the Cluster hash tag.
 pub fn record_key(prefix: &str, key: &RequestKey) -> String {
     format!("{{{prefix}:{}}}", key.to_hex())
@@ -550,6 +631,15 @@ mod tests {
         flipped[20] ^= 1;
         assert!(check(&key, Bytes::from(flipped)).is_err(), "corrupt");
         assert!(check(&key, Bytes::from_static(b"hello")).is_err(), "junk");
+    }
+
+    #[test]
+    fn recording_times_are_milliseconds_and_a_bad_time_is_the_oldest() {
+        let hex = "cd".repeat(32);
+        let at = |t: &str| recorded_ms(&test_entry(&hex, &b"{}"[..], "fp", None, t));
+        assert_eq!(at("1970-01-01T00:00:01.250Z"), 1250);
+        assert!(at("2026-11-22T00:00:00.001Z") > at("2026-11-22T00:00:00.000Z"));
+        assert_eq!(at("yesterday"), 0);
     }
 
     #[test]

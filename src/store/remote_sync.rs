@@ -4,7 +4,7 @@
 
 use crate::record::recording::Recording;
 use crate::store::remote::{Remote, RemoteError};
-use crate::store::Tier;
+use crate::store::{tiered, Tier};
 
 /// What a copy did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +57,8 @@ pub async fn pull_all(
             done.kept += 1;
             continue;
         }
-        match local.put(&key, &recording, history, true) {
+        // Inside a serve, `local` may be its two tiers: not pushed back.
+        match tiered::from_remote(|| local.put(&key, &recording, history, true)) {
             Ok(_) => done.copied += 1,
             Err(error) => {
                 tracing::error!(key = %key, %error, "recording not stored locally");

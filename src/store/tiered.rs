@@ -16,7 +16,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::mpsc;
 
@@ -24,8 +24,8 @@ use crate::key::RequestKey;
 use crate::record::recording::Recording;
 use crate::store::lease::LeaseGuard;
 use crate::store::remote::{Remote, RemoteError};
-use crate::store::response_log::Replayable;
-use crate::store::{Tier, TierError};
+use crate::store::remote_changes;
+use crate::store::{forward_reads, forward_replace_remove, Tier, TierError};
 
 /// How often pending pushes are retried while Redis is away: the breaker's
 /// pace, so a retry is also its probe.
@@ -51,6 +51,35 @@ pub struct Tiered {
     /// Leases this proxy holds for misses on their way upstream; each is
     /// released once its recording is pushed (or the miss ends unrecorded).
     held: Mutex<HashMap<RequestKey, LeaseGuard>>,
+    /// Called after a local copy is replaced by a newer recording from
+    /// Redis (the proxy drops its rendering of the key).
+    on_replaced: OnceLock<Replaced>,
+}
+
+/// See [`Tiered::on_replaced`].
+type Replaced = Box<dyn Fn(&RequestKey) + Send + Sync>;
+
+thread_local! {
+    /// Set while a recording just read from Redis is written into the
+    /// local store through some wrapper of this tier (`pull` run inside
+    /// `serve`): it is in Redis already, so [`Tiered::put`] does not push
+    /// it back. Thread-local, and only around a synchronous write: nothing
+    /// else runs on the thread meanwhile.
+    static FROM_REMOTE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `write`, a local write of a recording read from Redis, so that a
+/// [`Tiered`] it reaches commits it locally without pushing it back.
+pub fn from_remote<T>(write: impl FnOnce() -> T) -> T {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            FROM_REMOTE.with(|flag| flag.set(false));
+        }
+    }
+    FROM_REMOTE.with(|flag| flag.set(true));
+    let _reset = Reset;
+    write()
 }
 
 /// A recording to push, with the lease to release once it is in Redis.
@@ -81,9 +110,34 @@ impl Tiered {
             pushes,
             pending: Arc::default(),
             held: Mutex::default(),
+            on_replaced: OnceLock::new(),
         });
         tokio::spawn(push_loop(local, remote, tiered.pending.clone(), queue));
+        tokio::spawn(remote_changes::follow(Arc::downgrade(&tiered)));
         tiered
+    }
+
+    /// Sets what runs after a local copy is replaced by a newer recording
+    /// another proxy wrote; only the first call counts.
+    pub fn on_replaced(&self, hook: Replaced) {
+        let _ = self.on_replaced.set(hook);
+    }
+
+    /// A local copy of `key` was just replaced from Redis.
+    pub(crate) fn replaced(&self, key: &RequestKey) {
+        if let Some(hook) = self.on_replaced.get() {
+            hook(key);
+        }
+    }
+
+    /// The local tier alone (writes here are not pushed).
+    pub(crate) fn local(&self) -> &dyn Tier {
+        self.local.as_ref()
+    }
+
+    /// What a recording copied from Redis keeps as history.
+    pub(crate) fn history(&self) -> usize {
+        self.history
     }
 
     /// The Redis tier.
@@ -215,20 +269,14 @@ async fn push_pending(
 }
 
 impl Tier for Tiered {
-    fn replayable(&self, key: &RequestKey) -> Result<Option<Replayable>, TierError> {
-        self.local.replayable(key)
-    }
-
-    fn get(&self, key: &RequestKey) -> Result<Option<Recording>, TierError> {
-        self.local.get(key)
-    }
-
-    fn history(&self, key: &RequestKey) -> Result<Vec<Recording>, TierError> {
-        self.local.history(key)
-    }
+    // Every read is local: a hit never touches the network.
+    forward_reads!(local);
+    // An import or a removal is this proxy's own business: not pushed.
+    forward_replace_remove!(local);
 
     /// Commits locally, then queues the recording for Redis (read-only
-    /// proxies never write there).
+    /// proxies never write there, and a recording from Redis, see
+    /// [`from_remote`], is not written back).
     fn put(
         &self,
         key: &RequestKey,
@@ -238,7 +286,7 @@ impl Tier for Tiered {
     ) -> Result<bool, TierError> {
         let written = self.local.put(key, recording, history, replace)?;
         let lease = crate::sync::lock(&self.held).remove(key);
-        if written && self.remote.writable() {
+        if written && self.remote.writable() && !FROM_REMOTE.with(std::cell::Cell::get) {
             // The receiver lives as long as the runtime; after that nothing
             // is pushed anyway.
             if self.pushes.send((recording.clone(), lease)).is_err() {
@@ -246,35 +294,6 @@ impl Tier for Tiered {
             }
         }
         Ok(written)
-    }
-
-    fn replace(
-        &self,
-        key: &RequestKey,
-        recording: &Recording,
-        history: &[Recording],
-    ) -> Result<(), TierError> {
-        self.local.replace(key, recording, history)
-    }
-
-    fn remove(&self, key: &RequestKey) -> Result<bool, TierError> {
-        self.local.remove(key)
-    }
-
-    fn iter(&self) -> Box<dyn Iterator<Item = Result<Recording, TierError>> + '_> {
-        self.local.iter()
-    }
-
-    fn count(&self) -> usize {
-        self.local.count()
-    }
-
-    fn indexed(&self, key: &RequestKey) -> bool {
-        self.local.indexed(key)
-    }
-
-    fn flush(&self) -> Result<(), TierError> {
-        self.local.flush()
     }
 
     fn location(&self) -> &Path {
@@ -315,6 +334,11 @@ pub fn render_metrics(tiered: &Tiered) -> String {
         "llmtape_remote_bad_values_total",
         "Values in the shared store that were not a recording of their key.",
         stats.bad_values.load(Ordering::Relaxed),
+    );
+    counter(
+        "llmtape_remote_replaced_total",
+        "Local copies replaced by a newer recording from the shared store.",
+        stats.replaced.load(Ordering::Relaxed),
     );
     let mut gauge = |name: &str, help: &str, value: u64| {
         out.push_str(&format!(

@@ -183,10 +183,11 @@ async fn serving_fixtures_needs_no_store_and_no_upstream() {
 async fn auto_mode_grows_the_folder_without_touching_existing_files() {
     let mock = MockUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let fixtures = dir.path().join("fixtures");
-    std::fs::create_dir_all(&fixtures).unwrap();
+    // A folder that does not exist yet: a serve that records makes it.
+    let fixtures = dir.path().join("tests/fixtures/llmtape");
 
     let proxy = TestProxy::start_fixtures(&mock.url(), "mode = \"auto\"\n", &fixtures).await;
+    assert!(fixtures.is_dir(), "auto mode made the fixtures folder");
     let url = proxy.url("/v1/chat/completions");
     let first = post(&url, CHAT).await;
     assert_eq!(first.cache(), "miss");
@@ -239,8 +240,15 @@ async fn an_invalid_fixture_stops_the_start_naming_the_file() {
     let mut cmd = llmtape(dir.path());
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--fixtures", "nowhere"]);
     let (code, _, stderr) = run(cmd).await;
-    assert_eq!(code, 2);
+    assert_eq!(
+        code, 2,
+        "replay (the default with fixtures) needs the folder"
+    );
     assert!(stderr.contains("nowhere"), "{stderr}");
+    assert!(
+        !dir.path().join("nowhere").exists(),
+        "replay makes no folder"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -279,6 +287,69 @@ async fn a_replay_miss_names_the_nearest_recording_and_what_differs() {
         .as_str()
         .unwrap()
         .contains("no recording exists for this route"));
+}
+
+/// The value of `name=VALUE` in a log line, quotes taken off.
+fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    line.split(' ')
+        .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
+        .map(|v| v.trim_matches('"'))
+}
+
+/// The request log line of a replay miss names the nearest recording
+/// (`nearest=KEY`, the key the 404 names) so a reader of the log, such as
+/// the pytest plugin, can say it even when the client hid the 404; hits,
+/// recordings and misses with nothing near carry no such field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_line_of_a_replay_miss_names_the_nearest_recording() {
+    let mock = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve = Serve::start(serve_cmd(
+        dir.path(),
+        &mock.url(),
+        &dir.path().join("store"),
+    ))
+    .await;
+    let url = serve.url("/v1/chat/completions");
+    let recorded = post(&url, CHAT).await;
+    let key = recorded.header("x-llmtape-key").unwrap().to_string();
+    assert_eq!(post(&url, CHAT).await.cache(), "hit");
+    let changed = CHAT.replace("\"seed\":42", "\"seed\":43");
+    let miss = post_with(&url, &changed, &[("x-llmtape-mode", "replay")]).await;
+    assert_eq!(miss.status, StatusCode::NOT_FOUND);
+    assert!(miss
+        .header("x-llmtape-miss-nearest")
+        .unwrap()
+        .starts_with(&key));
+    let lonely = post_with(
+        &serve.url("/v1/embeddings"),
+        r#"{"model":"text-embedding-3-small","input":"x"}"#,
+        &[("x-llmtape-mode", "replay")],
+    )
+    .await;
+    assert_eq!(lonely.status, StatusCode::NOT_FOUND);
+    // A clean stop writes every request line.
+    assert!(serve.terminate().await.success());
+
+    let log = serve.log();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains(" request ")).collect();
+    assert_eq!(lines.len(), 4, "{log}");
+    for line in &lines[..2] {
+        assert!(!line.contains("nearest="), "a recording or a hit: {line}");
+    }
+    assert_eq!(field(lines[2], "outcome"), Some("miss"), "{}", lines[2]);
+    assert_eq!(
+        field(lines[2], "nearest"),
+        Some(key.as_str()),
+        "the replay miss names {key}: {}",
+        lines[2]
+    );
+    assert_eq!(field(lines[3], "outcome"), Some("miss"), "{}", lines[3]);
+    assert!(
+        field(lines[3], "nearest").is_none(),
+        "nothing recorded on that route: {}",
+        lines[3]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use crate::support::*;
 
 /// `llmtape serve` with `[remote]` pointing at `redis`; `remote_toml` adds
 /// keys to the section (`prefix = "x"`), `mode` is passed as --mode.
-async fn serve_remote(
+pub(crate) async fn serve_remote(
     dir: &Path,
     mock: &MockUpstream,
     store: &Path,
@@ -37,7 +37,7 @@ async fn serve_remote(
 }
 
 /// A metric's value from `/_llmtape/metrics`.
-async fn metric(serve: &Serve, name: &str) -> u64 {
+pub(crate) async fn metric(serve: &Serve, name: &str) -> u64 {
     let reply = send(Method::GET, &serve.url("/_llmtape/metrics"), &[], "").await;
     let text = String::from_utf8_lossy(&reply.body).into_owned();
     text.lines()
@@ -49,13 +49,13 @@ async fn metric(serve: &Serve, name: &str) -> u64 {
 }
 
 /// Health's `remote` field.
-async fn health_remote(serve: &Serve) -> String {
+pub(crate) async fn health_remote(serve: &Serve) -> String {
     let reply = send(Method::GET, &serve.url("/_llmtape/health"), &[], "").await;
     reply.json()["remote"].as_str().unwrap().to_string()
 }
 
 /// Waits (at most [`WAIT`]) until `name` reaches `at_least`.
-async fn wait_metric(serve: &Serve, name: &str, at_least: u64) {
+pub(crate) async fn wait_metric(serve: &Serve, name: &str, at_least: u64) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while metric(serve, name).await < at_least {
         assert!(
@@ -264,7 +264,11 @@ async fn a_read_only_proxy_reads_the_shared_store_and_never_writes() {
     let own_key = own.header("x-llmtape-key").unwrap().to_string();
     let local = post(&ci.url("/v1/chat/completions"), STREAM_CHAT).await;
     assert_eq!(local.header("x-llmtape-tier"), Some("local"));
-    assert_eq!(redis.dbsize().await, 1, "only A's recording is in Redis");
+    assert_eq!(
+        redis.recordings("llmtape").await,
+        1,
+        "only A's recording is in Redis"
+    );
     assert!(redis
         .get(&redis_record_key("llmtape", &own_key))
         .await
@@ -360,7 +364,7 @@ async fn a_stopped_redis_costs_bounded_latency_opens_the_breaker_and_closes_it_a
     wait_metric(&a, "llmtape_remote_writes_total", 5).await;
     assert_eq!(metric(&a, "llmtape_remote_pending_pushes").await, 0);
     assert_eq!(metric(&a, "llmtape_remote_breaker_open").await, 0);
-    assert_eq!(redis.dbsize().await, 5);
+    assert_eq!(redis.recordings("llmtape").await, 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

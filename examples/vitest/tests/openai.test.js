@@ -1,10 +1,9 @@
+// The official openai SDK: tests/llmtape.setup.js has set OPENAI_BASE_URL
+// (and, in replay, a dummy OPENAI_API_KEY) before this file is imported.
 import OpenAI from "openai";
-import { expect, inject, test } from "vitest";
+import { expect, test } from "vitest";
 
-const client = new OpenAI({
-  baseURL: inject("llmtapeBaseUrl"),
-  apiKey: process.env.OPENAI_API_KEY ?? "sk-test-dummy",
-});
+const client = new OpenAI();
 
 test("a chat completion", async () => {
   const answer = await client.chat.completions.create({

@@ -55,6 +55,7 @@
 //! smallest value and takes every value at most `tolerance` above it. The
 //! command fails (exit 1) only when every request failed.
 
+pub(crate) mod html;
 pub(crate) mod tally;
 
 use std::io::Write;
@@ -95,6 +96,8 @@ pub struct Options {
     pub path: String,
     /// JSON instead of text.
     pub json: bool,
+    /// Also write the self-contained HTML report ([`html`]) here.
+    pub html: Option<std::path::PathBuf>,
 }
 
 /// Whether a request body asks for logprobs: chat `"logprobs": true`,
@@ -153,6 +156,15 @@ pub async fn run(
     };
     let logprobs_requested = json.as_ref().is_some_and(asks_for_logprobs);
     let asker = Asker::new(config)?;
+    // Opened before the requests are sent, so a path that cannot be
+    // written costs no upstream calls.
+    let mut report = match &options.html {
+        Some(file) => Some((
+            file,
+            std::fs::File::create(file).map_err(|e| html_error(file, &e))?,
+        )),
+        None => None,
+    };
     let body = if json.is_some() {
         Bytes::from(body)
     } else {
@@ -190,6 +202,11 @@ pub async fn run(
     progress.finish();
     let tally = tally(&observations, &errors, options.tolerance);
     if observations.is_empty() {
+        if let Some((file, handle)) = report.take() {
+            // An empty file would look like a report; there is none.
+            drop(handle);
+            let _ = std::fs::remove_file(file);
+        }
         let first = tally.errors.first().map_or(String::new(), |e| {
             format!(": {}\u{d7} {}", e.count, e.error)
         });
@@ -197,7 +214,7 @@ pub async fn run(
             "all {n} requests failed{first}"
         )));
     }
-    if options.json {
+    let doc = || -> Result<Value, CommandError> {
         let mut doc = serde_json::json!({
             "llmtape_probe": PROBE_SCHEMA,
             "upstream": asker.display(),
@@ -213,7 +230,16 @@ pub async fn run(
         ) {
             doc.extend(fields);
         }
-        write_json(out, &doc)?;
+        Ok(doc)
+    };
+    if let Some((file, mut handle)) = report {
+        handle
+            .write_all(html::report(&doc()?).as_bytes())
+            .map_err(|e| html_error(file, &e))?;
+        eprintln!("probe: report written to {}", file.display());
+    }
+    if options.json {
+        write_json(out, &doc()?)?;
         return Ok(());
     }
     print_text(out, &tally, &asker, &method, options, logprobs_requested)?;
@@ -336,6 +362,13 @@ fn print_text(
     Ok(())
 }
 
+fn html_error(file: &std::path::Path, error: &std::io::Error) -> CommandError {
+    CommandError::Usage(format!(
+        "cannot write the --html report to {}: {error}",
+        file.display()
+    ))
+}
+
 /// A cluster's width: `0` when all its values are equal, else two digits.
 fn spread(width: f64) -> String {
     if width == 0.0 {
@@ -383,6 +416,7 @@ mod tests {
             method: "POST".into(),
             path: "/v1/chat/completions".into(),
             json: false,
+            html: None,
         };
         let asker = Asker::new(&Config::defaults()).unwrap();
         let mut out = Vec::new();

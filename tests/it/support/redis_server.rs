@@ -5,6 +5,7 @@
 //! test that finds none skips with a line on stderr, unless `CI` is set:
 //! then a missing server is a failure, never a silent skip.
 
+use std::path::Path;
 use std::process::Stdio;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -58,6 +59,38 @@ impl RedisServer {
             }
         }
         panic!("redis-server did not start on any of 5 free ports");
+    }
+
+    /// A server that speaks only TLS (`rediss://`), on a free port, with
+    /// `cert` and `key` (PEM files); clients are not asked for a
+    /// certificate. The test's own plain connection does not work on it.
+    pub async fn start_tls(cert: &Path, key: &Path) -> Option<RedisServer> {
+        if !RedisServer::installed_or_skip() {
+            return None;
+        }
+        let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+        for _ in 0..5 {
+            let port = free_port();
+            let port_arg = port.to_string();
+            let tls = [
+                "--port",
+                "0",
+                "--tls-port",
+                &port_arg,
+                "--tls-cert-file",
+                cert,
+                "--tls-key-file",
+                key,
+                "--tls-ca-cert-file",
+                cert,
+                "--tls-auth-clients",
+                "no",
+            ];
+            if let Some(server) = RedisServer::start_on_with(port, &tls).await {
+                return Some(server);
+            }
+        }
+        panic!("redis-server (TLS) did not start on any of 5 free ports");
     }
 
     /// Starts a server on `port`; `None` when it exits before it is ready.
@@ -152,9 +185,13 @@ impl RedisServer {
         self.cmd(&[b"GET", name.as_bytes()]).await
     }
 
-    /// Keys in the database.
-    pub async fn dbsize(&self) -> usize {
-        self.cmd(&[b"DBSIZE"]).await
+    /// Recordings under `prefix` (not their leases, nor the change list
+    /// `{PREFIX}:changes`).
+    pub async fn recordings(&self, prefix: &str) -> usize {
+        let names: Vec<String> = self
+            .cmd(&[b"KEYS", format!("{{{prefix}:*}}").as_bytes()])
+            .await;
+        names.len()
     }
 
     /// Waits (at most [`WAIT`]) until `name` holds a value, and returns it.
