@@ -17,6 +17,8 @@
 //! (and `serve`'s graceful shutdown) has returned: a clean stop loses no
 //! line, a `kill -9` at most the last interval's.
 
+pub mod access;
+
 use std::fmt::{self, Write as _};
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -228,65 +230,148 @@ where
         // The line is built in a buffer of this thread's and handed to the
         // writer in one call: the writer is a `dyn fmt::Write`, and a call
         // per piece was a fifth of the line's cost.
-        LINE.with(|line| match line.try_borrow_mut() {
-            Ok(mut line) => {
-                line.clear();
-                self.format_line(&mut line, event)?;
-                writer.write_str(&line)
-            }
-            // Formatting a field logged again on this thread: no buffer.
-            Err(_) => {
-                let mut line = String::new();
-                self.format_line(&mut line, event)?;
-                writer.write_str(&line)
-            }
+        with_line(|line| {
+            self.format_line(line, event)?;
+            // Only text goes in (str, chars, formatted values), so this
+            // never fails; checked once per line, not once per piece.
+            writer.write_str(std::str::from_utf8(line).map_err(|_| fmt::Error)?)
         })
     }
 }
 
+/// Runs `build` on this thread's line buffer, emptied (its capacity kept).
+/// The buffer is bytes, not a `String`, so ASCII pieces go in without a
+/// UTF-8 check each; only text is ever pushed.
+fn with_line<R>(build: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    LINE.with(|line| match line.try_borrow_mut() {
+        Ok(mut line) => {
+            line.clear();
+            build(&mut line)
+        }
+        // Formatting a field logged again on this thread: no buffer.
+        Err(_) => build(&mut Vec::new()),
+    })
+}
+
 thread_local! {
     /// The line being formatted on this thread (its capacity is kept).
-    static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `fmt::Write` into a line buffer, for values formatted with `{}`/`{:?}`.
+struct Text<'a>(&'a mut Vec<u8>);
+
+impl fmt::Write for Text<'_> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        self.0.extend_from_slice(text.as_bytes());
+        Ok(())
+    }
 }
 
 impl PlainFormat {
-    fn format_line(&self, line: &mut String, event: &Event<'_>) -> fmt::Result {
+    fn format_line(&self, line: &mut Vec<u8>, event: &Event<'_>) -> fmt::Result {
         // Records from the `log` crate (sled logs that way) carry their real
         // target and location in `log.*` fields; show them as tracing does.
         let normalized = event.normalized_metadata();
         let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
-        write_time(line, SystemTime::now())?;
-        let (level, colour) = match *meta.level() {
-            Level::ERROR => ("ERROR", "\x1b[31m"),
-            Level::WARN => (" WARN", "\x1b[33m"),
-            Level::INFO => (" INFO", "\x1b[32m"),
-            Level::DEBUG => ("DEBUG", "\x1b[34m"),
-            Level::TRACE => ("TRACE", "\x1b[35m"),
-        };
-        if self.ansi {
-            line.push_str(colour);
-            line.push_str(level);
-            line.push_str("\x1b[0m ");
-        } else {
-            line.push_str(level);
-            line.push(' ');
-        }
-        line.push_str(meta.target());
-        line.push(':');
+        self.push_head(line, *meta.level(), meta.target());
         let mut fields = Fields {
             writer: line,
             result: Ok(()),
         };
         event.record(&mut fields);
         fields.result?;
-        line.push('\n');
+        line.push(b'\n');
         Ok(())
     }
+
+    /// The start of every line: `TIME LEVEL target:`.
+    fn push_head(&self, line: &mut Vec<u8>, level: Level, target: &str) {
+        write_time(line, SystemTime::now());
+        let (level, colour): (&[u8], &[u8]) = match level {
+            Level::ERROR => (b"ERROR", b"\x1b[31m"),
+            Level::WARN => (b" WARN", b"\x1b[33m"),
+            Level::INFO => (b" INFO", b"\x1b[32m"),
+            Level::DEBUG => (b"DEBUG", b"\x1b[34m"),
+            Level::TRACE => (b"TRACE", b"\x1b[35m"),
+        };
+        if self.ansi {
+            line.extend_from_slice(colour);
+            line.extend_from_slice(level);
+            line.extend_from_slice(b"\x1b[0m ");
+        } else {
+            line.extend_from_slice(level);
+            line.push(b' ');
+        }
+        line.extend_from_slice(target.as_bytes());
+        line.push(b':');
+    }
+}
+
+/// Bytes a string field's value holds as they are inside its quotes: what
+/// `{:?}` leaves unescaped (printable ASCII but `"` and `\`).
+const PLAIN: [bool; 256] = {
+    let mut plain = [false; 256];
+    let mut b = 0x20;
+    while b < 0x7f {
+        plain[b] = b != b'"' as usize && b != b'\\' as usize;
+        b += 1;
+    }
+    plain
+};
+
+/// A string field's value: quoted, escaped as `{:?}` escapes it.
+fn push_quoted(line: &mut Vec<u8>, value: &str) -> fmt::Result {
+    if value.bytes().all(|b| PLAIN[usize::from(b)]) {
+        // What `{:?}` writes for a string with nothing to escape (a
+        // path, a method), without its per-character escaping.
+        line.push(b'"');
+        line.extend_from_slice(value.as_bytes());
+        line.push(b'"');
+        Ok(())
+    } else {
+        write!(Text(line), "{value:?}")
+    }
+}
+
+/// A float field's value (milliseconds and the like): three decimals by
+/// integer arithmetic (float formatting with a precision was a tenth of a
+/// log line).
+fn push_f64(line: &mut Vec<u8>, value: f64) -> fmt::Result {
+    if value.is_finite() && (0.0..1e12).contains(&value) {
+        let thousandths = (value * 1000.0).round() as u64;
+        push_u64(line, thousandths / 1000);
+        let fraction = thousandths % 1000;
+        line.extend_from_slice(&[
+            b'.',
+            b'0' + (fraction / 100) as u8,
+            b'0' + (fraction / 10 % 10) as u8,
+            b'0' + (fraction % 10) as u8,
+        ]);
+        Ok(())
+    } else {
+        write!(Text(line), "{value:.3}")
+    }
+}
+
+/// An unsigned field's value, in decimal.
+fn push_u64(line: &mut Vec<u8>, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    line.extend_from_slice(&digits[at..]);
 }
 
 /// Writes each field as ` name=value` (the message bare, strings quoted).
 struct Fields<'a> {
-    writer: &'a mut String,
+    writer: &'a mut Vec<u8>,
     result: fmt::Result,
 }
 
@@ -297,23 +382,20 @@ impl Fields<'_> {
         if self.result.is_err() || field.name().starts_with("log.") {
             return false;
         }
-        self.result = if field.name() == "message" {
-            self.writer.write_char(' ')
-        } else {
-            self.writer
-                .write_char(' ')
-                .and_then(|()| self.writer.write_str(field.name()))
-                .and_then(|()| self.writer.write_char('='))
-        };
-        self.result.is_ok()
+        self.writer.push(b' ');
+        if field.name() != "message" {
+            self.writer.extend_from_slice(field.name().as_bytes());
+            self.writer.push(b'=');
+        }
+        true
     }
 
     fn value(&mut self, value: fmt::Arguments<'_>) {
-        self.result = self.writer.write_fmt(value);
+        self.result = Text(self.writer).write_fmt(value);
     }
 
     fn text(&mut self, value: &str) {
-        self.result = self.writer.write_str(value);
+        self.writer.extend_from_slice(value.as_bytes());
     }
 }
 
@@ -324,26 +406,14 @@ impl Visit for Fields<'_> {
         }
         if field.name() == "message" {
             self.text(value);
-        } else if value
-            .bytes()
-            .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
-        {
-            // What `{:?}` writes for a string with nothing to escape (a
-            // path, a method), without its per-character escaping.
-            self.result = self
-                .writer
-                .write_char('"')
-                .and_then(|()| self.writer.write_str(value))
-                .and_then(|()| self.writer.write_char('"'));
         } else {
-            self.value(format_args!("{value:?}"));
+            self.result = push_quoted(self.writer, value);
         }
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
         if self.start(field) {
-            let mut digits = [0u8; 20];
-            self.text(decimal(value, &mut digits));
+            push_u64(self.writer, value);
         }
     }
 
@@ -360,29 +430,8 @@ impl Visit for Fields<'_> {
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        if !self.start(field) {
-            return;
-        }
-        // Milliseconds and the like: three decimals by integer arithmetic
-        // (float formatting with a precision was a tenth of a log line).
-        if value.is_finite() && (0.0..1e12).contains(&value) {
-            let thousandths = (value * 1000.0).round() as u64;
-            let mut digits = [0u8; 20];
-            let whole = decimal(thousandths / 1000, &mut digits);
-            self.result = self.writer.write_str(whole);
-            let fraction = thousandths % 1000;
-            let fraction = [
-                b'0' + (fraction / 100) as u8,
-                b'0' + (fraction / 10 % 10) as u8,
-                b'0' + (fraction % 10) as u8,
-            ];
-            self.result = self.result.and_then(|()| {
-                self.writer.write_char('.')?;
-                self.writer
-                    .write_str(std::str::from_utf8(&fraction).expect("ASCII digits"))
-            });
-        } else {
-            self.value(format_args!("{value:.3}"));
+        if self.start(field) {
+            self.result = push_f64(self.writer, value);
         }
     }
 
@@ -393,52 +442,37 @@ impl Visit for Fields<'_> {
     }
 }
 
-/// `value` in decimal, written into the end of `digits`.
-fn decimal(mut value: u64, digits: &mut [u8; 20]) -> &str {
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
-    }
-    std::str::from_utf8(&digits[at..]).expect("ASCII digits")
-}
-
 thread_local! {
     /// The second last formatted on this thread and its text up to the
     /// seconds (`2026-12-01T19:30:05`): lines in one second share it.
-    static SECOND: std::cell::RefCell<(u64, String)> =
-        const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    static SECOND: std::cell::Cell<(u64, [u8; 19])> =
+        const { std::cell::Cell::new((u64::MAX, [0; 19])) };
 }
 
 /// `now` as RFC 3339 with microseconds, UTC, and a space: what
 /// `humantime::format_rfc3339_micros` writes, with the date and time of
 /// day formatted once a second per thread.
-fn write_time(writer: &mut impl fmt::Write, now: SystemTime) -> fmt::Result {
+fn write_time(line: &mut Vec<u8>, now: SystemTime) {
     let since = now
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
     let (second, micros) = (since.as_secs(), since.subsec_micros());
-    SECOND.with(|cell| {
-        let mut cached = cell.borrow_mut();
-        if cached.0 != second {
-            let whole = humantime::format_rfc3339_seconds(now).to_string();
-            // `...T19:30:05Z` without the `Z`.
-            cached.1 = whole.trim_end_matches('Z').to_string();
-            cached.0 = second;
-        }
-        writer.write_str(&cached.1)
-    })?;
+    let (cached, mut text) = SECOND.get();
+    if cached != second {
+        // `2026-12-01T19:30:05Z` (always 20 bytes) without the `Z`.
+        let whole = humantime::format_rfc3339_seconds(now).to_string();
+        let n = whole.len().saturating_sub(1).min(text.len());
+        text[..n].copy_from_slice(&whole.as_bytes()[..n]);
+        SECOND.set((second, text));
+    }
+    line.extend_from_slice(&text);
     let mut digits = [b'.', b'0', b'0', b'0', b'0', b'0', b'0', b'Z', b' '];
     let mut rest = micros;
     for at in (1..7).rev() {
         digits[at] = b'0' + (rest % 10) as u8;
         rest /= 10;
     }
-    writer.write_str(std::str::from_utf8(&digits).expect("ASCII digits"))
+    line.extend_from_slice(&digits);
 }
 
 #[cfg(test)]
@@ -622,12 +656,15 @@ mod tests {
             1_764_619_805_000_001,
         ] {
             let now = SystemTime::UNIX_EPOCH + Duration::from_micros(micros);
-            let mut out = String::new();
-            write_time(&mut out, now).unwrap();
+            let mut out = Vec::new();
+            write_time(&mut out, now);
             // Twice: the second from the cache.
-            write_time(&mut out, now).unwrap();
+            write_time(&mut out, now);
             let expected = format!("{} ", humantime::format_rfc3339_micros(now));
-            assert_eq!(out, format!("{expected}{expected}"));
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                format!("{expected}{expected}")
+            );
         }
     }
 

@@ -18,11 +18,14 @@ fn main() -> ExitCode {
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(writer);
+        .with_writer(writer.clone());
     match cli.global.log_format {
-        llmtape::cli::LogFormat::Text => logs
-            .event_format(llmtape::logs::PlainFormat { ansi })
-            .init(),
+        llmtape::cli::LogFormat::Text => {
+            let format = llmtape::logs::PlainFormat { ansi };
+            // Request lines skip tracing's dispatch, into the same writer.
+            llmtape::logs::access::install(&writer, format);
+            logs.event_format(format).init()
+        }
         llmtape::cli::LogFormat::Json => logs.json().init(),
     }
     let runtime = match tokio::runtime::Runtime::new() {

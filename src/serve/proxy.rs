@@ -5,7 +5,7 @@
 //! hit | single flight, then `crate::serve::upstream_call` on a miss.
 //! Routes that are never cached, and passthrough mode, forward the request
 //! untouched with its body streamed. Each request goes to the upstream of
-//! its [`Dialect`] (Anthropic's or the OpenAI-compatible one). The service
+//! its [`Dialect`](crate::route::Dialect) (Anthropic's or the OpenAI-compatible one). The service
 //! never errors: every failure becomes an answer shaped like the dialect's
 //! own errors (see `crate::serve::answer`).
 
@@ -29,7 +29,7 @@ use crate::config::{Config, Mode, Timing};
 use crate::key::cache::{self, KeyMemo, Keyed};
 use crate::key::{Canonical, KeyRules, Repeats, RequestKey};
 use crate::record::redact::{strip_hop_by_hop, Redactor, Sensitive};
-use crate::route::{Dialect, RouteId, Routes};
+use crate::route::{RouteId, Routes};
 use crate::serve::admin::{self, Commands};
 use crate::serve::answer::Answer;
 use crate::serve::catalog::Catalog;
@@ -180,22 +180,25 @@ impl Proxy {
             }
             None => {}
         }
-        tracing::info!(
-            %method,
+        crate::request_line!(
+            method = %method,
             path = uri.path(),
             route = route.map_or("-", |id| s.routes.name(id)),
-            key = answer.key.as_ref().map(tracing::field::display),
-            nearest = answer.nearest.as_ref().map(tracing::field::display),
+            key = %answer.key,
+            nearest = %answer.nearest,
             outcome = answer.outcome_str(),
             status = answer.response.status().as_u16(),
             ms = started.elapsed().as_secs_f64() * 1000.0,
-            "request"
         );
         answer.response
     }
 
     /// Decides what the request gets; `route` is the cached route it is on
     /// (`None`: pass it through).
+    ///
+    /// Every path but a local hit awaits its future in a box of its own:
+    /// a future holds the largest of its states, and the miss paths' made
+    /// each hit's future kilobytes long, copied into its box per request.
     async fn route<B>(&self, request: Request<B>, route: Option<RouteId>) -> Answer
     where
         B: Body<Data = Bytes> + Send + 'static,
@@ -203,10 +206,10 @@ impl Proxy {
     {
         let s = &self.shared;
         let path = request.uri().path();
-        let dialect = Dialect::of(path, request.headers().contains_key("anthropic-version"));
+        let dialect = request::dialect_of_request(&request);
         if path.starts_with(admin::ADMIN_PREFIX) {
             if path == admin::COMMAND_PATH {
-                return Answer::new(self.command(request).await, None, None);
+                return Answer::new(Box::pin(self.command(request)).await, None, None);
             }
             return Answer::new(self.admin(request.into_parts().0).await, None, None);
         }
@@ -217,7 +220,7 @@ impl Proxy {
         if mode == Mode::Passthrough || route.is_none() {
             let (parts, body) = request.into_parts();
             let body = body.map_err(Into::into).boxed_unsync();
-            return self.forward(&parts, body).await;
+            return Box::pin(self.forward(&parts, body)).await;
         }
 
         let (parts, body) = request.into_parts();
@@ -260,7 +263,7 @@ impl Proxy {
                     re_record,
                     timing,
                 };
-                return self.sequence(&parts, body, plain).await;
+                return Box::pin(self.sequence(&parts, body, plain)).await;
             }
             Err(error) => return Answer::error(&error, Some(&key)),
         }
@@ -268,7 +271,7 @@ impl Proxy {
             if let Some(answer) = self.replay(&key, timing) {
                 return self.mark_tier(answer, "local");
             }
-            if let Some(answer) = self.replay_shared(&key, timing, mode).await {
+            if let Some(answer) = Box::pin(self.replay_shared(&key, timing, mode)).await {
                 return answer;
             }
         }
@@ -300,7 +303,7 @@ impl Proxy {
                                 return self.mark_tier(answer, "local");
                             }
                         }
-                        match self.lead_across_proxies(&key, timing).await {
+                        match Box::pin(self.lead_across_proxies(&key, timing)).await {
                             // Dropping the local lead sends its followers
                             // to the copy just made.
                             Err(answer) => return answer,
@@ -338,7 +341,7 @@ impl Proxy {
             lease,
         };
         Answer::new(
-            self.call_upstream(&parts, body, miss).await,
+            Box::pin(self.call_upstream(&parts, body, miss)).await,
             Some(Outcome::Miss),
             Some(key),
         )

@@ -38,16 +38,21 @@ impl StdError for BodyReadTimeoutError {}
 
 /// Fails a request body that pauses longer than `timeout` while it is read.
 ///
-/// The pause is measured from the first poll that finds no data after
-/// the last frame, so a body that arrives with its head (nearly all of
-/// them) never arms a timer.
+/// The pause is measured from the second poll in a row that finds no data
+/// after the last frame. The first such poll only asks to be polled again
+/// at once: hyper hands a body's first bytes over only after its reader
+/// asked for them (that first poll), so a body that arrives with its head
+/// (nearly all of them) is there by the next poll and never arms a timer,
+/// which would cost a timer registration and its removal per request.
 pub struct BodyReadTimeout<B, F> {
     inner: B,
     timeout: Duration,
-    /// Armed on the first wait; `None` until a poll finds nothing.
+    /// Armed on the second wait in a row; `None` until then.
     sleep: Option<Pin<Box<Sleep>>>,
     /// A frame arrived since the timer was armed: re-arm on the next wait.
     progressed: bool,
+    /// The last poll found nothing and asked to be polled again.
+    waited: bool,
     /// Called once when the timeout fires (metrics, closing the connection).
     on_stall: Option<F>,
     expired: bool,
@@ -61,6 +66,7 @@ impl<B, F: FnOnce()> BodyReadTimeout<B, F> {
             timeout,
             sleep: None,
             progressed: false,
+            waited: false,
             on_stall: Some(on_stall),
             expired: false,
         }
@@ -87,9 +93,18 @@ where
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.progressed = true;
+                this.waited = false;
                 Poll::Ready(frame.map(|r| r.map_err(Into::into)))
             }
+            Poll::Pending if !this.waited && (this.progressed || this.sleep.is_none()) => {
+                // The first wait since the last frame: look again at once
+                // (a wake-up the connection usually has coming anyway).
+                this.waited = true;
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
             Poll::Pending => {
+                this.waited = false;
                 let deadline = Instant::now() + this.timeout;
                 let sleep = match &mut this.sleep {
                     Some(sleep) => {

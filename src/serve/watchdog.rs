@@ -17,7 +17,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// The two connection-level bounds, from `[server]`.
@@ -186,9 +185,6 @@ impl State {
 #[derive(Debug)]
 pub(crate) struct Activity {
     state: Mutex<State>,
-    /// Wakes the watchdog when a deadline it sleeps towards moved earlier
-    /// or appeared.
-    changed: Notify,
     /// A request body stalled on this (HTTP/1) connection: its answer
     /// closes the connection.
     body_stalled: AtomicBool,
@@ -199,16 +195,15 @@ impl Activity {
     pub(crate) fn new(h2: bool) -> Arc<Activity> {
         Arc::new(Activity {
             state: Mutex::new(State::new(Instant::now(), h2)),
-            changed: Notify::new(),
             body_stalled: AtomicBool::new(false),
         })
     }
 
-    /// Bytes arrived from the client.
+    /// Bytes arrived from the client. The watchdog is not woken: the
+    /// deadline this may start is at least `header_read_timeout` away,
+    /// and it looks again sooner than that (`serve::connection`).
     pub(crate) fn read(&self) {
-        if crate::sync::lock(&self.state).read(Instant::now()) {
-            self.changed.notify_one();
-        }
+        crate::sync::lock(&self.state).read(Instant::now());
     }
 
     /// Notes the connection speaks HTTP/2 (its preface was seen).
@@ -228,16 +223,9 @@ impl Activity {
         crate::sync::lock(&self.state).is_h2()
     }
 
-    /// The verdict now.
-    pub(crate) fn verdict(&self, bounds: Bounds) -> Verdict {
-        crate::sync::lock(&self.state).verdict(Instant::now(), bounds)
-    }
-
-    /// Resolves after a change that may move the deadline (a permit is
-    /// kept, so a change between [`Activity::verdict`] and this wait is
-    /// not lost).
-    pub(crate) async fn changed(&self) {
-        self.changed.notified().await;
+    /// The verdict at `now`.
+    pub(crate) fn verdict_at(&self, now: Instant, bounds: Bounds) -> Verdict {
+        crate::sync::lock(&self.state).verdict(now, bounds)
     }
 
     /// A request body stalled past `server.body_read_timeout`.
@@ -257,9 +245,9 @@ pub(crate) struct InFlightRequest(Arc<Activity>);
 
 impl Drop for InFlightRequest {
     fn drop(&mut self) {
-        if crate::sync::lock(&self.0.state).request_ended(Instant::now()) {
-            self.0.changed.notify_one();
-        }
+        // The idle deadline this may start is `idle_timeout` away: the
+        // watchdog looks again before (see [`Activity::read`]).
+        crate::sync::lock(&self.0.state).request_ended(Instant::now());
     }
 }
 
@@ -362,15 +350,40 @@ mod tests {
         assert_eq!(words, ["header", "body", "idle"]);
     }
 
-    #[tokio::test]
-    async fn the_watchdog_hears_of_a_new_deadline_even_before_it_waits() {
-        let activity = Activity::new(false);
-        let request = activity.request_started(false);
-        drop(request);
-        // The permit is kept: this resolves at once.
-        tokio::time::timeout(Duration::from_secs(5), activity.changed())
-            .await
-            .expect("notified");
-        assert!(matches!(activity.verdict(BOUNDS), Verdict::WaitUntil(_)));
+    /// What lets the watchdog go untold of changes (`serve::connection`
+    /// looks again at least every `min(header, idle)`): a deadline a
+    /// change starts is never sooner than that after it.
+    #[test]
+    fn no_change_starts_a_deadline_sooner_than_the_shorter_bound() {
+        let shorter = BOUNDS.header.min(BOUNDS.idle);
+        for h2 in [false, true] {
+            let t0 = Instant::now();
+            let mut state = State::new(t0, h2);
+            let mut now = t0;
+            for step in 0..400u64 {
+                now += Duration::from_millis(step % 7 * 700);
+                let before = state.verdict(now, BOUNDS);
+                match step % 5 {
+                    0 | 3 => {
+                        state.read(now);
+                    }
+                    1 => state.request_started(h2),
+                    2 | 4 => {
+                        state.request_ended(now);
+                    }
+                    _ => unreachable!(),
+                }
+                let after = state.verdict(now, BOUNDS);
+                if let Verdict::WaitUntil(deadline) = after {
+                    if after != before {
+                        assert!(
+                            deadline >= now + shorter,
+                            "step {step} (h2 {h2}): {before:?} -> {after:?} at {:?}",
+                            now - t0
+                        );
+                    }
+                }
+            }
+        }
     }
 }
