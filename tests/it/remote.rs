@@ -19,13 +19,27 @@ pub(crate) async fn serve_remote(
     remote_toml: &str,
     mode: Option<&str>,
 ) -> Serve {
+    serve_remote_after(dir, mock, store, "", redis_url, remote_toml, mode).await
+}
+
+/// [`serve_remote`] with `sections` (other TOML sections) written before
+/// `[remote]`.
+pub(crate) async fn serve_remote_after(
+    dir: &Path,
+    mock: &MockUpstream,
+    store: &Path,
+    sections: &str,
+    redis_url: &str,
+    remote_toml: &str,
+    mode: Option<&str>,
+) -> Serve {
     let config = dir.join(format!(
         "proxy-{}.toml",
         store.file_name().unwrap().to_string_lossy()
     ));
     std::fs::write(
         &config,
-        format!("[remote]\nurl = \"{redis_url}\"\n{remote_toml}\n"),
+        format!("{sections}[remote]\nurl = \"{redis_url}\"\n{remote_toml}\n"),
     )
     .unwrap();
     let mut cmd = serve_cmd(dir, &mock.url(), store);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use http::StatusCode;
 
-use crate::remote::{metric, serve_remote, wait_metric};
+use crate::remote::{metric, serve_remote, serve_remote_after, wait_metric};
 use crate::support::*;
 
 const CHAT_PATH: &str = "/v1/chat/completions";
@@ -34,18 +34,8 @@ async fn serve_with_deadline(
     redis_url: &str,
     first_byte: &str,
 ) -> Serve {
-    let config = dir.join(format!(
-        "deadline-{}.toml",
-        store.file_name().unwrap().to_string_lossy()
-    ));
-    std::fs::write(
-        &config,
-        format!("[upstream]\nfirst_byte_timeout = \"{first_byte}\"\n\n[remote]\nurl = \"{redis_url}\"\n"),
-    )
-    .unwrap();
-    let mut cmd = serve_cmd(dir, &mock.url(), store);
-    cmd.arg("--config").arg(&config);
-    Serve::start(cmd).await
+    let upstream = format!("[upstream]\nfirst_byte_timeout = \"{first_byte}\"\n\n");
+    serve_remote_after(dir, mock, store, &upstream, redis_url, "", None).await
 }
 
 /// Waits (at most [`WAIT`]) until Redis holds a recording of `key` whose
