@@ -70,6 +70,89 @@ where
     }
 }
 
+/// A request body as it arrived: one piece or several, joined only when
+/// something needs it whole. hyper hands a large body over in pieces (its
+/// read buffer is bounded by `server.max_header_bytes`), and a hit needs
+/// only its key, which the key memo finds piece by piece: joining a
+/// 100 KB body was a fifth of such a hit's CPU.
+#[derive(Debug, Default)]
+pub struct Pieces {
+    /// The body, when it came in one piece (or none).
+    one: Bytes,
+    /// Every piece, in order, when it came in more than one.
+    many: Vec<Bytes>,
+}
+
+impl Pieces {
+    /// The pieces, in order.
+    pub fn as_slice(&self) -> &[Bytes] {
+        if self.many.is_empty() {
+            std::slice::from_ref(&self.one)
+        } else {
+            &self.many
+        }
+    }
+
+    /// The whole body, joined now if it came in pieces (once: it stays
+    /// joined).
+    pub fn joined(&mut self) -> &Bytes {
+        if !self.many.is_empty() {
+            let mut whole = Vec::with_capacity(self.many.iter().map(Bytes::len).sum());
+            for piece in self.many.drain(..) {
+                whole.extend_from_slice(&piece);
+            }
+            self.one = Bytes::from(whole);
+        }
+        &self.one
+    }
+
+    /// The whole body.
+    pub fn into_bytes(mut self) -> Bytes {
+        self.joined();
+        self.one
+    }
+
+    fn push(&mut self, piece: Bytes) {
+        if piece.is_empty() {
+            return;
+        }
+        if self.many.is_empty() && self.one.is_empty() {
+            self.one = piece;
+            return;
+        }
+        if self.many.is_empty() {
+            self.many.push(std::mem::take(&mut self.one));
+        }
+        self.many.push(piece);
+    }
+}
+
+/// Reads a whole body into its [`Pieces`], refusing more than `limit`
+/// bytes.
+pub async fn collect_pieces<B>(body: B, limit: usize) -> Result<Pieces, CollectError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let mut body = std::pin::pin!(Limited::new(body, limit));
+    let mut pieces = Pieces::default();
+    while let Some(frame) = body.frame().await {
+        match frame {
+            // Trailers are not part of a request's bytes (as with `collect`).
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    pieces.push(data);
+                }
+            }
+            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+                return Err(CollectError::TooLarge)
+            }
+            Err(e) => return Err(CollectError::Read(e)),
+        }
+    }
+    Ok(pieces)
+}
+
 /// The error an [`IdleTimeout`] body yields when a gap is too long.
 #[derive(Debug, Clone, Copy)]
 pub struct IdleTimeoutError(pub Duration);
@@ -160,6 +243,28 @@ mod tests {
         let ok = collect_limited(Full::new(Bytes::from_static(b"12345")), 5).await;
         assert_eq!(&ok.unwrap()[..], b"12345");
         let big = collect_limited(Full::new(Bytes::from_static(b"123456")), 5).await;
+        assert!(matches!(big, Err(CollectError::TooLarge)));
+    }
+
+    #[tokio::test]
+    async fn a_body_in_pieces_keeps_them_until_it_is_joined() {
+        let frames = ["ab", "", "cde", "f"]
+            .map(|piece| Ok::<_, BoxError>(Frame::data(Bytes::from_static(piece.as_bytes()))));
+        let body = StreamBody::new(futures_util::stream::iter(frames));
+        let mut pieces = collect_pieces(body, 6).await.unwrap();
+        let kept: Vec<&[u8]> = pieces.as_slice().iter().map(|b| &b[..]).collect();
+        assert_eq!(kept, [&b"ab"[..], b"cde", b"f"], "empty frames are dropped");
+        assert_eq!(&pieces.joined()[..], b"abcdef");
+        assert_eq!(pieces.as_slice().len(), 1, "joined once, it stays joined");
+        assert_eq!(&pieces.into_bytes()[..], b"abcdef");
+
+        let one = collect_pieces(Full::new(Bytes::from_static(b"12345")), 5).await;
+        let one = one.unwrap();
+        assert_eq!(one.as_slice().len(), 1);
+        assert_eq!(&one.into_bytes()[..], b"12345");
+        let none = collect_pieces(Empty::<Bytes>::new(), 5).await.unwrap();
+        assert!(none.into_bytes().is_empty());
+        let big = collect_pieces(Full::new(Bytes::from_static(b"123456")), 5).await;
         assert!(matches!(big, Err(CollectError::TooLarge)));
     }
 

@@ -16,8 +16,8 @@
 //! re-canonicalisation of requests seen again later.
 //!
 //! In front of it, recent requests are also remembered by their exact
-//! bytes, within a byte budget: a repeat is found by a keyed hash (std's
-//! SipHash, a random key per process) of the request's small fields and a
+//! bytes, within a byte budget: a repeat is found by a keyed hash
+//! (foldhash, a random seed per process) of the request's small fields and a
 //! sample of its body (all of a small body; the ends and 32 words of a
 //! large one: an agent's request carries its whole context, and 100 KB is
 //! ordinary) and confirmed by comparing every byte of every input. That
@@ -27,7 +27,7 @@
 //! them back to the hashed memo.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher, RandomState};
+use std::hash::{BuildHasher, Hasher};
 use std::sync::RwLock;
 
 use bytes::Bytes;
@@ -76,7 +76,7 @@ const SAMPLE_WORDS: usize = 32;
 /// Large bodies by their exact bytes.
 #[derive(Debug, Default)]
 struct ExactMemo {
-    buckets: HashMap<u64, Vec<Remembered>>,
+    buckets: HashMap<u64, Vec<Remembered>, foldhash::fast::RandomState>,
     bytes: usize,
 }
 
@@ -98,9 +98,10 @@ pub struct KeyMemo {
     per_shard: usize,
     /// Large bodies by their bytes.
     exact: RwLock<ExactMemo>,
-    /// The sample hash's key: random per process, so no one can aim
-    /// bodies at another's bucket.
-    sample_key: RandomState,
+    /// The sample hash's seed: random per process, so no one can aim
+    /// bodies at another's bucket. foldhash, not std's SipHash: a third
+    /// of the instructions for a 1 KB body, and the comparison decides.
+    sample_key: foldhash::fast::RandomState,
 }
 
 /// A request's key, and its canonical form when it had to be computed.
@@ -120,7 +121,7 @@ impl KeyMemo {
             keys: ShardedMap::new(SHARDS),
             per_shard: capacity.div_ceil(SHARDS),
             exact: RwLock::default(),
-            sample_key: RandomState::new(),
+            sample_key: foldhash::fast::RandomState::default(),
         }
     }
 
@@ -134,17 +135,13 @@ impl KeyMemo {
                 canonical: Some(canonical),
             };
         }
-        // The framed head is built in a buffer this thread keeps, so a hit
-        // allocates nothing; only a new entry takes a copy.
-        thread_local! {
-            static HEAD: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
         let (sample, found, head) = HEAD.with(|buffer| {
             let mut head = buffer.borrow_mut();
             head.clear();
             frame(parts, rules, |bytes| head.extend_from_slice(bytes));
-            let sample = self.sample(&head, parts.body);
-            match self.exact_get(sample, &head, parts.body) {
+            let body = Spread::One(parts.body);
+            let sample = self.sample(&head, body);
+            match self.exact_get(sample, &head, body) {
                 Some(key) => (sample, Some(key), Vec::new()),
                 None => (sample, None, head.clone()),
             }
@@ -158,6 +155,29 @@ impl KeyMemo {
         let keyed = self.hashed(parts, rules);
         self.exact_insert(sample, head, parts.body, keyed.key);
         keyed
+    }
+
+    /// The key of `parts` with the body spread over `pieces` (`parts.body`
+    /// is not read), when the exact memo holds these bytes: found without
+    /// joining the pieces. `None` sends the caller to [`KeyMemo::key`] with
+    /// the body whole.
+    pub fn remembered(
+        &self,
+        parts: &RequestParts<'_>,
+        pieces: &[Bytes],
+        rules: &KeyRules,
+    ) -> Option<RequestKey> {
+        if self.per_shard == 0 {
+            return None;
+        }
+        HEAD.with(|buffer| {
+            let mut head = buffer.borrow_mut();
+            head.clear();
+            frame(parts, rules, |bytes| head.extend_from_slice(bytes));
+            let body = Spread::Pieces(pieces);
+            let sample = self.sample(&head, body);
+            self.exact_get(sample, &head, body)
+        })
     }
 
     /// The key from the hashed memo, or canonicalised (and remembered).
@@ -184,33 +204,35 @@ impl KeyMemo {
     }
 
     /// A keyed hash of `head`, the body's length, its ends and words
-    /// spread over it: it spreads the buckets; comparison decides.
-    fn sample(&self, head: &[u8], body: &[u8]) -> u64 {
+    /// spread over it: it spreads the buckets; comparison decides. The
+    /// same for a body whole or in pieces (each part is hashed as one
+    /// slice either way).
+    fn sample(&self, head: &[u8], body: Spread<'_>) -> u64 {
         let mut hasher = self.sample_key.build_hasher();
         hasher.write(head);
-        hasher.write_usize(body.len());
-        if body.len() <= SAMPLE_WHOLE {
-            hasher.write(body);
+        let len = body.len();
+        hasher.write_usize(len);
+        if len <= SAMPLE_WHOLE {
+            body.with(0, len, |bytes| hasher.write(bytes));
             return hasher.finish();
         }
-        hasher.write(&body[..SAMPLE_EDGE]);
-        hasher.write(&body[body.len() - SAMPLE_EDGE..]);
-        let stride = body.len() / (SAMPLE_WORDS + 1);
+        body.with(0, SAMPLE_EDGE, |bytes| hasher.write(bytes));
+        body.with(len - SAMPLE_EDGE, SAMPLE_EDGE, |bytes| hasher.write(bytes));
+        let stride = len / (SAMPLE_WORDS + 1);
         for i in 1..=SAMPLE_WORDS {
-            let at = i * stride;
-            hasher.write(&body[at..at + 8]);
+            body.with(i * stride, 8, |bytes| hasher.write(bytes));
         }
         hasher.finish()
     }
 
     /// The key of exactly these bytes, if remembered.
-    fn exact_get(&self, sample: u64, head: &[u8], body: &[u8]) -> Option<RequestKey> {
+    fn exact_get(&self, sample: u64, head: &[u8], body: Spread<'_>) -> Option<RequestKey> {
         let exact = crate::sync::read(&self.exact);
         exact
             .buckets
             .get(&sample)?
             .iter()
-            .find(|r| r.head == head && r.body == body)
+            .find(|r| r.head == head && body.eq(&r.body))
             .map(|r| r.key)
     }
 
@@ -263,6 +285,79 @@ impl KeyMemo {
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+thread_local! {
+    /// The framed head of the request being keyed on this thread: built in
+    /// a buffer the thread keeps, so a hit allocates nothing; only a new
+    /// entry takes a copy.
+    static HEAD: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A body's bytes: one slice, or pieces in order.
+#[derive(Debug, Clone, Copy)]
+enum Spread<'a> {
+    One(&'a [u8]),
+    Pieces(&'a [Bytes]),
+}
+
+impl Spread<'_> {
+    fn len(self) -> usize {
+        match self {
+            Spread::One(bytes) => bytes.len(),
+            Spread::Pieces(pieces) => pieces.iter().map(Bytes::len).sum(),
+        }
+    }
+
+    /// Calls `f` with the `n` bytes at `start` (at most [`SAMPLE_WHOLE`]
+    /// of them) as one slice: borrowed when they lie in one piece, copied
+    /// into a buffer on the stack when they straddle two.
+    fn with(self, start: usize, n: usize, f: impl FnOnce(&[u8])) {
+        let pieces = match self {
+            Spread::One(bytes) => return f(&bytes[start..start + n]),
+            Spread::Pieces(pieces) => pieces,
+        };
+        let mut at = 0;
+        let mut buffer = [0u8; SAMPLE_WHOLE];
+        let mut copied = 0;
+        for piece in pieces {
+            let (from, to) = (at, at + piece.len());
+            at = to;
+            let want = start + copied;
+            if to <= want {
+                continue;
+            }
+            let begin = want - from;
+            let take = (n - copied).min(piece.len() - begin);
+            if copied == 0 && take == n {
+                return f(&piece[begin..begin + n]);
+            }
+            buffer[copied..copied + take].copy_from_slice(&piece[begin..begin + take]);
+            copied += take;
+            if copied == n {
+                break;
+            }
+        }
+        f(&buffer[..copied]);
+    }
+
+    /// Whether these are exactly the bytes of `other`.
+    fn eq(self, other: &[u8]) -> bool {
+        match self {
+            Spread::One(bytes) => bytes == other,
+            Spread::Pieces(pieces) => {
+                if self.len() != other.len() {
+                    return false;
+                }
+                let mut rest = other;
+                pieces.iter().all(|piece| {
+                    let (this, after) = rest.split_at(piece.len());
+                    rest = after;
+                    this == &piece[..]
+                })
+            }
+        }
     }
 }
 
@@ -511,6 +606,82 @@ mod tests {
         assert_eq!(second.key, first.key);
     }
 
+    /// `body` cut into pieces at `cuts`.
+    fn cut(body: &[u8], cuts: &[usize]) -> Vec<Bytes> {
+        let mut pieces = Vec::new();
+        let mut from = 0;
+        for &to in cuts.iter().chain([&body.len()]) {
+            pieces.push(Bytes::copy_from_slice(&body[from..to]));
+            from = to;
+        }
+        pieces
+    }
+
+    #[test]
+    fn a_body_in_pieces_samples_and_compares_as_it_does_whole() {
+        let memo = KeyMemo::new(DEFAULT_CAPACITY);
+        let head = framed_head(&parts(b"", None), &rules(false));
+        for size in [0, 700, 730, 3000, 100 * 1024] {
+            let body = large(size, 'p');
+            let body = body.as_slice();
+            let len = body.len();
+            let whole = memo.sample(&head, Spread::One(body));
+            let stride = len / (SAMPLE_WORDS + 1);
+            // Cuts inside an edge, inside a sampled word, at a piece end.
+            let mut cut_sets = vec![vec![len / 2], vec![1, 2, 3]];
+            if len > SAMPLE_WHOLE {
+                cut_sets.push(vec![SAMPLE_EDGE / 2, stride + 3, len - 5]);
+                cut_sets.push(vec![SAMPLE_EDGE, 2 * stride + 4, 2 * stride + 6]);
+            }
+            for cuts in cut_sets {
+                let mut cuts: Vec<usize> = cuts.into_iter().filter(|&c| c <= len).collect();
+                cuts.sort_unstable();
+                let pieces = cut(body, &cuts);
+                let spread = Spread::Pieces(&pieces);
+                assert_eq!(memo.sample(&head, spread), whole, "{len} {cuts:?}");
+                assert!(spread.eq(body), "{len} {cuts:?}");
+                let mut other = body.to_vec();
+                other[len - 1] ^= 1;
+                assert!(!spread.eq(&other), "{len} {cuts:?}");
+                assert!(!spread.eq(&body[..len - 1]), "{len} {cuts:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_repeat_in_pieces_is_found_without_joining_and_only_when_every_byte_matches() {
+        let memo = KeyMemo::new(DEFAULT_CAPACITY);
+        let body = large(100 * 1024, 'a');
+        let pieces = cut(&body, &[65_536]);
+        assert_eq!(
+            memo.remembered(&parts(b"", None), &pieces, &rules(false)),
+            None,
+            "nothing is remembered yet"
+        );
+        let first = memo.key(&parts(&body, None), &rules(false));
+        assert_eq!(
+            memo.remembered(&parts(b"", None), &pieces, &rules(false)),
+            Some(first.key)
+        );
+        // One byte changed in the second piece, where no sample reads.
+        let mut changed = body.clone();
+        let stride = changed.len() / (SAMPLE_WORDS + 1);
+        changed[2 * stride + 20] ^= 1;
+        assert_eq!(
+            memo.remembered(&parts(b"", None), &cut(&changed, &[65_536]), &rules(false)),
+            None
+        );
+        // The other inputs still split it.
+        assert_eq!(
+            memo.remembered(&parts(b"", Some(b"sk-other")), &pieces, &rules(true)),
+            None
+        );
+        assert_eq!(
+            KeyMemo::new(0).remembered(&parts(b"", None), &pieces, &rules(false)),
+            None
+        );
+    }
+
     #[test]
     fn large_bodies_that_share_every_sampled_byte_keep_their_own_keys() {
         // Differ in one byte that the sample does not read: same bucket,
@@ -522,7 +693,10 @@ mod tests {
         let at = stride + 20;
         b[at] = b'b';
         let head = framed_head(&parts(&a, None), &rules(false));
-        assert_eq!(memo.sample(&head, &a), memo.sample(&head, &b));
+        assert_eq!(
+            memo.sample(&head, Spread::One(&a)),
+            memo.sample(&head, Spread::One(&b))
+        );
         let ka = memo.key(&parts(&a, None), &rules(false)).key;
         let kb = memo.key(&parts(&b, None), &rules(false));
         assert!(kb.canonical.is_some(), "b was not taken for a");

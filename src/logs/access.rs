@@ -185,16 +185,26 @@ impl Show for RequestKey {
     }
 
     fn write_shown(&self, name: &str, line: &mut Vec<u8>) {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         push_name(line, name);
-        let mut hex = [0u8; 64];
-        for (i, b) in self.as_bytes().iter().enumerate() {
-            hex[2 * i] = DIGITS[usize::from(b >> 4)];
-            hex[2 * i + 1] = DIGITS[usize::from(b & 0x0f)];
+        let mut hex = [[0u8; 2]; 32];
+        for (pair, b) in hex.iter_mut().zip(self.as_bytes()) {
+            *pair = HEX_PAIRS[usize::from(*b)];
         }
-        line.extend_from_slice(&hex);
+        line.extend_from_slice(hex.as_flattened());
     }
 }
+
+/// The two hex digits of each byte: one load per byte of a key.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut pairs = [[0u8; 2]; 256];
+    let mut b = 0;
+    while b < 256 {
+        pairs[b] = [DIGITS[b >> 4], DIGITS[b & 0x0f]];
+        b += 1;
+    }
+    pairs
+};
 
 impl<T: Show> Show for Option<T> {
     type Traced<'a>

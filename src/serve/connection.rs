@@ -128,6 +128,10 @@ pub(crate) async fn serve<IO>(
     let sleep = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(sleep);
     let mut armed_for = None;
+    // Made once: a `changed()` made per wake-up registers a waiter on the
+    // channel each time (a lock), a cost per request in the profile.
+    let closed = closing.changed();
+    tokio::pin!(closed);
     let expired = loop {
         let now = tokio::time::Instant::now();
         let next = match activity.verdict_at(now, shared.bounds) {
@@ -140,7 +144,10 @@ pub(crate) async fn serve<IO>(
             sleep.as_mut().reset(next);
             armed_for = Some(next);
         }
+        // Biased: the connection first (it is what wakes the task almost
+        // always), and no random draw per wake-up.
         tokio::select! {
+            biased;
             result = connection.as_mut() => {
                 if let Err(error) = result {
                     tracing::debug!(%error, %peer, "connection ended with an error");
@@ -149,7 +156,7 @@ pub(crate) async fn serve<IO>(
             }
             () = &mut sleep => {}
             // An error means the server is gone: stop all the same.
-            _ = closing.changed(), if !shutting_down => {
+            _ = &mut closed, if !shutting_down => {
                 shutting_down = true;
                 connection.as_mut().graceful_shutdown();
             }
@@ -391,7 +398,8 @@ mod tests {
             .unwrap();
         let future = proxy.handle(request);
         let size = std::mem::size_of_val(&future);
-        // 2.4 KB in a debug build; 5.4 KB before the miss paths were boxed.
+        // 2.7 KB; 5.4 KB before the miss paths were boxed, 3.3 KB before the
+        // admin answers and a follower's wait were.
         assert!(size <= 3072, "the future of a request is {size} bytes");
     }
 

@@ -24,7 +24,7 @@ use http::{Request, Response};
 use http_body::Body;
 use http_body_util::BodyExt;
 
-use crate::body::{collect_limited, BoxError, CollectError, IdleTimeout, ProxyBody};
+use crate::body::{collect_pieces, BoxError, CollectError, IdleTimeout, ProxyBody};
 use crate::config::{Config, Mode, Timing};
 use crate::key::cache::{self, KeyMemo, Keyed};
 use crate::key::{Canonical, KeyRules, Repeats, RequestKey};
@@ -164,13 +164,15 @@ impl Proxy {
         } else {
             self.route(request, route).await
         };
+        // One clock read for the histogram and the log line.
+        let elapsed = started.elapsed();
         match answer.outcome {
             Some(Outcome::Hit) => {
                 s.metrics.hits.fetch_add(1, Ordering::Relaxed);
                 if let Some(saved) = answer.saved {
                     s.metrics.models.hit(saved);
                 }
-                s.metrics.hit_latency.observe(started.elapsed());
+                s.metrics.hit_latency.observe(elapsed);
             }
             Some(Outcome::Miss) => {
                 s.metrics.misses.fetch_add(1, Ordering::Relaxed);
@@ -188,7 +190,7 @@ impl Proxy {
             nearest = %answer.nearest,
             outcome = answer.outcome_str(),
             status = answer.response.status().as_u16(),
-            ms = started.elapsed().as_secs_f64() * 1000.0,
+            ms = elapsed.as_secs_f64() * 1000.0,
         );
         answer.response
     }
@@ -206,26 +208,30 @@ impl Proxy {
     {
         let s = &self.shared;
         let path = request.uri().path();
-        let dialect = request::dialect_of_request(&request);
         if path.starts_with(admin::ADMIN_PREFIX) {
             if path == admin::COMMAND_PATH {
                 return Answer::new(Box::pin(self.command(request)).await, None, None);
             }
-            return Answer::new(self.admin(request.into_parts().0).await, None, None);
+            return Answer::new(
+                Box::pin(self.admin(request.into_parts().0)).await,
+                None,
+                None,
+            );
         }
-        let mode = match request::mode(request.headers(), s.mode) {
+        let (parts, body) = request.into_parts();
+        let asked = request::Asked::of(&parts.headers);
+        let dialect = asked.dialect(parts.uri.path());
+        let mode = match asked.mode(s.mode) {
             Ok(mode) => mode,
             Err(error) => return Answer::error_in(dialect, &error, None),
         };
         if mode == Mode::Passthrough || route.is_none() {
-            let (parts, body) = request.into_parts();
             let body = body.map_err(Into::into).boxed_unsync();
             return Box::pin(self.forward(&parts, body)).await;
         }
 
-        let (parts, body) = request.into_parts();
-        let body = match collect_limited(body, s.max_body_bytes).await {
-            Ok(body) => body,
+        let mut pieces = match collect_pieces(body, s.max_body_bytes).await {
+            Ok(pieces) => pieces,
             Err(CollectError::TooLarge) => {
                 let error = ProxyError::BodyTooLarge {
                     limit: s.max_body_bytes,
@@ -240,10 +246,22 @@ impl Proxy {
                 return Answer::error_in(dialect, &error, None);
             }
         };
-        // A repeat of exact bytes takes its key from the memo; the
-        // canonical form is only built when this request needs it.
-        let Keyed { key, canonical } = s.memo.key(&request::key_parts(&parts, &body), &s.rules);
-        let timing = match request::replay_timing(&parts.headers, s.timing) {
+        // A repeat of exact bytes takes its key from the memo, without
+        // joining the body's pieces; the canonical form is only built when
+        // this request needs it.
+        let remembered =
+            s.memo
+                .remembered(&asked.key_parts(&parts, &[]), pieces.as_slice(), &s.rules);
+        let Keyed { key, canonical } = match remembered {
+            Some(key) => Keyed {
+                key,
+                canonical: None,
+            },
+            None => s
+                .memo
+                .key(&asked.key_parts(&parts, pieces.joined()), &s.rules),
+        };
+        let timing = match asked.replay_timing(s.timing) {
             Ok(timing) => timing,
             Err(error) => return Answer::error_in(dialect, &error, Some(&key)),
         };
@@ -251,9 +269,9 @@ impl Proxy {
             Mode::Record => true,
             // Replay never calls the upstream, so `no-cache` cannot apply.
             Mode::Replay => false,
-            Mode::Auto | Mode::Passthrough => request::wants_no_cache(&parts.headers),
+            Mode::Auto | Mode::Passthrough => asked.wants_no_cache(),
         };
-        match request::repeats(&parts.headers, s.repeats) {
+        match asked.repeats(s.repeats) {
             Ok(Repeats::Same) => {}
             Ok(Repeats::Sequence) => {
                 let plain = Sequence {
@@ -263,7 +281,7 @@ impl Proxy {
                     re_record,
                     timing,
                 };
-                return Box::pin(self.sequence(&parts, body, plain)).await;
+                return Box::pin(self.sequence(&parts, pieces.into_bytes(), plain)).await;
             }
             Err(error) => return Answer::error(&error, Some(&key)),
         }
@@ -275,8 +293,9 @@ impl Proxy {
                 return answer;
             }
         }
-        let canonical = canonical
-            .unwrap_or_else(|| Canonical::new(&request::key_parts(&parts, &body), &s.rules));
+        let body = pieces.into_bytes();
+        let canonical =
+            canonical.unwrap_or_else(|| Canonical::new(&asked.key_parts(&parts, &body), &s.rules));
         if mode == Mode::Replay {
             return self.replay_miss(&parts, &canonical, &key, dialect);
         }
@@ -312,20 +331,24 @@ impl Proxy {
                         lead = Some(l);
                         break;
                     }
-                    Role::Follower(flight) => match flight.follow(&key, &patience).await {
-                        Some(Ok(response)) => {
-                            return self.mark_tier(followed(response, key), "local")
-                        }
-                        Some(Err(error)) => return Answer::error_in(dialect, &error, Some(&key)),
-                        // The leader may have gone because the recording
-                        // arrived from the shared store.
-                        None if s.remote.get().is_some() && s.tier.indexed(&key) => {
-                            if let Some(answer) = self.replay(&key, timing) {
-                                return self.mark_tier(answer, "local");
+                    Role::Follower(flight) => {
+                        match Box::pin(flight.follow(&key, &patience)).await {
+                            Some(Ok(response)) => {
+                                return self.mark_tier(followed(response, key), "local")
                             }
+                            Some(Err(error)) => {
+                                return Answer::error_in(dialect, &error, Some(&key))
+                            }
+                            // The leader may have gone because the recording
+                            // arrived from the shared store.
+                            None if s.remote.get().is_some() && s.tier.indexed(&key) => {
+                                if let Some(answer) = self.replay(&key, timing) {
+                                    return self.mark_tier(answer, "local");
+                                }
+                            }
+                            None => {}
                         }
-                        None => {}
-                    },
+                    }
                 }
             }
         }

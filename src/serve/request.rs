@@ -1,7 +1,7 @@
 //! What the proxy reads from a request besides its route: llmtape's own
 //! override headers, `Cache-Control`, and the parts the key is made of.
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 
 use crate::config::{Mode, Timing};
@@ -10,105 +10,160 @@ use crate::route::Dialect;
 use crate::serve::error::ProxyError;
 use crate::serve::headers::{MODE_HEADER, NAMESPACE_HEADER, REPEATS_HEADER, REPLAY_TIMING_HEADER};
 
-// The names a request is asked for, parsed once: a lookup by `&str`
-// parses and checks the name on every call, which was a tenth of a cache
-// hit's instructions in the profile (see the README's Performance).
-static MODE: HeaderName = HeaderName::from_static(MODE_HEADER);
-static REPLAY_TIMING: HeaderName = HeaderName::from_static(REPLAY_TIMING_HEADER);
-static REPEATS: HeaderName = HeaderName::from_static(REPEATS_HEADER);
-static NAMESPACE: HeaderName = HeaderName::from_static(NAMESPACE_HEADER);
-static API_KEY: HeaderName = HeaderName::from_static("api-key");
-static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
-/// Sent by the Anthropic SDKs on every call.
-static ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
-static ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
+/// The request headers the proxy reads, found in one pass over the
+/// headers. A request carries a handful of headers and llmtape asks for a
+/// dozen names, most of which it seldom has: a lookup per name (a scan, or
+/// a hash of a custom name) was a tenth of a cache hit's instructions in
+/// the profile (see the README's Performance).
+#[derive(Debug, Default)]
+pub struct Asked<'a> {
+    mode: Option<&'a HeaderValue>,
+    replay_timing: Option<&'a HeaderValue>,
+    repeats: Option<&'a HeaderValue>,
+    namespace: Option<&'a HeaderValue>,
+    authorization: Option<&'a HeaderValue>,
+    api_key: Option<&'a HeaderValue>,
+    x_api_key: Option<&'a HeaderValue>,
+    content_type: Option<&'a HeaderValue>,
+    anthropic_version: Option<&'a HeaderValue>,
+    /// Every `anthropic-beta` value, in order (rare: allocated when sent).
+    anthropic_beta: Vec<&'a str>,
+    /// `Cache-Control: no-cache` (or `no-store`) in any of its values.
+    no_cache: bool,
+}
 
-/// The first value of `name`. A request carries a handful of headers, and
-/// llmtape asks for ones it seldom has: a look at each name is cheaper
-/// than hashing the one asked for (most of a lookup of a custom name).
-fn find<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a HeaderValue> {
-    if headers.keys_len() > 8 {
-        return headers.get(name);
+/// Keeps the first value of a header, as `HeaderMap::get` answers.
+fn first<'a>(slot: &mut Option<&'a HeaderValue>, value: &'a HeaderValue) {
+    if slot.is_none() {
+        *slot = Some(value);
     }
-    headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
 }
 
-/// The mode for this request: `x-llmtape-mode`, else `default`.
-pub fn mode(headers: &HeaderMap, default: Mode) -> Result<Mode, ProxyError> {
-    header_choice(headers, &MODE, default, "auto, record, replay, passthrough")
-}
+impl<'a> Asked<'a> {
+    /// Reads `headers` once.
+    pub fn of(headers: &'a HeaderMap) -> Asked<'a> {
+        let mut asked = Asked::default();
+        for (name, value) in headers {
+            // Standard names compare as numbers; the others by their text.
+            if name == header::AUTHORIZATION {
+                first(&mut asked.authorization, value);
+            } else if name == header::CONTENT_TYPE {
+                first(&mut asked.content_type, value);
+            } else if name == header::CACHE_CONTROL {
+                asked.no_cache |= is_no_cache(value);
+            } else {
+                match name.as_str() {
+                    MODE_HEADER => first(&mut asked.mode, value),
+                    REPLAY_TIMING_HEADER => first(&mut asked.replay_timing, value),
+                    REPEATS_HEADER => first(&mut asked.repeats, value),
+                    NAMESPACE_HEADER => first(&mut asked.namespace, value),
+                    "api-key" => first(&mut asked.api_key, value),
+                    "x-api-key" => first(&mut asked.x_api_key, value),
+                    // Sent by the Anthropic SDKs on every call.
+                    "anthropic-version" => first(&mut asked.anthropic_version, value),
+                    "anthropic-beta" => asked.anthropic_beta.extend(value.to_str().ok()),
+                    _ => {}
+                }
+            }
+        }
+        asked
+    }
 
-/// The replay timing for this request: `x-llmtape-replay-timing`, else
-/// `default`.
-pub fn replay_timing(headers: &HeaderMap, default: Timing) -> Result<Timing, ProxyError> {
-    header_choice(headers, &REPLAY_TIMING, default, "instant, recorded")
+    /// The mode for this request: `x-llmtape-mode`, else `default`.
+    pub fn mode(&self, default: Mode) -> Result<Mode, ProxyError> {
+        header_choice(
+            self.mode,
+            MODE_HEADER,
+            default,
+            "auto, record, replay, passthrough",
+        )
+    }
+
+    /// The replay timing for this request: `x-llmtape-replay-timing`,
+    /// else `default`.
+    pub fn replay_timing(&self, default: Timing) -> Result<Timing, ProxyError> {
+        header_choice(
+            self.replay_timing,
+            REPLAY_TIMING_HEADER,
+            default,
+            "instant, recorded",
+        )
+    }
+
+    /// `x-llmtape-repeats` for this request, else `default`; a value it
+    /// does not know is the caller's mistake (400).
+    pub fn repeats(&self, default: Repeats) -> Result<Repeats, ProxyError> {
+        header_choice(self.repeats, REPEATS_HEADER, default, "same, sequence")
+    }
+
+    /// `Cache-Control: no-cache` (or `no-store`) asks for a fresh recording.
+    pub fn wants_no_cache(&self) -> bool {
+        self.no_cache
+    }
+
+    /// The dialect of a request to `path` with these headers.
+    pub fn dialect(&self, path: &str) -> Dialect {
+        Dialect::of(path, self.anthropic_version.is_some())
+    }
+
+    /// What the key is computed from.
+    pub fn key_parts(&self, parts: &'a Parts, body: &'a [u8]) -> RequestParts<'a> {
+        let text = |value: Option<&'a HeaderValue>| value.and_then(|v| v.to_str().ok());
+        RequestParts {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            content_type: text(self.content_type),
+            body,
+            namespace: text(self.namespace),
+            // Anthropic's SDKs send `x-api-key` (or, with an auth token,
+            // `Authorization`).
+            credential: self
+                .authorization
+                .or(self.api_key)
+                .or(self.x_api_key)
+                .map(HeaderValue::as_bytes),
+            anthropic_version: text(self.anthropic_version),
+            anthropic_beta: self.anthropic_beta.clone(),
+        }
+    }
 }
 
 /// A per-request override header: absent means `default`, anything that
 /// does not parse is the caller's mistake (400), never silently ignored.
 fn header_choice<T: std::str::FromStr>(
-    headers: &HeaderMap,
-    header: &'static HeaderName,
+    value: Option<&HeaderValue>,
+    header: &'static str,
     default: T,
     expected: &'static str,
 ) -> Result<T, ProxyError> {
-    match find(headers, header) {
+    match value {
         None => Ok(default),
         Some(value) => value
             .to_str()
             .ok()
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| ProxyError::BadHeader {
-                header: header.as_str(),
+                header,
                 value: String::from_utf8_lossy(value.as_bytes()).into_owned(),
                 expected,
             }),
     }
 }
 
-/// `Cache-Control: no-cache` (or `no-store`) asks for a fresh recording.
-pub fn wants_no_cache(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|d| {
+/// Whether one `Cache-Control` value holds `no-cache` or `no-store`.
+fn is_no_cache(value: &HeaderValue) -> bool {
+    value.to_str().is_ok_and(|v| {
+        v.split(',').any(|d| {
             let d = d.trim();
             d.eq_ignore_ascii_case("no-cache") || d.eq_ignore_ascii_case("no-store")
         })
+    })
 }
 
 /// What the key is computed from.
 pub fn key_parts<'a>(parts: &'a Parts, body: &'a [u8]) -> RequestParts<'a> {
-    let header = |name: &HeaderName| find(&parts.headers, name).and_then(|v| v.to_str().ok());
-    // Anthropic's SDKs send `x-api-key` (or, with an auth token,
-    // `Authorization`).
-    let credential = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .or_else(|| find(&parts.headers, &API_KEY))
-        .or_else(|| find(&parts.headers, &X_API_KEY))
-        .map(HeaderValue::as_bytes);
-    RequestParts {
-        method: parts.method.as_str(),
-        path: parts.uri.path(),
-        query: parts.uri.query(),
-        content_type: header(&header::CONTENT_TYPE),
-        body,
-        namespace: header(&NAMESPACE),
-        credential,
-        anthropic_version: header(&ANTHROPIC_VERSION),
-        anthropic_beta: match find(&parts.headers, &ANTHROPIC_BETA) {
-            None => Vec::new(),
-            Some(_) => parts
-                .headers
-                .get_all(&ANTHROPIC_BETA)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .collect(),
-        },
-    }
+    Asked::of(&parts.headers).key_parts(parts, body)
 }
 
 /// The path and query to forward.
@@ -120,37 +175,9 @@ pub fn path_and_query(parts: &Parts) -> &str {
         .unwrap_or("/")
 }
 
-/// `x-llmtape-repeats` for this request, else `default`; a value it does
-/// not know is the caller's mistake (400).
-pub fn repeats(headers: &HeaderMap, default: Repeats) -> Result<Repeats, ProxyError> {
-    match find(headers, &REPEATS) {
-        None => Ok(default),
-        Some(value) => value
-            .to_str()
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| ProxyError::BadHeader {
-                header: REPEATS_HEADER,
-                value: String::from_utf8_lossy(value.as_bytes()).into_owned(),
-                expected: "same, sequence",
-            }),
-    }
-}
-
-/// [`dialect_of`] a request not yet taken apart.
-pub fn dialect_of_request<B>(request: &http::Request<B>) -> Dialect {
-    Dialect::of(
-        request.uri().path(),
-        find(request.headers(), &ANTHROPIC_VERSION).is_some(),
-    )
-}
-
 /// The dialect of a request, by its path and headers.
 pub fn dialect_of(parts: &Parts) -> Dialect {
-    Dialect::of(
-        parts.uri.path(),
-        find(&parts.headers, &ANTHROPIC_VERSION).is_some(),
-    )
+    Asked::of(&parts.headers).dialect(parts.uri.path())
 }
 
 #[cfg(test)]
@@ -160,44 +187,76 @@ mod tests {
     #[test]
     fn mode_header_overrides_and_rejects_nonsense() {
         let mut headers = HeaderMap::new();
-        assert_eq!(mode(&headers, Mode::Auto).unwrap(), Mode::Auto);
+        assert_eq!(Asked::of(&headers).mode(Mode::Auto).unwrap(), Mode::Auto);
         headers.insert(MODE_HEADER, HeaderValue::from_static("replay"));
-        assert_eq!(mode(&headers, Mode::Auto).unwrap(), Mode::Replay);
+        assert_eq!(Asked::of(&headers).mode(Mode::Auto).unwrap(), Mode::Replay);
         headers.insert(MODE_HEADER, HeaderValue::from_static("sometimes"));
-        assert!(mode(&headers, Mode::Auto).is_err());
+        assert!(Asked::of(&headers).mode(Mode::Auto).is_err());
     }
 
     #[test]
-    fn find_answers_as_get_does_in_small_and_large_maps() {
+    fn one_pass_answers_as_get_does_in_small_and_large_maps() {
         for extra in [0usize, 3, 20] {
             let mut headers = HeaderMap::new();
             for i in 0..extra {
-                let name = HeaderName::from_bytes(format!("x-filler-{i}").as_bytes()).unwrap();
+                let name =
+                    http::HeaderName::from_bytes(format!("x-filler-{i}").as_bytes()).unwrap();
                 headers.insert(name, HeaderValue::from_static("f"));
             }
-            assert_eq!(find(&headers, &MODE), None, "{extra}");
-            headers.append(&MODE, HeaderValue::from_static("replay"));
-            headers.append(&MODE, HeaderValue::from_static("record"));
+            assert_eq!(Asked::of(&headers).mode, None, "{extra}");
+            headers.append(MODE_HEADER, HeaderValue::from_static("replay"));
+            headers.append(MODE_HEADER, HeaderValue::from_static("record"));
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("a/b"));
-            for name in [&MODE, &header::CONTENT_TYPE, &NAMESPACE] {
-                assert_eq!(find(&headers, name), headers.get(name), "{extra} {name}");
-            }
+            headers.append("x-api-key", HeaderValue::from_static("k1"));
+            headers.append("anthropic-beta", HeaderValue::from_static("b1"));
+            headers.append("x-filler-last", HeaderValue::from_static("f"));
+            headers.append("anthropic-beta", HeaderValue::from_static("b2,b3"));
+            let asked = Asked::of(&headers);
+            assert_eq!(asked.mode, headers.get(MODE_HEADER), "the first value");
+            assert_eq!(asked.content_type, headers.get(header::CONTENT_TYPE));
+            assert_eq!(asked.namespace, None);
             assert_eq!(
-                mode(&headers, Mode::Auto).unwrap(),
-                Mode::Replay,
-                "the first value"
+                asked.anthropic_beta,
+                ["b1", "b2,b3"],
+                "every value, in order"
             );
+            assert_eq!(asked.mode(Mode::Auto).unwrap(), Mode::Replay);
+            let (parts, ()) = http::Request::post("/v1/messages?beta=true")
+                .body(())
+                .unwrap()
+                .into_parts();
+            let mut parts = parts;
+            parts.headers = headers.clone();
+            let key = key_parts(&parts, b"{}");
+            assert_eq!(
+                key.credential,
+                Some(&b"k1"[..]),
+                "x-api-key without Authorization"
+            );
+            assert_eq!(key.query, Some("beta=true"));
+            parts
+                .headers
+                .insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer a"));
+            assert_eq!(key_parts(&parts, b"{}").credential, Some(&b"Bearer a"[..]));
         }
+    }
+
+    #[test]
+    fn a_bad_override_names_its_header() {
+        let mut headers = HeaderMap::new();
+        headers.insert(REPEATS_HEADER, HeaderValue::from_static("twice"));
+        let error = Asked::of(&headers).repeats(Repeats::Same).unwrap_err();
+        assert!(error.to_string().contains(REPEATS_HEADER), "{error}");
     }
 
     #[test]
     fn no_cache_is_found_among_directives() {
         let mut headers = HeaderMap::new();
-        assert!(!wants_no_cache(&headers));
+        assert!(!Asked::of(&headers).wants_no_cache());
         headers.insert(
             header::CACHE_CONTROL,
             HeaderValue::from_static("max-age=0, No-Cache"),
         );
-        assert!(wants_no_cache(&headers));
+        assert!(Asked::of(&headers).wants_no_cache());
     }
 }

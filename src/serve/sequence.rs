@@ -131,7 +131,14 @@ mod tests {
     use super::*;
     use crate::key::Repeats;
     use crate::serve::headers::REPEATS_HEADER;
-    use crate::serve::request::repeats;
+    use crate::serve::request::Asked;
+
+    fn repeats(
+        headers: &HeaderMap,
+        default: Repeats,
+    ) -> Result<Repeats, crate::serve::error::ProxyError> {
+        Asked::of(headers).repeats(default)
+    }
 
     #[test]
     fn the_headers_are_read_and_nonsense_is_refused() {
