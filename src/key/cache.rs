@@ -18,7 +18,7 @@
 //! In front of it, recent requests are also remembered by their exact
 //! bytes, within a byte budget: a repeat is found by a keyed hash
 //! (foldhash, a random seed per process) of the request's small fields and a
-//! sample of its body (all of a small body; the ends and 32 words of a
+//! sample of its body (all of a small body; the ends and 16 words of a
 //! large one: an agent's request carries its whole context, and 100 KB is
 //! ordinary) and confirmed by comparing every byte of every input. That
 //! costs a fraction of a blake3 pass (a tenth for 100 KB). The comparison,
@@ -70,8 +70,8 @@ const EXACT_PER_SAMPLE: usize = 4;
 
 /// Bytes hashed from each end of a body, and words sampled between, to
 /// pick its bucket (the comparison decides, so the sample only spreads).
-const SAMPLE_EDGE: usize = 256;
-const SAMPLE_WORDS: usize = 32;
+const SAMPLE_EDGE: usize = 64;
+const SAMPLE_WORDS: usize = 16;
 
 /// Large bodies by their exact bytes.
 #[derive(Debug, Default)]
@@ -102,6 +102,11 @@ pub struct KeyMemo {
     /// bodies at another's bucket. foldhash, not std's SipHash: a third
     /// of the instructions for a 1 KB body, and the comparison decides.
     sample_key: foldhash::fast::RandomState,
+    /// The rules every key of this memo is computed under.
+    rules: KeyRules,
+    /// [`KeyRules`]' part of [`frame`], framed once: the presets and
+    /// pointers, the same for every request.
+    rules_frame: Vec<u8>,
 }
 
 /// A request's key, and its canonical form when it had to be computed.
@@ -115,19 +120,31 @@ pub struct Keyed {
 }
 
 impl KeyMemo {
-    /// A memo holding at most about `capacity` keys (0 disables it).
-    pub fn new(capacity: usize) -> KeyMemo {
+    /// A memo holding at most about `capacity` keys (0 disables it) of
+    /// requests keyed under `rules`. One memo serves one set of rules: it
+    /// never hands out a key computed under others.
+    pub fn new(capacity: usize, rules: KeyRules) -> KeyMemo {
+        let mut rules_frame = Vec::new();
+        frame_rules(&rules, |bytes| rules_frame.extend_from_slice(bytes));
         KeyMemo {
             keys: ShardedMap::new(SHARDS),
             per_shard: capacity.div_ceil(SHARDS),
             exact: RwLock::default(),
             sample_key: foldhash::fast::RandomState::default(),
+            rules,
+            rules_frame,
         }
     }
 
-    /// The key of `parts` under `rules`: from the memo when these exact
-    /// bytes were seen, otherwise canonicalised (and remembered).
-    pub fn key(&self, parts: &RequestParts<'_>, rules: &KeyRules) -> Keyed {
+    /// The rules its keys are computed under.
+    pub fn rules(&self) -> &KeyRules {
+        &self.rules
+    }
+
+    /// The key of `parts`: from the memo when these exact bytes were seen,
+    /// otherwise canonicalised (and remembered).
+    pub fn key(&self, parts: &RequestParts<'_>) -> Keyed {
+        let rules = &self.rules;
         if self.per_shard == 0 {
             let canonical = Canonical::new(parts, rules);
             return Keyed {
@@ -138,7 +155,7 @@ impl KeyMemo {
         let (sample, found, head) = HEAD.with(|buffer| {
             let mut head = buffer.borrow_mut();
             head.clear();
-            frame(parts, rules, |bytes| head.extend_from_slice(bytes));
+            self.frame(parts, |bytes| head.extend_from_slice(bytes));
             let body = Spread::One(parts.body);
             let sample = self.sample(&head, body);
             match self.exact_get(sample, &head, body) {
@@ -152,7 +169,7 @@ impl KeyMemo {
                 canonical: None,
             };
         }
-        let keyed = self.hashed(parts, rules);
+        let keyed = self.hashed(parts);
         self.exact_insert(sample, head, parts.body, keyed.key);
         keyed
     }
@@ -161,19 +178,14 @@ impl KeyMemo {
     /// is not read), when the exact memo holds these bytes: found without
     /// joining the pieces. `None` sends the caller to [`KeyMemo::key`] with
     /// the body whole.
-    pub fn remembered(
-        &self,
-        parts: &RequestParts<'_>,
-        pieces: &[Bytes],
-        rules: &KeyRules,
-    ) -> Option<RequestKey> {
+    pub fn remembered(&self, parts: &RequestParts<'_>, pieces: &[Bytes]) -> Option<RequestKey> {
         if self.per_shard == 0 {
             return None;
         }
         HEAD.with(|buffer| {
             let mut head = buffer.borrow_mut();
             head.clear();
-            frame(parts, rules, |bytes| head.extend_from_slice(bytes));
+            self.frame(parts, |bytes| head.extend_from_slice(bytes));
             let body = Spread::Pieces(pieces);
             let sample = self.sample(&head, body);
             self.exact_get(sample, &head, body)
@@ -181,8 +193,9 @@ impl KeyMemo {
     }
 
     /// The key from the hashed memo, or canonicalised (and remembered).
-    fn hashed(&self, parts: &RequestParts<'_>, rules: &KeyRules) -> Keyed {
-        let raw = raw_hash(parts, rules);
+    fn hashed(&self, parts: &RequestParts<'_>) -> Keyed {
+        let rules = &self.rules;
+        let raw = self.raw_hash(parts);
         if let Some(key) = self.keys.get(&raw) {
             return Keyed {
                 key,
@@ -361,70 +374,83 @@ impl Spread<'_> {
     }
 }
 
-/// Feeds every input of canonicalisation but the body to `sink`, each
-/// length-prefixed (`u64::MAX` for an absent one), so the bytes name the
-/// fields exactly.
-fn frame(parts: &RequestParts<'_>, rules: &KeyRules, mut sink: impl FnMut(&[u8])) {
-    let mut field = |bytes: Option<&[u8]>| match bytes {
+impl KeyMemo {
+    /// Feeds every input of canonicalisation but the body to `sink`, each
+    /// length-prefixed (`u64::MAX` for an absent one), so the bytes name
+    /// the fields exactly.
+    fn frame(&self, parts: &RequestParts<'_>, mut sink: impl FnMut(&[u8])) {
+        let mut put = |bytes: Option<&[u8]>| field(&mut sink, bytes);
+        put(Some(parts.method.as_bytes()));
+        put(Some(parts.path.as_bytes()));
+        put(parts.query.map(str::as_bytes));
+        put(parts.content_type.map(str::as_bytes));
+        put(parts.namespace.map(str::as_bytes));
+        // Without per-credential keys the credential does not change the
+        // key, so it must not split the memo either.
+        put(if self.rules.per_credential {
+            Some(parts.credential.unwrap_or(b""))
+        } else {
+            None
+        });
+        sink(&self.rules_frame);
+        // The Anthropic headers in the key; the betas counted first so
+        // that a list of them cannot run into the next field.
+        let mut put = |bytes: Option<&[u8]>| field(&mut sink, bytes);
+        put(parts.anthropic_version.map(str::as_bytes));
+        put(Some(&(parts.anthropic_beta.len() as u64).to_le_bytes()));
+        for beta in &parts.anthropic_beta {
+            put(Some(beta.as_bytes()));
+        }
+    }
+
+    /// blake3 over every input of canonicalisation, length-prefixed,
+    /// keyed by a key derived once from [`RAW_CONTEXT`] (deriving it per
+    /// request cost a compression of the context every time). Streamed:
+    /// no buffer.
+    fn raw_hash(&self, parts: &RequestParts<'_>) -> [u8; 32] {
+        static RAW_KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+        let key = RAW_KEY.get_or_init(|| blake3::derive_key(RAW_CONTEXT, b"memo"));
+        let mut hasher = blake3::Hasher::new_keyed(key);
+        self.frame(parts, |bytes| {
+            hasher.update(bytes);
+        });
+        hasher.update(&(parts.body.len() as u64).to_le_bytes());
+        hasher.update(parts.body);
+        *hasher.finalize().as_bytes()
+    }
+
+    /// [`KeyMemo::frame`] as bytes (what the exact memo compares).
+    #[cfg(test)]
+    fn framed_head(&self, parts: &RequestParts<'_>) -> Vec<u8> {
+        let mut out = Vec::with_capacity(128);
+        self.frame(parts, |bytes| out.extend_from_slice(bytes));
+        out
+    }
+}
+
+/// One length-prefixed field (`u64::MAX` for an absent one).
+fn field(sink: &mut impl FnMut(&[u8]), bytes: Option<&[u8]>) {
+    match bytes {
         None => sink(&u64::MAX.to_le_bytes()),
         Some(bytes) => {
             sink(&(bytes.len() as u64).to_le_bytes());
             sink(bytes);
         }
-    };
-    field(Some(parts.method.as_bytes()));
-    field(Some(parts.path.as_bytes()));
-    field(parts.query.map(str::as_bytes));
-    field(parts.content_type.map(str::as_bytes));
-    field(parts.namespace.map(str::as_bytes));
-    // Without per-credential keys the credential does not change the key,
-    // so it must not split the memo either.
-    field(if rules.per_credential {
-        Some(parts.credential.unwrap_or(b""))
-    } else {
-        None
-    });
-    // The rules: one memo serves one proxy's rules, but a memo must never
-    // hand out a key computed under other presets or pointers. A few short
-    // strings, framed without allocating.
-    field(Some(&(rules.presets.len() as u64).to_le_bytes()));
+    }
+}
+
+/// The rules' part of a request's frame: one memo serves one proxy's
+/// rules, but its bytes name them all the same (a few short strings).
+fn frame_rules(rules: &KeyRules, mut sink: impl FnMut(&[u8])) {
+    let mut put = |bytes: Option<&[u8]>| field(&mut sink, bytes);
+    put(Some(&(rules.presets.len() as u64).to_le_bytes()));
     for preset in &rules.presets {
-        field(Some(preset.as_str().as_bytes()));
+        put(Some(preset.as_str().as_bytes()));
     }
-    field(Some(&(rules.ignore_fields.len() as u64).to_le_bytes()));
+    put(Some(&(rules.ignore_fields.len() as u64).to_le_bytes()));
     for pointer in &rules.ignore_fields {
-        field(Some(pointer.as_bytes()));
+        put(Some(pointer.as_bytes()));
     }
-    // The Anthropic headers in the key; the betas counted first so that a
-    // list of them cannot run into the next field.
-    field(parts.anthropic_version.map(str::as_bytes));
-    field(Some(&(parts.anthropic_beta.len() as u64).to_le_bytes()));
-    for beta in &parts.anthropic_beta {
-        field(Some(beta.as_bytes()));
-    }
-}
-
-/// [`frame`] as bytes (what the exact memo compares).
-#[cfg(test)]
-fn framed_head(parts: &RequestParts<'_>, rules: &KeyRules) -> Vec<u8> {
-    let mut out = Vec::with_capacity(128);
-    frame(parts, rules, |bytes| out.extend_from_slice(bytes));
-    out
-}
-
-/// blake3 over every input of canonicalisation, length-prefixed, keyed
-/// by a key derived once from [`RAW_CONTEXT`] (deriving it per request
-/// cost a compression of the context every time). Streamed: no buffer.
-fn raw_hash(parts: &RequestParts<'_>, rules: &KeyRules) -> [u8; 32] {
-    static RAW_KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
-    let key = RAW_KEY.get_or_init(|| blake3::derive_key(RAW_CONTEXT, b"memo"));
-    let mut hasher = blake3::Hasher::new_keyed(key);
-    frame(parts, rules, |bytes| {
-        hasher.update(bytes);
-    });
-    hasher.update(&(parts.body.len() as u64).to_le_bytes());
-    hasher.update(parts.body);
-    *hasher.finalize().as_bytes()
 }
 
 #[cfg(test)]
@@ -455,28 +481,28 @@ mod tests {
 
     #[test]
     fn a_repeat_request_takes_its_key_from_the_memo_and_it_is_the_canonical_key() {
-        let memo = KeyMemo::new(DEFAULT_CAPACITY);
+        let memo = KeyMemo::new(DEFAULT_CAPACITY, rules(false));
         let body = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"seed":1}"#;
-        let first = memo.key(&parts(body, None), &rules(false));
+        let first = memo.key(&parts(body, None));
         let canonical = first.canonical.expect("a first request is canonicalised");
         assert_eq!(first.key, canonical.key());
-        let second = memo.key(&parts(body, None), &rules(false));
+        let second = memo.key(&parts(body, None));
         assert!(second.canonical.is_none(), "the repeat came from the memo");
         assert_eq!(second.key, first.key);
     }
 
     #[test]
     fn equal_json_in_other_bytes_is_canonicalised_and_gets_the_same_key() {
-        let memo = KeyMemo::new(DEFAULT_CAPACITY);
-        let a = memo.key(&parts(br#"{"a":1,"b":[1.0,2]}"#, None), &rules(false));
-        let b = memo.key(&parts(br#"{ "b": [1, 2.0], "a": 1 }"#, None), &rules(false));
+        let memo = KeyMemo::new(DEFAULT_CAPACITY, rules(false));
+        let a = memo.key(&parts(br#"{"a":1,"b":[1.0,2]}"#, None));
+        let b = memo.key(&parts(br#"{ "b": [1, 2.0], "a": 1 }"#, None));
         assert!(b.canonical.is_some());
         assert_eq!(a.key, b.key);
     }
 
     #[test]
     fn every_input_of_the_key_splits_the_memo() {
-        let memo = KeyMemo::new(DEFAULT_CAPACITY);
+        let memo = KeyMemo::new(DEFAULT_CAPACITY, rules(false));
         let body = br#"{"model":"m"}"#;
         let base = parts(body, None);
         let variants = [
@@ -501,37 +527,36 @@ mod tests {
                 ..base.clone()
             },
         ];
-        let _ = memo.key(&base, &rules(false));
+        let _ = memo.key(&base);
         for variant in &variants {
-            let keyed = memo.key(variant, &rules(false));
+            let keyed = memo.key(variant);
             assert!(keyed.canonical.is_some(), "{variant:?} hit the memo");
-            assert_eq!(keyed.key, Canonical::new(variant, &rules(false)).key());
+            assert_eq!(keyed.key, Canonical::new(variant, memo.rules()).key());
         }
     }
 
     #[test]
     fn the_credential_splits_the_memo_only_when_it_is_part_of_the_key() {
         let body = br#"{"model":"m"}"#;
-        let global = KeyMemo::new(DEFAULT_CAPACITY);
-        let a = global.key(&parts(body, Some(b"Bearer sk-a")), &rules(false));
-        let b = global.key(&parts(body, Some(b"Bearer sk-b")), &rules(false));
+        let global = KeyMemo::new(DEFAULT_CAPACITY, rules(false));
+        let a = global.key(&parts(body, Some(b"Bearer sk-a")));
+        let b = global.key(&parts(body, Some(b"Bearer sk-b")));
         assert!(b.canonical.is_none());
         assert_eq!(a.key, b.key);
 
-        let tenants = KeyMemo::new(DEFAULT_CAPACITY);
-        let a = tenants.key(&parts(body, Some(b"Bearer sk-a")), &rules(true));
-        let b = tenants.key(&parts(body, Some(b"Bearer sk-b")), &rules(true));
+        let tenants = KeyMemo::new(DEFAULT_CAPACITY, rules(true));
+        let a = tenants.key(&parts(body, Some(b"Bearer sk-a")));
+        let b = tenants.key(&parts(body, Some(b"Bearer sk-b")));
         assert!(b.canonical.is_some());
         assert_ne!(a.key, b.key);
     }
 
     #[test]
-    fn presets_and_pointers_split_the_memo() {
-        let memo = KeyMemo::new(DEFAULT_CAPACITY);
+    fn each_memo_keys_under_its_own_rules_and_frames_them() {
         let body = br#"{"model":"m","user":"u","metadata":{"user_id":"s"}}"#;
         let base = rules(false);
-        let _ = memo.key(&parts(body, None), &base);
         let variants = [
+            base.clone(),
             KeyRules {
                 presets: vec![],
                 ..base.clone()
@@ -545,19 +570,33 @@ mod tests {
                 ..base.clone()
             },
         ];
+        let mut heads = Vec::new();
         for variant in &variants {
-            let keyed = memo.key(&parts(body, None), variant);
-            assert!(keyed.canonical.is_some(), "{variant:?} hit the memo");
-            assert_eq!(keyed.key, Canonical::new(&parts(body, None), variant).key());
+            let memo = KeyMemo::new(DEFAULT_CAPACITY, variant.clone());
+            let first = memo.key(&parts(body, None));
+            let again = memo.key(&parts(body, None));
+            assert!(again.canonical.is_none());
+            let canonical = Canonical::new(&parts(body, None), variant).key();
+            assert_eq!(
+                (first.key, again.key),
+                (canonical, canonical),
+                "{variant:?}"
+            );
+            heads.push(memo.framed_head(&parts(body, None)));
+        }
+        for (i, a) in heads.iter().enumerate() {
+            for b in &heads[i + 1..] {
+                assert_ne!(a, b, "two rule sets framed alike");
+            }
         }
     }
 
     #[test]
     fn the_memo_stays_within_its_capacity() {
-        let memo = KeyMemo::new(64);
+        let memo = KeyMemo::new(64, rules(false));
         for i in 0..10_000 {
             let body = format!(r#"{{"n":{i}}}"#);
-            let _ = memo.key(&parts(body.as_bytes(), None), &rules(false));
+            let _ = memo.key(&parts(body.as_bytes(), None));
         }
         assert!(memo.len() <= 64, "{} keys remembered", memo.len());
         assert!(!memo.is_empty());
@@ -572,11 +611,11 @@ mod tests {
 
     #[test]
     fn a_small_repeat_is_found_by_its_bytes_too() {
-        let memo = KeyMemo::new(DEFAULT_CAPACITY);
+        let memo = KeyMemo::new(DEFAULT_CAPACITY, rules(false));
         let body = br#"{"model":"m"}"#;
-        let first = memo.key(&parts(body, None), &rules(false));
+        let first = memo.key(&parts(body, None));
         assert_eq!((memo.exact_len(), memo.len()), (1, 1));
-        let second = memo.key(&parts(body, None), &rules(false));
+        let second = memo.key(&parts(body, None));
         assert!(second.canonical.is_none());
         assert_eq!(second.key, first.key);
         // One byte apart, and a body that is a prefix of another.
@@ -585,7 +624,7 @@ mod tests {
             br#"{"model":"m"}  "#,
             br#"{"model""#,
         ] {
-            let keyed = memo.key(&parts(other, None), &rules(false));
+            let keyed = memo.key(&parts(other, None));
             assert!(
                 keyed.canonical.is_some(),
                 "{:?}",
@@ -596,12 +635,12 @@ mod tests {
 
     #[test]
     fn a_large_repeat_is_found_by_its_bytes() {
-        let memo = KeyMemo::new(DEFAULT_CAPACITY);
+        let memo = KeyMemo::new(DEFAULT_CAPACITY, rules(false));
         let body = large(100 * 1024, 'a');
-        let first = memo.key(&parts(&body, None), &rules(false));
+        let first = memo.key(&parts(&body, None));
         assert!(first.canonical.is_some());
         assert_eq!(memo.exact_len(), 1);
-        let second = memo.key(&parts(&body, None), &rules(false));
+        let second = memo.key(&parts(&body, None));
         assert!(second.canonical.is_none());
         assert_eq!(second.key, first.key);
     }
@@ -619,9 +658,9 @@ mod tests {
 
     #[test]
     fn a_body_in_pieces_samples_and_compares_as_it_does_whole() {
-        let memo = KeyMemo::new(DEFAULT_CAPACITY);
-        let head = framed_head(&parts(b"", None), &rules(false));
-        for size in [0, 700, 730, 3000, 100 * 1024] {
+        let memo = KeyMemo::new(DEFAULT_CAPACITY, rules(false));
+        let head = memo.framed_head(&parts(b"", None));
+        for size in [0, 200, 230, 3000, 100 * 1024] {
             let body = large(size, 'p');
             let body = body.as_slice();
             let len = body.len();
@@ -650,34 +689,36 @@ mod tests {
 
     #[test]
     fn a_repeat_in_pieces_is_found_without_joining_and_only_when_every_byte_matches() {
-        let memo = KeyMemo::new(DEFAULT_CAPACITY);
+        let memo = KeyMemo::new(DEFAULT_CAPACITY, rules(false));
         let body = large(100 * 1024, 'a');
         let pieces = cut(&body, &[65_536]);
         assert_eq!(
-            memo.remembered(&parts(b"", None), &pieces, &rules(false)),
+            memo.remembered(&parts(b"", None), &pieces),
             None,
             "nothing is remembered yet"
         );
-        let first = memo.key(&parts(&body, None), &rules(false));
-        assert_eq!(
-            memo.remembered(&parts(b"", None), &pieces, &rules(false)),
-            Some(first.key)
-        );
+        let first = memo.key(&parts(&body, None));
+        assert_eq!(memo.remembered(&parts(b"", None), &pieces), Some(first.key));
         // One byte changed in the second piece, where no sample reads.
         let mut changed = body.clone();
         let stride = changed.len() / (SAMPLE_WORDS + 1);
         changed[2 * stride + 20] ^= 1;
         assert_eq!(
-            memo.remembered(&parts(b"", None), &cut(&changed, &[65_536]), &rules(false)),
+            memo.remembered(&parts(b"", None), &cut(&changed, &[65_536])),
             None
         );
         // The other inputs still split it.
+        let tenants = KeyMemo::new(DEFAULT_CAPACITY, rules(true));
+        let _ = tenants.key(&parts(&body, Some(b"sk-one")));
+        assert!(tenants
+            .remembered(&parts(b"", Some(b"sk-one")), &pieces)
+            .is_some());
         assert_eq!(
-            memo.remembered(&parts(b"", Some(b"sk-other")), &pieces, &rules(true)),
+            tenants.remembered(&parts(b"", Some(b"sk-other")), &pieces),
             None
         );
         assert_eq!(
-            KeyMemo::new(0).remembered(&parts(b"", None), &pieces, &rules(false)),
+            KeyMemo::new(0, rules(false)).remembered(&parts(b"", None), &pieces),
             None
         );
     }
@@ -686,33 +727,30 @@ mod tests {
     fn large_bodies_that_share_every_sampled_byte_keep_their_own_keys() {
         // Differ in one byte that the sample does not read: same bucket,
         // and the comparison tells them apart.
-        let memo = KeyMemo::new(DEFAULT_CAPACITY);
+        let memo = KeyMemo::new(DEFAULT_CAPACITY, rules(false));
         let a = large(100 * 1024, 'a');
         let mut b = a.clone();
         let stride = b.len() / (SAMPLE_WORDS + 1);
         let at = stride + 20;
         b[at] = b'b';
-        let head = framed_head(&parts(&a, None), &rules(false));
+        let head = memo.framed_head(&parts(&a, None));
         assert_eq!(
             memo.sample(&head, Spread::One(&a)),
             memo.sample(&head, Spread::One(&b))
         );
-        let ka = memo.key(&parts(&a, None), &rules(false)).key;
-        let kb = memo.key(&parts(&b, None), &rules(false));
+        let ka = memo.key(&parts(&a, None)).key;
+        let kb = memo.key(&parts(&b, None));
         assert!(kb.canonical.is_some(), "b was not taken for a");
         assert_ne!(ka, kb.key);
-        assert_eq!(
-            kb.key,
-            Canonical::new(&parts(&b, None), &rules(false)).key()
-        );
+        assert_eq!(kb.key, Canonical::new(&parts(&b, None), memo.rules()).key());
         // Both are remembered, each with its own key.
-        assert_eq!(memo.key(&parts(&a, None), &rules(false)).key, ka);
-        assert_eq!(memo.key(&parts(&b, None), &rules(false)).key, kb.key);
+        assert_eq!(memo.key(&parts(&a, None)).key, ka);
+        assert_eq!(memo.key(&parts(&b, None)).key, kb.key);
     }
 
     #[test]
     fn a_crowded_sample_evicts_only_its_own_bucket_and_stays_exact() {
-        let memo = KeyMemo::new(DEFAULT_CAPACITY);
+        let memo = KeyMemo::new(DEFAULT_CAPACITY, rules(false));
         let base = large(64 * 1024, 'a');
         let stride = base.len() / (SAMPLE_WORDS + 1);
         let mut keys = Vec::new();
@@ -720,33 +758,33 @@ mod tests {
             let mut body = base.clone();
             body[stride + 20] = b'a' + (i % 26) as u8;
             body[stride + 21] = b'a' + (i / 26) as u8;
-            let keyed = memo.key(&parts(&body, None), &rules(false));
+            let keyed = memo.key(&parts(&body, None));
             assert_eq!(
                 keyed.key,
-                Canonical::new(&parts(&body, None), &rules(false)).key()
+                Canonical::new(&parts(&body, None), memo.rules()).key()
             );
             keys.push((body, keyed.key));
         }
         assert!(memo.exact_len() <= EXACT_PER_SAMPLE);
         for (body, key) in &keys {
-            assert_eq!(memo.key(&parts(body, None), &rules(false)).key, *key);
+            assert_eq!(memo.key(&parts(body, None)).key, *key);
         }
     }
 
     #[test]
     fn the_exact_memo_stays_within_its_budget_and_every_input_splits_it() {
-        let memo = KeyMemo::new(DEFAULT_CAPACITY);
+        let memo = KeyMemo::new(DEFAULT_CAPACITY, rules(false));
         for i in 0..(2 * EXACT_BUDGET / (100 * 1024)) {
             let body = large(100 * 1024, char::from(b'a' + (i % 26) as u8));
             let mut body = body;
             body.extend_from_slice(format!(" {i}").as_bytes());
-            let _ = memo.key(&parts(&body, None), &rules(false));
+            let _ = memo.key(&parts(&body, None));
         }
         let held: usize = crate::sync::read(&memo.exact).bytes;
         assert!(held <= EXACT_BUDGET, "{held} bytes held");
         let body = large(32 * 1024, 'z');
         let base = parts(&body, None);
-        let _ = memo.key(&base, &rules(false));
+        let _ = memo.key(&base);
         for variant in [
             RequestParts {
                 path: "/v1/embeddings",
@@ -761,21 +799,18 @@ mod tests {
                 ..base.clone()
             },
         ] {
-            let keyed = memo.key(&variant, &rules(false));
+            let keyed = memo.key(&variant);
             assert!(keyed.canonical.is_some(), "{variant:?} hit the memo");
-            assert_eq!(keyed.key, Canonical::new(&variant, &rules(false)).key());
+            assert_eq!(keyed.key, Canonical::new(&variant, memo.rules()).key());
         }
     }
 
     #[test]
     fn capacity_zero_always_canonicalises() {
-        let memo = KeyMemo::new(0);
+        let memo = KeyMemo::new(0, rules(false));
         let body = br#"{"model":"m"}"#;
         for _ in 0..2 {
-            assert!(memo
-                .key(&parts(body, None), &rules(false))
-                .canonical
-                .is_some());
+            assert!(memo.key(&parts(body, None)).canonical.is_some());
         }
         assert!(memo.is_empty());
     }

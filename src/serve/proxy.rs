@@ -27,7 +27,7 @@ use http_body_util::BodyExt;
 use crate::body::{collect_pieces, BoxError, CollectError, IdleTimeout, ProxyBody};
 use crate::config::{Config, Mode, Timing};
 use crate::key::cache::{self, KeyMemo, Keyed};
-use crate::key::{Canonical, KeyRules, Repeats, RequestKey};
+use crate::key::{Canonical, Repeats, RequestKey};
 use crate::record::redact::{strip_hop_by_hop, Redactor, Sensitive};
 use crate::route::{RouteId, Routes};
 use crate::serve::admin::{self, Commands};
@@ -69,7 +69,6 @@ pub(super) struct Shared {
     pub(super) upstream: Upstream,
     /// Where Anthropic requests go (`upstream.anthropic_url`).
     pub(super) anthropic: Upstream,
-    pub(super) rules: KeyRules,
     pub(super) redactor: Redactor,
     pub(super) max_body_bytes: usize,
     pub(super) record_errors: bool,
@@ -106,7 +105,6 @@ impl Proxy {
                 upstream: Upstream::new(&config.upstream)?,
                 anthropic: Upstream::anthropic(&config.upstream)?,
                 tier,
-                rules: config.key.rules(),
                 redactor: Redactor::new(config.redact.headers.clone()),
                 max_body_bytes: config.server.max_body_bytes,
                 record_errors: config.store.record_errors,
@@ -119,7 +117,7 @@ impl Proxy {
                 admin_token: config.server.admin_token.clone().map(Sensitive),
                 sampling_namespaces: config.key.sampling_namespaces.clone(),
                 hot: HotCache::new(HOT_CACHE_BYTES),
-                memo: KeyMemo::new(cache::DEFAULT_CAPACITY),
+                memo: KeyMemo::new(cache::DEFAULT_CAPACITY, config.key.rules()),
                 routes: config.routes.clone(),
                 repeats: config.key.repeats,
                 runs: Runs::default(),
@@ -143,12 +141,12 @@ impl Proxy {
     {
         let started = Instant::now();
         let s = &self.shared;
-        let method = request.method().clone();
-        // A refcounted handle for the log line, not a copy of the path.
-        let uri = request.uri().clone();
+        // The head stays here, lent to what decides the answer, so the log
+        // line reads its method and path without a copy of either.
+        let (parts, body) = request.into_parts();
         // Classified once, here, so the log line can name the route: a
         // copyable id, named by a borrow of the config (no allocation).
-        let route = s.routes.classify(&method, uri.path());
+        let route = s.routes.classify(&parts.method, parts.uri.path());
         let _in_flight = InFlight::enter(&s.metrics);
         let answer = if s.metrics.in_flight.load(Ordering::Relaxed) > s.max_in_flight as i64 {
             s.metrics.rejected.fetch_add(1, Ordering::Relaxed);
@@ -162,7 +160,7 @@ impl Proxy {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             answer
         } else {
-            self.route(request, route).await
+            self.route(&parts, body, route).await
         };
         // One clock read for the histogram and the log line.
         let elapsed = started.elapsed();
@@ -183,8 +181,8 @@ impl Proxy {
             None => {}
         }
         crate::request_line!(
-            method = %method,
-            path = uri.path(),
+            method = %parts.method,
+            path = parts.uri.path(),
             route = route.map_or("-", |id| s.routes.name(id)),
             key = %answer.key,
             nearest = %answer.nearest,
@@ -201,24 +199,21 @@ impl Proxy {
     /// Every path but a local hit awaits its future in a box of its own:
     /// a future holds the largest of its states, and the miss paths' made
     /// each hit's future kilobytes long, copied into its box per request.
-    async fn route<B>(&self, request: Request<B>, route: Option<RouteId>) -> Answer
+    async fn route<B>(&self, parts: &Parts, body: B, route: Option<RouteId>) -> Answer
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
         let s = &self.shared;
-        let path = request.uri().path();
+        let path = parts.uri.path();
         if path.starts_with(admin::ADMIN_PREFIX) {
+            // Rare: their copy of the head costs the hits nothing.
             if path == admin::COMMAND_PATH {
+                let request = Request::from_parts(parts.clone(), body);
                 return Answer::new(Box::pin(self.command(request)).await, None, None);
             }
-            return Answer::new(
-                Box::pin(self.admin(request.into_parts().0)).await,
-                None,
-                None,
-            );
+            return Answer::new(Box::pin(self.admin(parts.clone())).await, None, None);
         }
-        let (parts, body) = request.into_parts();
         let asked = request::Asked::of(&parts.headers);
         let dialect = asked.dialect(parts.uri.path());
         let mode = match asked.mode(s.mode) {
@@ -227,7 +222,7 @@ impl Proxy {
         };
         if mode == Mode::Passthrough || route.is_none() {
             let body = body.map_err(Into::into).boxed_unsync();
-            return Box::pin(self.forward(&parts, body)).await;
+            return Box::pin(self.forward(parts, body)).await;
         }
 
         let mut pieces = match collect_pieces(body, s.max_body_bytes).await {
@@ -249,17 +244,15 @@ impl Proxy {
         // A repeat of exact bytes takes its key from the memo, without
         // joining the body's pieces; the canonical form is only built when
         // this request needs it.
-        let remembered =
-            s.memo
-                .remembered(&asked.key_parts(&parts, &[]), pieces.as_slice(), &s.rules);
+        let remembered = s
+            .memo
+            .remembered(&asked.key_parts(parts, &[]), pieces.as_slice());
         let Keyed { key, canonical } = match remembered {
             Some(key) => Keyed {
                 key,
                 canonical: None,
             },
-            None => s
-                .memo
-                .key(&asked.key_parts(&parts, pieces.joined()), &s.rules),
+            None => s.memo.key(&asked.key_parts(parts, pieces.joined())),
         };
         let timing = match asked.replay_timing(s.timing) {
             Ok(timing) => timing,
@@ -281,7 +274,7 @@ impl Proxy {
                     re_record,
                     timing,
                 };
-                return Box::pin(self.sequence(&parts, pieces.into_bytes(), plain)).await;
+                return Box::pin(self.sequence(parts, pieces.into_bytes(), plain)).await;
             }
             Err(error) => return Answer::error(&error, Some(&key)),
         }
@@ -294,10 +287,10 @@ impl Proxy {
             }
         }
         let body = pieces.into_bytes();
-        let canonical =
-            canonical.unwrap_or_else(|| Canonical::new(&asked.key_parts(&parts, &body), &s.rules));
+        let canonical = canonical
+            .unwrap_or_else(|| Canonical::new(&asked.key_parts(parts, &body), s.memo.rules()));
         if mode == Mode::Replay {
-            return self.replay_miss(&parts, &canonical, &key, dialect);
+            return self.replay_miss(parts, &canonical, &key, dialect);
         }
         // Identical concurrent misses share one upstream call. Not when the
         // caller asked for a fresh answer (record mode, no-cache), nor in a
@@ -364,7 +357,7 @@ impl Proxy {
             lease,
         };
         Answer::new(
-            Box::pin(self.call_upstream(&parts, body, miss)).await,
+            Box::pin(self.call_upstream(parts, body, miss)).await,
             Some(Outcome::Miss),
             Some(key),
         )

@@ -86,7 +86,7 @@ impl Proxy {
         }
         let canonical = request
             .canonical
-            .unwrap_or_else(|| Canonical::new(&request::key_parts(parts, &body), &s.rules));
+            .unwrap_or_else(|| Canonical::new(&request::key_parts(parts, &body), s.memo.rules()));
         if request.mode == Mode::Replay && call == 1 {
             // Nothing of this request is recorded: say what is nearest.
             return self.replay_miss(parts, &canonical, &key, request::dialect_of(parts));
