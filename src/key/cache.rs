@@ -33,6 +33,7 @@ use std::sync::RwLock;
 use bytes::Bytes;
 
 use crate::key::sharded::ShardedMap;
+use crate::key::spread::{Spread, MAX_RUN};
 use crate::key::{Canonical, KeyRules, RequestKey, RequestParts};
 
 /// blake3 `derive_key` context of the raw-request hash (memory only, never
@@ -50,6 +51,7 @@ pub const DEFAULT_CAPACITY: usize = 32 * 1024;
 /// Bodies up to this size are sampled whole: the sample below needs room
 /// for its edges and words.
 const SAMPLE_WHOLE: usize = 2 * SAMPLE_EDGE + 8 * (SAMPLE_WORDS + 1);
+const _: () = assert!(SAMPLE_WHOLE <= MAX_RUN);
 
 /// Bytes of request bodies (plus [`EXACT_OVERHEAD`] each) kept for
 /// comparison: about eighty 100 KB agent requests (an agent test suite's
@@ -306,72 +308,6 @@ thread_local! {
     /// a buffer the thread keeps, so a hit allocates nothing; only a new
     /// entry takes a copy.
     static HEAD: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// A body's bytes: one slice, or pieces in order.
-#[derive(Debug, Clone, Copy)]
-enum Spread<'a> {
-    One(&'a [u8]),
-    Pieces(&'a [Bytes]),
-}
-
-impl Spread<'_> {
-    fn len(self) -> usize {
-        match self {
-            Spread::One(bytes) => bytes.len(),
-            Spread::Pieces(pieces) => pieces.iter().map(Bytes::len).sum(),
-        }
-    }
-
-    /// Calls `f` with the `n` bytes at `start` (at most [`SAMPLE_WHOLE`]
-    /// of them) as one slice: borrowed when they lie in one piece, copied
-    /// into a buffer on the stack when they straddle two.
-    fn with(self, start: usize, n: usize, f: impl FnOnce(&[u8])) {
-        let pieces = match self {
-            Spread::One(bytes) => return f(&bytes[start..start + n]),
-            Spread::Pieces(pieces) => pieces,
-        };
-        let mut at = 0;
-        let mut buffer = [0u8; SAMPLE_WHOLE];
-        let mut copied = 0;
-        for piece in pieces {
-            let (from, to) = (at, at + piece.len());
-            at = to;
-            let want = start + copied;
-            if to <= want {
-                continue;
-            }
-            let begin = want - from;
-            let take = (n - copied).min(piece.len() - begin);
-            if copied == 0 && take == n {
-                return f(&piece[begin..begin + n]);
-            }
-            buffer[copied..copied + take].copy_from_slice(&piece[begin..begin + take]);
-            copied += take;
-            if copied == n {
-                break;
-            }
-        }
-        f(&buffer[..copied]);
-    }
-
-    /// Whether these are exactly the bytes of `other`.
-    fn eq(self, other: &[u8]) -> bool {
-        match self {
-            Spread::One(bytes) => bytes == other,
-            Spread::Pieces(pieces) => {
-                if self.len() != other.len() {
-                    return false;
-                }
-                let mut rest = other;
-                pieces.iter().all(|piece| {
-                    let (this, after) = rest.split_at(piece.len());
-                    rest = after;
-                    this == &piece[..]
-                })
-            }
-        }
-    }
 }
 
 impl KeyMemo {

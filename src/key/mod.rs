@@ -24,6 +24,7 @@ mod multipart;
 mod presets;
 mod repeats;
 pub(crate) mod sharded;
+mod spread;
 
 use std::fmt;
 
