@@ -128,26 +128,24 @@ impl Pieces {
 }
 
 /// Reads a whole body into its [`Pieces`], refusing more than `limit`
-/// bytes.
-pub async fn collect_pieces<B>(body: B, limit: usize) -> Result<Pieces, CollectError>
+/// bytes. Borrowed, not taken: a request's future stores what each of its
+/// layers is given, and is allocated per request.
+pub async fn collect_pieces<B>(body: &mut B, limit: usize) -> Result<Pieces, CollectError>
 where
-    B: Body<Data = Bytes>,
+    B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
-    let mut body = std::pin::pin!(Limited::new(body, limit));
     let mut pieces = Pieces::default();
+    let mut total = 0usize;
     while let Some(frame) = body.frame().await {
-        match frame {
-            // Trailers are not part of a request's bytes (as with `collect`).
-            Ok(frame) => {
-                if let Ok(data) = frame.into_data() {
-                    pieces.push(data);
-                }
+        let frame = frame.map_err(|e| CollectError::Read(e.into()))?;
+        // Trailers are not part of a request's bytes (as with `collect`).
+        if let Ok(data) = frame.into_data() {
+            total += data.len();
+            if total > limit {
+                return Err(CollectError::TooLarge);
             }
-            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-                return Err(CollectError::TooLarge)
-            }
-            Err(e) => return Err(CollectError::Read(e)),
+            pieces.push(data);
         }
     }
     Ok(pieces)
@@ -248,24 +246,40 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_in_pieces_keeps_them_until_it_is_joined() {
-        let frames = ["ab", "", "cde", "f"]
-            .map(|piece| Ok::<_, BoxError>(Frame::data(Bytes::from_static(piece.as_bytes()))));
-        let body = StreamBody::new(futures_util::stream::iter(frames));
-        let mut pieces = collect_pieces(body, 6).await.unwrap();
+        let frames = || {
+            ["ab", "", "cde", "f"]
+                .map(|piece| Ok::<_, BoxError>(Frame::data(Bytes::from_static(piece.as_bytes()))))
+        };
+        let mut body = StreamBody::new(futures_util::stream::iter(frames()));
+        let mut pieces = collect_pieces(&mut body, 6).await.unwrap();
         let kept: Vec<&[u8]> = pieces.as_slice().iter().map(|b| &b[..]).collect();
         assert_eq!(kept, [&b"ab"[..], b"cde", b"f"], "empty frames are dropped");
         assert_eq!(&pieces.joined()[..], b"abcdef");
         assert_eq!(pieces.as_slice().len(), 1, "joined once, it stays joined");
         assert_eq!(&pieces.into_bytes()[..], b"abcdef");
 
-        let one = collect_pieces(Full::new(Bytes::from_static(b"12345")), 5).await;
+        let one = collect_pieces(&mut Full::new(Bytes::from_static(b"12345")), 5).await;
         let one = one.unwrap();
         assert_eq!(one.as_slice().len(), 1);
         assert_eq!(&one.into_bytes()[..], b"12345");
-        let none = collect_pieces(Empty::<Bytes>::new(), 5).await.unwrap();
+        let none = collect_pieces(&mut Empty::<Bytes>::new(), 5).await.unwrap();
         assert!(none.into_bytes().is_empty());
-        let big = collect_pieces(Full::new(Bytes::from_static(b"123456")), 5).await;
+        let big = collect_pieces(&mut Full::new(Bytes::from_static(b"123456")), 5).await;
         assert!(matches!(big, Err(CollectError::TooLarge)));
+        // Over the limit only in its third piece.
+        let mut body = StreamBody::new(futures_util::stream::iter(frames()));
+        let big = collect_pieces(&mut body, 5).await;
+        assert!(matches!(big, Err(CollectError::TooLarge)));
+        // A read error is the body's, not a size.
+        let failing = [
+            Ok(Frame::data(Bytes::from_static(b"ab"))),
+            Err::<Frame<Bytes>, BoxError>("reset".into()),
+        ];
+        let mut body = StreamBody::new(futures_util::stream::iter(failing));
+        match collect_pieces(&mut body, 5).await {
+            Err(CollectError::Read(e)) => assert_eq!(e.to_string(), "reset"),
+            other => panic!("{:?}", other.map(|p| p.into_bytes())),
+        }
     }
 
     #[tokio::test(start_paused = true)]

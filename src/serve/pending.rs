@@ -1,6 +1,6 @@
-//! What a request that did not hit carries on: to the upstream call
-//! ([`Miss`]) or, for a repeat sequence, to the sequence's own path
-//! ([`Sequence`]). A leaf, so the proxy and the paths it hands requests to
+//! What a request that did not hit carries on: past the local store or,
+//! for a repeat sequence, to the sequence's own path ([`KeyedRequest`]),
+//! then to the upstream call ([`Miss`]). A leaf, so the proxy and the paths it hands requests to
 //! share these without importing each other.
 
 use crate::config::{Mode, Timing};
@@ -28,8 +28,9 @@ pub(super) struct Miss {
     pub(super) lease: Option<LeaseTicket>,
 }
 
-/// A request on its way through a sequence, as `Proxy::route` found it.
-pub(super) struct Sequence {
+/// A request with its key, as `Proxy::route` found it: on its way
+/// through a sequence, or past a local miss.
+pub(super) struct KeyedRequest {
     /// The plain key.
     pub(super) key: RequestKey,
     /// The canonical form, if it was computed.
@@ -40,4 +41,6 @@ pub(super) struct Sequence {
     pub(super) re_record: bool,
     /// Replay pacing.
     pub(super) timing: Timing,
+    /// The API it speaks.
+    pub(super) dialect: Dialect,
 }

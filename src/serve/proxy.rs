@@ -24,7 +24,7 @@ use http::{Request, Response};
 use http_body::Body;
 use http_body_util::BodyExt;
 
-use crate::body::{collect_pieces, BoxError, CollectError, IdleTimeout, ProxyBody};
+use crate::body::{collect_pieces, BoxError, CollectError, IdleTimeout, Pieces, ProxyBody};
 use crate::config::{Config, Mode, Timing};
 use crate::key::cache::{self, KeyMemo, Keyed};
 use crate::key::{Canonical, Repeats, RequestKey};
@@ -38,7 +38,7 @@ use crate::serve::flight::{Flights, Patience, Role};
 use crate::serve::headers::{self, Outcome};
 use crate::serve::hot_cache::HotCache;
 use crate::serve::metrics::{InFlight, Metrics};
-use crate::serve::pending::{Miss, Sequence};
+use crate::serve::pending::{KeyedRequest, Miss};
 use crate::serve::read_timeout::BodyReadTimeoutError;
 use crate::serve::replay::Rendered;
 use crate::serve::request;
@@ -136,14 +136,25 @@ impl Proxy {
     /// Answers one request. Never fails.
     pub async fn handle<B>(&self, request: Request<B>) -> Response<ProxyBody>
     where
-        B: Body<Data = Bytes> + Send + 'static,
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let (parts, body) = request.into_parts();
+        self.respond(&parts, body).await
+    }
+
+    /// [`Proxy::handle`] for a request in its parts, the head lent: the
+    /// connection's way in. Every async layer stores what it is given,
+    /// and a request's future is allocated per request, so the head is
+    /// kept in one place (its owner's) and lent to what decides the
+    /// answer and to the log line.
+    pub(crate) async fn respond<B>(&self, parts: &Parts, body: B) -> Response<ProxyBody>
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
         let started = Instant::now();
         let s = &self.shared;
-        // The head stays here, lent to what decides the answer, so the log
-        // line reads its method and path without a copy of either.
-        let (parts, body) = request.into_parts();
         // Classified once, here, so the log line can name the route: a
         // copyable id, named by a borrow of the config (no allocation).
         let route = s.routes.classify(&parts.method, parts.uri.path());
@@ -160,7 +171,7 @@ impl Proxy {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             answer
         } else {
-            self.route(&parts, body, route).await
+            self.route(parts, body, route).await
         };
         // One clock read for the histogram and the log line.
         let elapsed = started.elapsed();
@@ -199,89 +210,129 @@ impl Proxy {
     /// Every path but a local hit awaits its future in a box of its own:
     /// a future holds the largest of its states, and the miss paths' made
     /// each hit's future kilobytes long, copied into its box per request.
-    async fn route<B>(&self, parts: &Parts, body: B, route: Option<RouteId>) -> Answer
+    ///
+    /// Not an `async fn`: one of those keeps a second copy of each of its
+    /// arguments in its future (rust-lang/rust#62958); this block uses
+    /// them where they are.
+    #[allow(clippy::manual_async_fn)]
+    fn route<'a, B>(
+        &'a self,
+        parts: &'a Parts,
+        mut body: B,
+        route: Option<RouteId>,
+    ) -> impl Future<Output = Answer> + 'a
     where
-        B: Body<Data = Bytes> + Send + 'static,
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
-        let s = &self.shared;
-        let path = parts.uri.path();
-        if path.starts_with(admin::ADMIN_PREFIX) {
-            // Rare: their copy of the head costs the hits nothing.
-            if path == admin::COMMAND_PATH {
-                let request = Request::from_parts(parts.clone(), body);
-                return Answer::new(Box::pin(self.command(request)).await, None, None);
+        async move {
+            let s = &self.shared;
+            let path = parts.uri.path();
+            if path.starts_with(admin::ADMIN_PREFIX) {
+                // Rare: their copy of the head costs the hits nothing.
+                if path == admin::COMMAND_PATH {
+                    let request = Request::from_parts(parts.clone(), body);
+                    return Answer::new(Box::pin(self.command(request)).await, None, None);
+                }
+                return Answer::new(Box::pin(self.admin(parts.clone())).await, None, None);
             }
-            return Answer::new(Box::pin(self.admin(parts.clone())).await, None, None);
-        }
-        let asked = request::Asked::of(&parts.headers);
-        let dialect = asked.dialect(parts.uri.path());
-        let mode = match asked.mode(s.mode) {
-            Ok(mode) => mode,
-            Err(error) => return Answer::error_in(dialect, &error, None),
-        };
-        if mode == Mode::Passthrough || route.is_none() {
-            let body = body.map_err(Into::into).boxed_unsync();
-            return Box::pin(self.forward(parts, body)).await;
-        }
+            let asked = request::Asked::of(&parts.headers);
+            let dialect = asked.dialect(parts.uri.path());
+            let mode = match asked.mode(s.mode) {
+                Ok(mode) => mode,
+                Err(error) => return Answer::error_in(dialect, &error, None),
+            };
+            if mode == Mode::Passthrough || route.is_none() {
+                let body = body.map_err(Into::into).boxed_unsync();
+                return Box::pin(self.forward(parts, body)).await;
+            }
 
-        let mut pieces = match collect_pieces(body, s.max_body_bytes).await {
-            Ok(pieces) => pieces,
-            Err(CollectError::TooLarge) => {
-                let error = ProxyError::BodyTooLarge {
-                    limit: s.max_body_bytes,
-                };
-                return Answer::error_in(dialect, &error, None);
-            }
-            Err(CollectError::Read(e)) => {
-                let error = match e.downcast::<BodyReadTimeoutError>() {
-                    Ok(stalled) => ProxyError::BodyReadTimeout { timeout: stalled.0 },
-                    Err(e) => ProxyError::ClientBody { source: e },
-                };
-                return Answer::error_in(dialect, &error, None);
-            }
-        };
-        // A repeat of exact bytes takes its key from the memo, without
-        // joining the body's pieces; the canonical form is only built when
-        // this request needs it.
-        let remembered = s
-            .memo
-            .remembered(&asked.key_parts(parts, &[]), pieces.as_slice());
-        let Keyed { key, canonical } = match remembered {
-            Some(key) => Keyed {
-                key,
-                canonical: None,
-            },
-            None => s.memo.key(&asked.key_parts(parts, pieces.joined())),
-        };
-        let timing = match asked.replay_timing(s.timing) {
-            Ok(timing) => timing,
-            Err(error) => return Answer::error_in(dialect, &error, Some(&key)),
-        };
-        let re_record = match mode {
-            Mode::Record => true,
-            // Replay never calls the upstream, so `no-cache` cannot apply.
-            Mode::Replay => false,
-            Mode::Auto | Mode::Passthrough => asked.wants_no_cache(),
-        };
-        match asked.repeats(s.repeats) {
-            Ok(Repeats::Same) => {}
-            Ok(Repeats::Sequence) => {
-                let plain = Sequence {
+            let mut pieces = match collect_pieces(&mut body, s.max_body_bytes).await {
+                Ok(pieces) => pieces,
+                Err(CollectError::TooLarge) => {
+                    let error = ProxyError::BodyTooLarge {
+                        limit: s.max_body_bytes,
+                    };
+                    return Answer::error_in(dialect, &error, None);
+                }
+                Err(CollectError::Read(e)) => {
+                    let error = match e.downcast::<BodyReadTimeoutError>() {
+                        Ok(stalled) => ProxyError::BodyReadTimeout { timeout: stalled.0 },
+                        Err(e) => ProxyError::ClientBody { source: e },
+                    };
+                    return Answer::error_in(dialect, &error, None);
+                }
+            };
+            // A repeat of exact bytes takes its key from the memo, without
+            // joining the body's pieces; the canonical form is only built when
+            // this request needs it.
+            let remembered = s
+                .memo
+                .remembered(&asked.key_parts(parts, &[]), pieces.as_slice());
+            let Keyed { key, canonical } = match remembered {
+                Some(key) => Keyed {
                     key,
-                    canonical,
-                    mode,
-                    re_record,
-                    timing,
-                };
-                return Box::pin(self.sequence(parts, pieces.into_bytes(), plain)).await;
+                    canonical: None,
+                },
+                None => s.memo.key(&asked.key_parts(parts, pieces.joined())),
+            };
+            let timing = match asked.replay_timing(s.timing) {
+                Ok(timing) => timing,
+                Err(error) => return Answer::error_in(dialect, &error, Some(&key)),
+            };
+            let re_record = match mode {
+                Mode::Record => true,
+                // Replay never calls the upstream, so `no-cache` cannot apply.
+                Mode::Replay => false,
+                Mode::Auto | Mode::Passthrough => asked.wants_no_cache(),
+            };
+            let request = KeyedRequest {
+                key,
+                canonical,
+                mode,
+                re_record,
+                timing,
+                dialect,
+            };
+            let repeats = match asked.repeats(s.repeats) {
+                Ok(repeats) => repeats,
+                Err(error) => return Answer::error(&error, Some(&key)),
+            };
+            if repeats == Repeats::Sequence {
+                return Box::pin(self.sequence(parts, pieces.into_bytes(), request)).await;
             }
-            Err(error) => return Answer::error(&error, Some(&key)),
+            if !re_record {
+                if let Some(answer) = self.replay(&key, timing) {
+                    return self.mark_tier(answer, "local");
+                }
+            }
+            // Past the local store, in a box of its own: a local hit's future
+            // holds none of the miss paths' state (it is moved into its box
+            // for every request, and a box over 1 KB costs malloc's slow path).
+            Box::pin(self.past_local(parts, asked, pieces, request)).await
         }
+    }
+
+    /// A request the local store did not answer (or that asked for a
+    /// fresh answer): the shared store, a flight to follow, or the
+    /// upstream.
+    async fn past_local(
+        &self,
+        parts: &Parts,
+        asked: request::Asked<'_>,
+        pieces: Pieces,
+        request: KeyedRequest,
+    ) -> Answer {
+        let s = &self.shared;
+        let KeyedRequest {
+            key,
+            canonical,
+            mode,
+            re_record,
+            timing,
+            dialect,
+        } = request;
         if !re_record {
-            if let Some(answer) = self.replay(&key, timing) {
-                return self.mark_tier(answer, "local");
-            }
             if let Some(answer) = Box::pin(self.replay_shared(&key, timing, mode)).await {
                 return answer;
             }

@@ -21,15 +21,24 @@ pub struct Asked<'a> {
     replay_timing: Option<&'a HeaderValue>,
     repeats: Option<&'a HeaderValue>,
     namespace: Option<&'a HeaderValue>,
-    authorization: Option<&'a HeaderValue>,
-    api_key: Option<&'a HeaderValue>,
-    x_api_key: Option<&'a HeaderValue>,
+    /// The credential: the first `Authorization`, else `api-key`, else
+    /// `x-api-key` (Anthropic's SDKs send `x-api-key`, or with an auth
+    /// token `Authorization`), with the rank of the header it came from
+    /// (0 is first). One slot: the request's future holds this.
+    credential: Option<(u8, &'a HeaderValue)>,
     content_type: Option<&'a HeaderValue>,
     anthropic_version: Option<&'a HeaderValue>,
     /// Every `anthropic-beta` value, in order (rare: allocated when sent).
     anthropic_beta: Vec<&'a str>,
     /// `Cache-Control: no-cache` (or `no-store`) in any of its values.
     no_cache: bool,
+}
+
+/// Keeps the first value of the credential header of the best `rank`.
+fn credential<'a>(slot: &mut Option<(u8, &'a HeaderValue)>, rank: u8, value: &'a HeaderValue) {
+    if slot.is_none_or(|(held, _)| rank < held) {
+        *slot = Some((rank, value));
+    }
 }
 
 /// Keeps the first value of a header, as `HeaderMap::get` answers.
@@ -46,7 +55,7 @@ impl<'a> Asked<'a> {
         for (name, value) in headers {
             // Standard names compare as numbers; the others by their text.
             if name == header::AUTHORIZATION {
-                first(&mut asked.authorization, value);
+                credential(&mut asked.credential, 0, value);
             } else if name == header::CONTENT_TYPE {
                 first(&mut asked.content_type, value);
             } else if name == header::CACHE_CONTROL {
@@ -57,8 +66,8 @@ impl<'a> Asked<'a> {
                     REPLAY_TIMING_HEADER => first(&mut asked.replay_timing, value),
                     REPEATS_HEADER => first(&mut asked.repeats, value),
                     NAMESPACE_HEADER => first(&mut asked.namespace, value),
-                    "api-key" => first(&mut asked.api_key, value),
-                    "x-api-key" => first(&mut asked.x_api_key, value),
+                    "api-key" => credential(&mut asked.credential, 1, value),
+                    "x-api-key" => credential(&mut asked.credential, 2, value),
                     // Sent by the Anthropic SDKs on every call.
                     "anthropic-version" => first(&mut asked.anthropic_version, value),
                     "anthropic-beta" => asked.anthropic_beta.extend(value.to_str().ok()),
@@ -116,13 +125,7 @@ impl<'a> Asked<'a> {
             content_type: text(self.content_type),
             body,
             namespace: text(self.namespace),
-            // Anthropic's SDKs send `x-api-key` (or, with an auth token,
-            // `Authorization`).
-            credential: self
-                .authorization
-                .or(self.api_key)
-                .or(self.x_api_key)
-                .map(HeaderValue::as_bytes),
+            credential: self.credential.map(|(_, value)| value.as_bytes()),
             anthropic_version: text(self.anthropic_version),
             anthropic_beta: self.anthropic_beta.clone(),
         }
@@ -238,6 +241,39 @@ mod tests {
                 .headers
                 .insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer a"));
             assert_eq!(key_parts(&parts, b"{}").credential, Some(&b"Bearer a"[..]));
+        }
+    }
+
+    #[test]
+    fn the_credential_is_authorization_then_api_key_then_x_api_key_in_any_order() {
+        let names = ["x-api-key", "api-key", "authorization"];
+        let orders = [
+            [0, 1, 2],
+            [0, 2, 1],
+            [1, 0, 2],
+            [1, 2, 0],
+            [2, 0, 1],
+            [2, 1, 0],
+        ];
+        for order in orders {
+            for present in 1..8u8 {
+                let mut headers = HeaderMap::new();
+                for &i in &order {
+                    if present & (1 << i) != 0 {
+                        let value = format!("{}-first", names[i]);
+                        headers.append(names[i], HeaderValue::from_str(&value).unwrap());
+                        headers.append(names[i], HeaderValue::from_static("second"));
+                    }
+                }
+                let expected = [2, 1, 0]
+                    .into_iter()
+                    .find(|&i| present & (1 << i) != 0)
+                    .map(|i| format!("{}-first", names[i]));
+                let got = Asked::of(&headers)
+                    .credential
+                    .map(|(_, v)| v.to_str().unwrap().to_string());
+                assert_eq!(got, expected, "{order:?} {present:03b}");
+            }
         }
     }
 

@@ -17,7 +17,7 @@ use crate::key::{call_key, Canonical, RequestKey};
 use crate::serve::answer::Answer;
 use crate::serve::error::ProxyError;
 use crate::serve::headers::{Outcome, CALL_HEADER, RUN_HEADER};
-use crate::serve::pending::{Miss, Sequence};
+use crate::serve::pending::{KeyedRequest, Miss};
 use crate::serve::proxy::Proxy;
 use crate::serve::request;
 use crate::serve::runs::DEFAULT_RUN;
@@ -51,7 +51,12 @@ impl Proxy {
     /// Answers call N of a sequence request: its recording, or in `auto`
     /// and `record` an upstream call recorded as call N, or in `replay` a
     /// miss saying which call of how many.
-    pub(super) async fn sequence(&self, parts: &Parts, body: Bytes, request: Sequence) -> Answer {
+    pub(super) async fn sequence(
+        &self,
+        parts: &Parts,
+        body: Bytes,
+        request: KeyedRequest,
+    ) -> Answer {
         let s = &self.shared;
         let run = match run(&parts.headers) {
             Ok(run) => run,
@@ -73,7 +78,7 @@ impl Proxy {
         &self,
         parts: &Parts,
         body: Bytes,
-        request: Sequence,
+        request: KeyedRequest,
         run: &str,
         call: u32,
         key: RequestKey,
@@ -89,7 +94,7 @@ impl Proxy {
             .unwrap_or_else(|| Canonical::new(&request::key_parts(parts, &body), s.memo.rules()));
         if request.mode == Mode::Replay && call == 1 {
             // Nothing of this request is recorded: say what is nearest.
-            return self.replay_miss(parts, &canonical, &key, request::dialect_of(parts));
+            return self.replay_miss(parts, &canonical, &key, request.dialect);
         }
         if request.mode == Mode::Replay {
             // Calls 1, 2, ... recorded without a gap, below this one.
@@ -104,7 +109,7 @@ impl Proxy {
                 recorded,
                 run: run_name(run),
             };
-            return Answer::error_in(request::dialect_of(parts), &error, Some(&key));
+            return Answer::error_in(request.dialect, &error, Some(&key));
         }
         let miss = Miss {
             canonical,
@@ -114,7 +119,7 @@ impl Proxy {
             // Never coalesced: each call is its own upstream call.
             lead: None,
             call: Some(call),
-            dialect: request::dialect_of(parts),
+            dialect: request.dialect,
             // The shared store's lease coalesces misses; sequences never are.
             lease: None,
         };
