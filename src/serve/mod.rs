@@ -12,6 +12,7 @@ pub(crate) mod error;
 pub(crate) mod flight;
 pub(crate) mod headers;
 pub(crate) mod hot_cache;
+pub(crate) mod local_miss;
 pub(crate) mod metrics;
 pub(crate) mod nearest;
 pub(crate) mod pending;

@@ -24,21 +24,21 @@ use http::{Request, Response};
 use http_body::Body;
 use http_body_util::BodyExt;
 
-use crate::body::{collect_pieces, BoxError, CollectError, IdleTimeout, Pieces, ProxyBody};
+use crate::body::{collect_pieces, BoxError, CollectError, IdleTimeout, ProxyBody};
 use crate::config::{Config, Mode, Timing};
 use crate::key::cache::{self, KeyMemo, Keyed};
-use crate::key::{Canonical, Repeats, RequestKey};
+use crate::key::{Repeats, RequestKey};
 use crate::record::redact::{strip_hop_by_hop, Redactor, Sensitive};
 use crate::route::{RouteId, Routes};
 use crate::serve::admin::{self, Commands};
 use crate::serve::answer::Answer;
 use crate::serve::catalog::Catalog;
 use crate::serve::error::ProxyError;
-use crate::serve::flight::{Flights, Patience, Role};
+use crate::serve::flight::Flights;
 use crate::serve::headers::{self, Outcome};
 use crate::serve::hot_cache::HotCache;
 use crate::serve::metrics::{InFlight, Metrics};
-use crate::serve::pending::{KeyedRequest, Miss};
+use crate::serve::pending::KeyedRequest;
 use crate::serve::read_timeout::BodyReadTimeoutError;
 use crate::serve::replay::Rendered;
 use crate::serve::request;
@@ -51,10 +51,6 @@ use crate::store::{Tier, Tiered};
 /// stays bounded however large the store (the budget for a 100,000
 /// recording store is 64 MB of RSS in all; see the README's Performance).
 const HOT_CACHE_BYTES: usize = 8 * 1024 * 1024;
-
-/// How often a request re-joins after the request it waited on went away
-/// (each such wait is bounded); past it, it simply asks the upstream.
-const MAX_FOLLOW_ATTEMPTS: usize = 3;
 
 /// The proxy service. Cheap to clone.
 #[derive(Clone)]
@@ -313,107 +309,6 @@ impl Proxy {
         }
     }
 
-    /// A request the local store did not answer (or that asked for a
-    /// fresh answer): the shared store, a flight to follow, or the
-    /// upstream.
-    async fn past_local(
-        &self,
-        parts: &Parts,
-        asked: request::Asked<'_>,
-        pieces: Pieces,
-        request: KeyedRequest,
-    ) -> Answer {
-        let s = &self.shared;
-        let KeyedRequest {
-            key,
-            canonical,
-            mode,
-            re_record,
-            timing,
-            dialect,
-        } = request;
-        if !re_record {
-            if let Some(answer) = Box::pin(self.replay_shared(&key, timing, mode)).await {
-                return answer;
-            }
-        }
-        let body = pieces.into_bytes();
-        let canonical = canonical
-            .unwrap_or_else(|| Canonical::new(&asked.key_parts(parts, &body), s.memo.rules()));
-        if mode == Mode::Replay {
-            return self.replay_miss(parts, &canonical, &key, dialect);
-        }
-        // Identical concurrent misses share one upstream call. Not when the
-        // caller asked for a fresh answer (record mode, no-cache), nor in a
-        // namespace that samples the upstream on purpose.
-        let mut lead = None;
-        let mut lease = None;
-        if !re_record && !s.sampling_namespaces.contains(&canonical.namespace) {
-            let upstream = s.upstream_for(dialect);
-            let patience = Patience {
-                first_byte: upstream.first_byte_timeout(),
-                idle: upstream.idle_timeout(),
-                upstream: upstream.display().to_string(),
-            };
-            for _ in 0..MAX_FOLLOW_ATTEMPTS {
-                match s.flights.join(key) {
-                    Role::Leader(l) => {
-                        // A flight that landed between our lookup and the
-                        // join has just been recorded: replay it. Asked of
-                        // the in-memory index, so a miss reads the store once.
-                        if s.tier.indexed(&key) {
-                            if let Some(answer) = self.replay(&key, timing) {
-                                return self.mark_tier(answer, "local");
-                            }
-                        }
-                        match Box::pin(self.lead_across_proxies(&key, timing)).await {
-                            // Dropping the local lead sends its followers
-                            // to the copy just made.
-                            Err(answer) => return answer,
-                            Ok(ticket) => lease = ticket,
-                        }
-                        lead = Some(l);
-                        break;
-                    }
-                    Role::Follower(flight) => {
-                        match Box::pin(flight.follow(&key, &patience)).await {
-                            Some(Ok(response)) => {
-                                return self.mark_tier(followed(response, key), "local")
-                            }
-                            Some(Err(error)) => {
-                                return Answer::error_in(dialect, &error, Some(&key))
-                            }
-                            // The leader may have gone because the recording
-                            // arrived from the shared store.
-                            None if s.remote.get().is_some() && s.tier.indexed(&key) => {
-                                if let Some(answer) = self.replay(&key, timing) {
-                                    return self.mark_tier(answer, "local");
-                                }
-                            }
-                            None => {}
-                        }
-                    }
-                }
-            }
-        }
-        let miss = Miss {
-            canonical,
-            key,
-            re_record,
-            // A committed fixture is only rewritten by an explicit re-record.
-            replace: mode == Mode::Record,
-            lead,
-            call: None,
-            dialect,
-            lease,
-        };
-        Answer::new(
-            Box::pin(self.call_upstream(parts, body, miss)).await,
-            Some(Outcome::Miss),
-            Some(key),
-        )
-    }
-
     /// A hit for `key`, if it is recorded: from the hot cache, else from
     /// the tier (then cached). A corrupt or unreadable recording is a miss.
     pub(super) fn replay(&self, key: &RequestKey, timing: Timing) -> Option<Answer> {
@@ -466,18 +361,6 @@ impl Proxy {
             Err(error) => Answer::error_in(dialect, &error.blame_stalled_body(), None),
         }
     }
-}
-
-/// A follower's answer: a hit, since it was served without calling the
-/// upstream, unless it is the leader's 502 or 504 (an unreachable or slow
-/// upstream), which is no recording and stays a miss.
-fn followed(mut response: Response<ProxyBody>, key: RequestKey) -> Answer {
-    let status = response.status();
-    if status == http::StatusCode::BAD_GATEWAY || status == http::StatusCode::GATEWAY_TIMEOUT {
-        headers::mark(response.headers_mut(), Outcome::Miss, Some(&key));
-        return Answer::new(response, Some(Outcome::Miss), Some(key));
-    }
-    Answer::new(response, Some(Outcome::Hit), Some(key))
 }
 
 impl tower::Service<Request<hyper::body::Incoming>> for Proxy {
