@@ -91,7 +91,7 @@ pub(crate) async fn serve<IO>(
     io: IO,
     peer: SocketAddr,
     h2: bool,
-    mut closing: watch::Receiver<bool>,
+    closing: watch::Receiver<bool>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -128,9 +128,7 @@ pub(crate) async fn serve<IO>(
     let sleep = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(sleep);
     let mut armed_for = None;
-    // Made once: a `changed()` made per wake-up registers a waiter on the
-    // channel each time (a lock), a cost per request in the profile.
-    let closed = closing.changed();
+    let closed = shutdown_signal(closing);
     tokio::pin!(closed);
     let expired = loop {
         let now = tokio::time::Instant::now();
@@ -181,6 +179,37 @@ pub(crate) async fn serve<IO>(
         Expired::Head { partial: false } | Expired::Idle => None,
     };
     let _ = tokio::time::timeout(CLOSE_GRACE, close_with(&mut io, answer)).await;
+}
+
+/// Resolves when `closing` turns (or its sender is gone: the server is).
+/// Polled at every wake-up of a connection's task, so once its wait is
+/// registered with the channel, and while the task's waker is the one it
+/// registered, a poll only reads the channel's version (an atomic load):
+/// polling the channel's wait again takes its waiter lock, every time.
+fn shutdown_signal(mut closing: watch::Receiver<bool>) -> impl Future<Output = ()> {
+    let peek = closing.clone();
+    let mut registered: Option<std::task::Waker> = None;
+    async move {
+        let changed = closing.changed();
+        tokio::pin!(changed);
+        poll_fn(|cx| {
+            if peek.has_changed().unwrap_or(true) {
+                return Poll::Ready(());
+            }
+            if registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                // The send that turns `closing` wakes that waker.
+                return Poll::Pending;
+            }
+            match changed.as_mut().poll(cx) {
+                Poll::Ready(_) => Poll::Ready(()),
+                Poll::Pending => {
+                    registered = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
 }
 
 /// Why the watchdog closed a connection.
@@ -413,6 +442,57 @@ mod tests {
             size <= 640,
             "the future of a request is {size} bytes (568 now)"
         );
+    }
+
+    /// Counts its wakes.
+    struct Wakes(std::sync::atomic::AtomicUsize);
+
+    impl futures_util::task::ArcWake for Wakes {
+        fn wake_by_ref(this: &Arc<Self>) {
+            this.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn the_shutdown_signal_wakes_its_task_after_many_polls_and_when_the_server_is_gone() {
+        for drop_sender in [false, true] {
+            let (tx, rx) = watch::channel(false);
+            let signal = shutdown_signal(rx);
+            let mut signal = std::pin::pin!(signal);
+            let wakes = Arc::new(Wakes(Default::default()));
+            let waker = futures_util::task::waker(wakes.clone());
+            let mut cx = Context::from_waker(&waker);
+            for _ in 0..5 {
+                assert!(signal.as_mut().poll(&mut cx).is_pending());
+            }
+            assert_eq!(wakes.0.load(std::sync::atomic::Ordering::SeqCst), 0);
+            if drop_sender {
+                drop(tx);
+            } else {
+                tx.send(true).unwrap();
+            }
+            assert!(
+                wakes.0.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+                "{drop_sender}"
+            );
+            assert!(signal.as_mut().poll(&mut cx).is_ready(), "{drop_sender}");
+        }
+        // A new waker (the task moved) registers again and is woken.
+        let (tx, rx) = watch::channel(false);
+        let mut signal = std::pin::pin!(shutdown_signal(rx));
+        let first = futures_util::task::waker(Arc::new(Wakes(Default::default())));
+        assert!(signal
+            .as_mut()
+            .poll(&mut Context::from_waker(&first))
+            .is_pending());
+        let wakes = Arc::new(Wakes(Default::default()));
+        let second = futures_util::task::waker(wakes.clone());
+        assert!(signal
+            .as_mut()
+            .poll(&mut Context::from_waker(&second))
+            .is_pending());
+        tx.send(true).unwrap();
+        assert_eq!(wakes.0.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[test]
