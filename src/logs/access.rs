@@ -194,6 +194,41 @@ impl Show for RequestKey {
     }
 }
 
+/// A duration logged in milliseconds with three decimals: `ms = %Millis(d)`.
+/// Written from its whole microseconds by integer arithmetic (the float
+/// path rounds through libm); tracing gets the same number as an `f64`,
+/// which the formatter writes with the same digits.
+#[derive(Debug, Clone, Copy)]
+pub struct Millis(pub std::time::Duration);
+
+impl Show for Millis {
+    type Traced<'a> = f64;
+
+    fn traced(&self) -> f64 {
+        self.0.as_micros() as f64 / 1000.0
+    }
+
+    fn write_shown(&self, name: &str, line: &mut Vec<u8>) {
+        push_name(line, name);
+        let micros = self.0.as_micros();
+        match u64::try_from(micros / 1000) {
+            Ok(whole) if whole < 1_000_000_000_000 => {
+                push_u64(line, whole);
+                let fraction = (micros % 1000) as u16;
+                line.extend_from_slice(&[
+                    b'.',
+                    b'0' + (fraction / 100) as u8,
+                    b'0' + (fraction / 10 % 10) as u8,
+                    b'0' + (fraction % 10) as u8,
+                ]);
+            }
+            _ => {
+                let _ = push_f64(line, self.traced());
+            }
+        }
+    }
+}
+
 /// The two hex digits of each byte: one load per byte of a key.
 const HEX_PAIRS: [[u8; 2]; 256] = {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -230,7 +265,8 @@ impl<T: Show> Show for Option<T> {
 /// `tracing::field::display(..)`, or an `Option` of one (left out when
 /// `None`), so a field added on a rare path (`x = opt.map(display)`)
 /// costs the others nothing; `name = %value` for a [`Show`] value (the
-/// method, a key, an `Option` of a key), written without `Display`.
+/// method, a key, an `Option` of a key, a [`Millis`]), written without
+/// `Display`.
 #[macro_export]
 macro_rules! request_line {
     ($($fields:tt)+) => {
@@ -352,6 +388,33 @@ mod tests {
             nearest = nearest,
             calls = 7u64,
         );
+    }
+
+    #[test]
+    fn milliseconds_are_written_as_tracing_writes_their_f64() {
+        use std::time::Duration;
+        for d in [
+            Duration::ZERO,
+            Duration::from_micros(250),
+            Duration::from_nanos(1_234_567),
+            Duration::from_nanos(999_999),
+            Duration::from_micros(12_000_345),
+            Duration::from_secs(86_400 * 365),
+            Duration::from_secs(u64::MAX),
+        ] {
+            let mut direct = Vec::new();
+            Millis(d).write_shown("ms", &mut direct);
+            let mut traced = b" ms=".to_vec();
+            push_f64(&mut traced, Millis(d).traced()).unwrap();
+            assert_eq!(
+                String::from_utf8(direct).unwrap(),
+                String::from_utf8(traced).unwrap(),
+                "{d:?}"
+            );
+        }
+        let mut line = Vec::new();
+        Millis(Duration::from_nanos(1_234_567)).write_shown("ms", &mut line);
+        assert_eq!(line, b" ms=1.234");
     }
 
     #[test]

@@ -195,7 +195,7 @@ impl Proxy {
             nearest = %answer.nearest,
             outcome = answer.outcome_str(),
             status = answer.response.status().as_u16(),
-            ms = elapsed.as_secs_f64() * 1000.0,
+            ms = %crate::logs::access::Millis(elapsed),
         );
         answer.response
     }
