@@ -129,14 +129,17 @@ impl Proxy {
         self.shared.tier.as_ref()
     }
 
-    /// Answers one request. Never fails.
+    /// Answers one request, whatever its body type. Never fails.
     pub async fn handle<B>(&self, request: Request<B>) -> Response<ProxyBody>
     where
-        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
         let (parts, body) = request.into_parts();
-        self.respond(&parts, body).await
+        // Pinned in a box: the body is borrowed while it is collected,
+        // which needs it `Unpin` (the server's own body already is and
+        // goes through `respond` without this box).
+        self.respond(&parts, Box::pin(body)).await
     }
 
     /// [`Proxy::handle`] for a request in its parts, the head lent: the
@@ -375,5 +378,33 @@ impl tower::Service<Request<hyper::body::Incoming>> for Proxy {
     fn call(&mut self, request: Request<hyper::body::Incoming>) -> Self::Future {
         let proxy = self.clone();
         Box::pin(async move { Ok(proxy.handle(request).await) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn handle_reads_a_body_that_is_not_unpin() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::SledStore::open(dir.path()).unwrap();
+        let proxy = Proxy::new(&Config::defaults(), Arc::new(store)).unwrap();
+        // Not `Unpin`, as a library user's body may be: a stream made of
+        // an async block.
+        let body = http_body_util::StreamBody::new(futures_util::stream::once(async {
+            Ok::<_, Infallible>(http_body::Frame::data(Bytes::from_static(
+                b"{\"model\":\"m\"}",
+            )))
+        }));
+        let request = Request::post("/v1/chat/completions")
+            .header("content-type", "application/json")
+            .header("x-llmtape-mode", "replay")
+            .body(body)
+            .unwrap();
+        let response = proxy.handle(request).await;
+        // Read and keyed: a replay miss names the request's key.
+        assert_eq!(response.status(), http::StatusCode::NOT_FOUND);
+        assert!(response.headers().contains_key("x-llmtape-key"));
     }
 }
