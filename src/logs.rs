@@ -309,7 +309,9 @@ impl PlainFormat {
 }
 
 /// Bytes a string field's value holds as they are inside its quotes: what
-/// `{:?}` leaves unescaped (printable ASCII but `"` and `\`).
+/// `{:?}` leaves unescaped (printable ASCII but `"` and `\`). The spec of
+/// [`all_plain`], which tests it a word at a time.
+#[cfg(test)]
 const PLAIN: [bool; 256] = {
     let mut plain = [false; 256];
     let mut b = 0x20;
@@ -320,9 +322,50 @@ const PLAIN: [bool; 256] = {
     plain
 };
 
+/// Whether `{:?}` leaves every byte of `bytes` as it is (printable ASCII
+/// but `"` and `\`), eight at a time: a byte at a time was a quarter of a
+/// request line (its path, route and outcome).
+fn all_plain(bytes: &[u8]) -> bool {
+    let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    let len = bytes.len();
+    if len < 8 {
+        // In a word of spaces (plain).
+        let mut padded = u64::from_le_bytes([b' '; 8]);
+        for (i, b) in bytes.iter().enumerate() {
+            padded ^= u64::from(b ^ b' ') << (8 * i);
+        }
+        return plain_word(padded);
+    }
+    let mut at = 0;
+    while at + 8 <= len {
+        if !plain_word(word(at)) {
+            return false;
+        }
+        at += 8;
+    }
+    // The last eight bytes, overlapping the words before.
+    at == len || plain_word(word(len - 8))
+}
+
+/// Whether all eight bytes of `x` are plain: none is below 0x20, 0x7f or
+/// above, `"` or `\`. Each test is exact: a byte that borrows in a
+/// subtraction is found, and only a byte that would is.
+fn plain_word(x: u64) -> bool {
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
+    // A high bit where a byte of `v` is below `n` (for `n` <= 0x80).
+    let below = |v: u64, n: u8| v.wrapping_sub(ONES * u64::from(n)) & !v & HIGH;
+    let not_plain = below(x, 0x20)
+        | below(x ^ (ONES * u64::from(b'"')), 1)
+        | below(x ^ (ONES * u64::from(b'\\')), 1)
+        | below(x ^ (ONES * 0x7f), 1)
+        | (x & HIGH);
+    not_plain == 0
+}
+
 /// A string field's value: quoted, escaped as `{:?}` escapes it.
 fn push_quoted(line: &mut Vec<u8>, value: &str) -> fmt::Result {
-    if value.bytes().all(|b| PLAIN[usize::from(b)]) {
+    if all_plain(value.as_bytes()) {
         // What `{:?}` writes for a string with nothing to escape (a
         // path, a method), without its per-character escaping.
         line.push(b'"');
@@ -356,6 +399,20 @@ fn push_f64(line: &mut Vec<u8>, value: f64) -> fmt::Result {
 
 /// An unsigned field's value, in decimal.
 fn push_u64(line: &mut Vec<u8>, mut value: u64) {
+    // Most are short (a status, whole milliseconds, a count).
+    if value < 10 {
+        line.push(b'0' + value as u8);
+        return;
+    }
+    if value < 1000 {
+        let pair = DECIMAL_PAIRS[(value % 100) as usize];
+        if value < 100 {
+            line.extend_from_slice(&pair);
+        } else {
+            line.extend_from_slice(&[b'0' + (value / 100) as u8, pair[0], pair[1]]);
+        }
+        return;
+    }
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {
@@ -465,15 +522,32 @@ fn write_time(line: &mut Vec<u8>, now: SystemTime) {
         text[..n].copy_from_slice(&whole.as_bytes()[..n]);
         SECOND.set((second, text));
     }
-    line.extend_from_slice(&text);
-    let mut digits = [b'.', b'0', b'0', b'0', b'0', b'0', b'0', b'Z', b' '];
-    let mut rest = micros;
-    for at in (1..7).rev() {
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
+    // The seconds' text and the microseconds in one copy of known length.
+    let mut out = [0u8; 28];
+    out[..19].copy_from_slice(&text);
+    out[19] = b'.';
+    for (at, pair) in [
+        (20, micros / 10_000),
+        (22, micros / 100 % 100),
+        (24, micros % 100),
+    ] {
+        out[at..at + 2].copy_from_slice(&DECIMAL_PAIRS[pair as usize % 100]);
     }
-    line.extend_from_slice(&digits);
+    out[26] = b'Z';
+    out[27] = b' ';
+    line.extend_from_slice(&out);
 }
+
+/// The two decimal digits of 0 to 99.
+const DECIMAL_PAIRS: [[u8; 2]; 100] = {
+    let mut pairs = [[0u8; 2]; 100];
+    let mut n = 0;
+    while n < 100 {
+        pairs[n] = [b'0' + (n / 10) as u8, b'0' + (n % 10) as u8];
+        n += 1;
+    }
+    pairs
+};
 
 #[cfg(test)]
 mod tests {
@@ -702,5 +776,47 @@ mod tests {
             coloured.contains(" \x1b[33m WARN\x1b[0m llmtape::logs::tests: careful\n"),
             "{coloured}"
         );
+    }
+
+    #[test]
+    fn a_plain_check_a_word_at_a_time_agrees_with_the_table() {
+        // Every byte value at every place of strings of every length up
+        // to three words, among plain bytes and among other odd ones.
+        for len in 1..=24 {
+            for at in 0..len {
+                for background in [b'a', b'~', b' '] {
+                    for b in 0..=255u8 {
+                        let mut bytes = vec![background; len];
+                        bytes[at] = b;
+                        assert_eq!(
+                            all_plain(&bytes),
+                            PLAIN[usize::from(b)],
+                            "byte {b:#04x} at {at} of {len}"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(all_plain(b""));
+        assert!(all_plain(b"/v1/chat/completions"));
+        assert!(!all_plain("/v1/caf\u{e9}".as_bytes()));
+        let mut quoted = Vec::new();
+        push_quoted(&mut quoted, "a\"b\\c\u{1}d").unwrap();
+        assert_eq!(quoted, format!("{:?}", "a\"b\\c\u{1}d").into_bytes());
+    }
+
+    #[test]
+    fn numbers_are_written_in_decimal() {
+        let mut values: Vec<u64> = (0..=2000).collect();
+        for power in 1..20 {
+            let p = 10u64.pow(power);
+            values.extend([p - 1, p, p + 1]);
+        }
+        values.push(u64::MAX);
+        for value in values {
+            let mut line = Vec::new();
+            push_u64(&mut line, value);
+            assert_eq!(line, value.to_string().into_bytes());
+        }
     }
 }

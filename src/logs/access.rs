@@ -19,6 +19,7 @@
 use std::fmt::{self, Write as _};
 use std::io::Write as _;
 use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
 
 use tracing::callsite::{Callsite, DefaultCallsite};
 use tracing::field::DisplayValue;
@@ -26,7 +27,9 @@ use tracing::Level;
 
 use crate::key::RequestKey;
 
-use super::{push_f64, push_quoted, push_u64, with_line, BatchedLine, PlainFormat, Shared, Text};
+use super::{
+    push_f64, push_quoted, push_u64, with_line, write_time, BatchedLine, PlainFormat, Shared, Text,
+};
 
 /// Where request lines go without tracing: the batched stderr writer, and
 /// the format of its lines.
@@ -68,13 +71,44 @@ pub fn enabled(callsite: &'static DefaultCallsite) -> bool {
         || tracing::dispatcher::get_default(|current| current.enabled(callsite.metadata()))
 }
 
+/// What a request line holds between its time and its fields: the level,
+/// the target and the message, as [`PlainFormat`] writes them plain and
+/// coloured. [`request_line!`] makes it from its module's path, so the
+/// line's head is one copy of a constant.
+///
+/// [`request_line!`]: crate::request_line
+#[derive(Debug, Clone, Copy)]
+pub struct LineHead {
+    /// Without colour.
+    pub plain: &'static str,
+    /// With the level coloured.
+    pub ansi: &'static str,
+}
+
+/// The [`LineHead`] of an INFO `request` line of the module it is used in.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __line_head {
+    () => {
+        $crate::logs::access::LineHead {
+            plain: concat!(" INFO ", module_path!(), ": request"),
+            ansi: concat!("\x1b[32m INFO\x1b[0m ", module_path!(), ": request"),
+        }
+    };
+}
+
 impl Sink {
-    /// Writes one INFO line of `target` with the message `request` and the
-    /// fields `fields` writes (each with [`LineValue::write_field`]).
-    pub fn write(&self, target: &str, fields: impl FnOnce(&mut Vec<u8>)) {
+    /// Writes one INFO line with `head` and the fields `fields` writes
+    /// (each with [`LineValue::write_field`] or [`Show::write_shown`]).
+    pub fn write(&self, head: &LineHead, fields: impl FnOnce(&mut Vec<u8>)) {
         with_line(|line| {
-            self.format.push_head(line, Level::INFO, target);
-            line.extend_from_slice(b" request");
+            write_time(line, SystemTime::now());
+            let head = if self.format.ansi {
+                head.ansi
+            } else {
+                head.plain
+            };
+            line.extend_from_slice(head.as_bytes());
             fields(line);
             line.push(b'\n');
             let mut out = BatchedLine {
@@ -90,57 +124,65 @@ impl Sink {
 /// A value of a request line's field, written as [`PlainFormat`] writes
 /// the tracing value of the same type: strings quoted, numbers bare, a
 /// `display` value as its `Display`, an `Option` only when `Some`.
+///
+/// `field` is the field's ` name=`, a constant the macro makes, so that
+/// each is one copy of a known length.
 pub trait LineValue {
-    /// Writes ` name=value`, or nothing (for `None`).
-    fn write_field(&self, name: &str, line: &mut Vec<u8>);
+    /// Writes `field` (` name=`) and the value, or nothing (for `None`).
+    fn write_field(&self, field: &'static str, line: &mut Vec<u8>);
 }
 
-/// ` name=`.
-fn push_name(line: &mut Vec<u8>, name: &str) {
-    line.push(b' ');
-    line.extend_from_slice(name.as_bytes());
-    line.push(b'=');
+/// ` name=`, as given.
+#[inline]
+fn push_name(line: &mut Vec<u8>, field: &'static str) {
+    line.extend_from_slice(field.as_bytes());
 }
 
 impl LineValue for &str {
-    fn write_field(&self, name: &str, line: &mut Vec<u8>) {
-        push_name(line, name);
+    #[inline]
+    fn write_field(&self, field: &'static str, line: &mut Vec<u8>) {
+        push_name(line, field);
         let _ = push_quoted(line, self);
     }
 }
 
 impl LineValue for u64 {
-    fn write_field(&self, name: &str, line: &mut Vec<u8>) {
-        push_name(line, name);
+    #[inline]
+    fn write_field(&self, field: &'static str, line: &mut Vec<u8>) {
+        push_name(line, field);
         push_u64(line, *self);
     }
 }
 
 impl LineValue for u16 {
-    fn write_field(&self, name: &str, line: &mut Vec<u8>) {
-        push_name(line, name);
+    #[inline]
+    fn write_field(&self, field: &'static str, line: &mut Vec<u8>) {
+        push_name(line, field);
         push_u64(line, u64::from(*self));
     }
 }
 
 impl LineValue for f64 {
-    fn write_field(&self, name: &str, line: &mut Vec<u8>) {
-        push_name(line, name);
+    #[inline]
+    fn write_field(&self, field: &'static str, line: &mut Vec<u8>) {
+        push_name(line, field);
         let _ = push_f64(line, *self);
     }
 }
 
 impl<T: fmt::Display> LineValue for DisplayValue<T> {
-    fn write_field(&self, name: &str, line: &mut Vec<u8>) {
-        push_name(line, name);
+    #[inline]
+    fn write_field(&self, field: &'static str, line: &mut Vec<u8>) {
+        push_name(line, field);
         let _ = write!(Text(line), "{self}");
     }
 }
 
 impl<T: LineValue> LineValue for Option<T> {
-    fn write_field(&self, name: &str, line: &mut Vec<u8>) {
+    #[inline]
+    fn write_field(&self, field: &'static str, line: &mut Vec<u8>) {
         if let Some(value) = self {
-            value.write_field(name, line);
+            value.write_field(field, line);
         }
     }
 }
@@ -160,8 +202,8 @@ pub trait Show {
     /// The value for tracing.
     fn traced(&self) -> Self::Traced<'_>;
 
-    /// Writes ` name=value`, or nothing (for `None`).
-    fn write_shown(&self, name: &str, line: &mut Vec<u8>);
+    /// Writes `field` (` name=`) and the value, or nothing (for `None`).
+    fn write_shown(&self, field: &'static str, line: &mut Vec<u8>);
 }
 
 impl Show for http::Method {
@@ -171,8 +213,9 @@ impl Show for http::Method {
         tracing::field::display(self)
     }
 
-    fn write_shown(&self, name: &str, line: &mut Vec<u8>) {
-        push_name(line, name);
+    #[inline]
+    fn write_shown(&self, field: &'static str, line: &mut Vec<u8>) {
+        push_name(line, field);
         line.extend_from_slice(self.as_str().as_bytes());
     }
 }
@@ -184,8 +227,9 @@ impl Show for RequestKey {
         tracing::field::display(self)
     }
 
-    fn write_shown(&self, name: &str, line: &mut Vec<u8>) {
-        push_name(line, name);
+    #[inline]
+    fn write_shown(&self, field: &'static str, line: &mut Vec<u8>) {
+        push_name(line, field);
         let mut hex = [[0u8; 2]; 32];
         for (pair, b) in hex.iter_mut().zip(self.as_bytes()) {
             *pair = HEX_PAIRS[usize::from(*b)];
@@ -208,11 +252,15 @@ impl Show for Millis {
         self.0.as_micros() as f64 / 1000.0
     }
 
-    fn write_shown(&self, name: &str, line: &mut Vec<u8>) {
-        push_name(line, name);
-        let micros = self.0.as_micros();
-        match u64::try_from(micros / 1000) {
-            Ok(whole) if whole < 1_000_000_000_000 => {
+    #[inline]
+    fn write_shown(&self, field: &'static str, line: &mut Vec<u8>) {
+        push_name(line, field);
+        // Whole microseconds in a u64: a u128's division is a call.
+        let micros = (self.0.as_secs())
+            .checked_mul(1_000_000)
+            .and_then(|m| m.checked_add(u64::from(self.0.subsec_micros())));
+        match micros.map(|m| (m / 1000, m)) {
+            Some((whole, micros)) if whole < 1_000_000_000_000 => {
                 push_u64(line, whole);
                 let fraction = (micros % 1000) as u16;
                 line.extend_from_slice(&[
@@ -251,9 +299,10 @@ impl<T: Show> Show for Option<T> {
         self.as_ref().map(Show::traced)
     }
 
-    fn write_shown(&self, name: &str, line: &mut Vec<u8>) {
+    #[inline]
+    fn write_shown(&self, field: &'static str, line: &mut Vec<u8>) {
         if let Some(value) = self {
-            value.write_shown(name, line);
+            value.write_shown(field, line);
         }
     }
 }
@@ -296,10 +345,10 @@ macro_rules! __request_line {
         )
     };
     (@write $line:ident shown $name:ident $value:expr) => {
-        $crate::logs::access::Show::write_shown(&$value, stringify!($name), $line)
+        $crate::logs::access::Show::write_shown(&$value, concat!(" ", stringify!($name), "="), $line)
     };
     (@write $line:ident value $name:ident $value:expr) => {
-        $crate::logs::access::LineValue::write_field(&$value, stringify!($name), $line)
+        $crate::logs::access::LineValue::write_field(&$value, concat!(" ", stringify!($name), "="), $line)
     };
     (@parse [$($traced:tt)*] [$(($kind:ident $name:ident ($value:expr)))+]) => {{
         static CALLSITE: ::tracing::callsite::DefaultCallsite =
@@ -320,7 +369,7 @@ macro_rules! __request_line {
         match $crate::logs::access::sink() {
             ::core::option::Option::Some(sink) => {
                 if $crate::logs::access::enabled(&CALLSITE) {
-                    sink.write(module_path!(), |line| {
+                    sink.write(&$crate::__line_head!(), |line| {
                         $($crate::__request_line!(@write line $kind $name $value);)+
                     });
                 }
@@ -403,7 +452,7 @@ mod tests {
             Duration::from_secs(u64::MAX),
         ] {
             let mut direct = Vec::new();
-            Millis(d).write_shown("ms", &mut direct);
+            Millis(d).write_shown(" ms=", &mut direct);
             let mut traced = b" ms=".to_vec();
             push_f64(&mut traced, Millis(d).traced()).unwrap();
             assert_eq!(
@@ -413,7 +462,7 @@ mod tests {
             );
         }
         let mut line = Vec::new();
-        Millis(Duration::from_nanos(1_234_567)).write_shown("ms", &mut line);
+        Millis(Duration::from_nanos(1_234_567)).write_shown(" ms=", &mut line);
         assert_eq!(line, b" ms=1.234");
     }
 
@@ -449,16 +498,16 @@ mod tests {
                     shared: writer.shared.clone(),
                     format: PlainFormat { ansi },
                 };
-                sink.write(module_path!(), |line| {
-                    http::Method::POST.write_shown("method", line);
-                    "/v1/a\"b".write_field("path", line);
-                    "chat".write_field("route", line);
-                    key.copied().write_shown("key", line);
-                    "hit".write_field("outcome", line);
-                    200u16.write_field("status", line);
-                    0.25f64.write_field("ms", line);
-                    nearest.write_field("nearest", line);
-                    7u64.write_field("calls", line);
+                sink.write(&crate::__line_head!(), |line| {
+                    http::Method::POST.write_shown(" method=", line);
+                    "/v1/a\"b".write_field(" path=", line);
+                    "chat".write_field(" route=", line);
+                    key.copied().write_shown(" key=", line);
+                    "hit".write_field(" outcome=", line);
+                    200u16.write_field(" status=", line);
+                    0.25f64.write_field(" ms=", line);
+                    nearest.write_field(" nearest=", line);
+                    7u64.write_field(" calls=", line);
                 });
                 drop(guard);
                 let (traced, direct) = (traced.text(), direct.text());
@@ -528,6 +577,21 @@ mod tests {
                 .finish();
             let got = tracing::subscriber::with_default(subscriber, || enabled(&CALLSITE));
             assert_eq!(got, expected, "{directive}");
+        }
+    }
+
+    #[test]
+    fn a_key_is_written_as_its_display_writes_it() {
+        let keys = [
+            RequestKey::from_bytes(std::array::from_fn(|i| i as u8)),
+            RequestKey::from_bytes(std::array::from_fn(|i| 0xff - i as u8)),
+            RequestKey::from_bytes(std::array::from_fn(|i| (i as u8).wrapping_mul(37) ^ 0x5a)),
+            RequestKey::from_bytes([0; 32]),
+        ];
+        for key in keys {
+            let mut line = Vec::new();
+            key.write_shown(" key=", &mut line);
+            assert_eq!(String::from_utf8(line).unwrap(), format!(" key={key}"));
         }
     }
 }
