@@ -1,15 +1,18 @@
-//! One client connection, from the first byte to the close: hyper-util's
-//! auto builder (HTTP/1.1 or HTTP/2) over the socket, with the client
-//! bounds around it.
+//! One client connection, from the first byte to the close: hyper's
+//! HTTP/1.1 or HTTP/2 connection over the socket, with the client bounds
+//! around it.
 //!
 //! Layers, outside in:
-//! 1. [`Watched`] wraps the socket (plain or TLS) and tells the
-//!    connection's `watchdog::Activity` when bytes arrive; on the way out
-//!    it hands the socket back, so a slow head can still be told 408.
-//! 2. The hyper connection and [`ConnService`], which counts a request in
-//!    flight from the service call to the end (or drop) of its answer's
-//!    body ([`TrackedBody`]), tags the peer for the admin endpoints, and
-//!    wraps the request body in `server.body_read_timeout`.
+//! 1. [`Watched`] (`serve::socket`) wraps the socket (plain or TLS),
+//!    tells the connection's `watchdog::Activity` when bytes arrive, and
+//!    reads the first bytes to tell an HTTP/2 preface from HTTP/1 (TLS
+//!    tells by ALPN); on the way out it hands the socket back, so a slow
+//!    head can still be told 408.
+//! 2. hyper's connection for that protocol ([`Http`]) and [`ConnService`],
+//!    which counts a request in flight from the service call to the end
+//!    (or drop) of its answer's body ([`TrackedBody`]), tags the peer for
+//!    the admin endpoints, and wraps the request body in
+//!    `server.body_read_timeout`.
 //! 3. [`serve`], the connection's task: it drives the hyper connection
 //!    and sleeps towards the watchdog's deadline, and closes the
 //!    connection when the head or an idle wait took too long (HTTP/1: a
@@ -24,8 +27,9 @@ use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -33,8 +37,8 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{oneshot, watch};
 
@@ -44,20 +48,20 @@ use crate::serve::error::ProxyError;
 use crate::serve::metrics::Metrics;
 use crate::serve::proxy::Proxy;
 use crate::serve::read_timeout::BodyReadTimeout;
+use crate::serve::socket::{Protocol, Watched};
 use crate::serve::watchdog::{Activity, Bounds, ClientTimeout, InFlightRequest, Verdict};
 
 /// After a timeout, the last bytes (a 408, a GOAWAY, TLS close_notify)
 /// get this long to leave; a client that does not take them is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// The first bytes an HTTP/2 client sends (prior knowledge, no TLS).
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
 /// What every connection of one server shares.
 pub(crate) struct Shared {
     pub(crate) proxy: Proxy,
     pub(crate) metrics: Arc<Metrics>,
-    pub(crate) builder: auto::Builder<TokioExecutor>,
+    /// hyper's HTTP/1.1 side, and its HTTP/2 side (prior knowledge or ALPN).
+    pub(crate) http1: http1::Builder,
+    pub(crate) http2: http2::Builder<TokioExecutor>,
     pub(crate) bounds: Bounds,
     pub(crate) body_read_timeout: Duration,
     /// The whole HTTP/1.1 408 answer to a slow head, rendered once.
@@ -97,22 +101,17 @@ pub(crate) async fn serve<IO>(
 {
     let activity = Activity::new(h2);
     let (handback, mut handed_back) = oneshot::channel();
-    let io = Watched {
-        io: Some(io),
-        activity: activity.clone(),
-        first_read: true,
-        handback: Some(handback),
-    };
+    let io = Watched::new(io, activity.clone(), handback);
     let service = ConnService {
         shared: shared.clone(),
         activity: activity.clone(),
         peer,
     };
-    let mut connection = Box::pin(
-        shared
-            .builder
-            .serve_connection_with_upgrades(TokioIo::new(io), service),
-    );
+    let mut connection = if h2 {
+        Http::serve(&shared, io, service, Protocol::Http2)
+    } else {
+        Http::Sniffing(Some((io, service)))
+    };
     let mut shutting_down = false;
     // The watchdog is never told of a change (a read, a request, an
     // answer's end): each change starts a deadline at least `check` after
@@ -125,8 +124,7 @@ pub(crate) async fn serve<IO>(
         .min(shared.bounds.idle)
         .max(Duration::from_millis(1));
     // One timer for the connection's life, moved to each next look.
-    let sleep = tokio::time::sleep(Duration::ZERO);
-    tokio::pin!(sleep);
+    let mut timer = Timer::new();
     let mut armed_for = None;
     let closed = shutdown_signal(closing);
     tokio::pin!(closed);
@@ -139,24 +137,24 @@ pub(crate) async fn serve<IO>(
             Verdict::IdleTimedOut => break Expired::Idle,
         };
         if armed_for != Some(next) {
-            sleep.as_mut().reset(next);
+            timer.reset(next);
             armed_for = Some(next);
         }
         // Biased: the connection first (it is what wakes the task almost
         // always), and no random draw per wake-up.
         tokio::select! {
             biased;
-            result = connection.as_mut() => {
+            result = poll_fn(|cx| connection.poll(&shared, cx)) => {
                 if let Err(error) = result {
                     tracing::debug!(%error, %peer, "connection ended with an error");
                 }
                 return;
             }
-            () = &mut sleep => {}
+            () = poll_fn(|cx| timer.poll_due(cx)) => {}
             // An error means the server is gone: stop all the same.
             _ = &mut closed, if !shutting_down => {
                 shutting_down = true;
-                connection.as_mut().graceful_shutdown();
+                connection.graceful_shutdown();
             }
         }
     };
@@ -165,8 +163,8 @@ pub(crate) async fn serve<IO>(
     tracing::debug!(%peer, timeout = which.as_str(), "closing a client connection that waited too long");
     if activity.is_h2() {
         // A GOAWAY: the client knows to open a new connection.
-        connection.as_mut().graceful_shutdown();
-        let _ = tokio::time::timeout(CLOSE_GRACE, connection.as_mut()).await;
+        connection.graceful_shutdown();
+        let _ = tokio::time::timeout(CLOSE_GRACE, poll_fn(|cx| connection.poll(&shared, cx))).await;
         return;
     }
     // Dropping hyper's connection hands the socket back.
@@ -179,6 +177,143 @@ pub(crate) async fn serve<IO>(
         Expired::Head { partial: false } | Expired::Idle => None,
     };
     let _ = tokio::time::timeout(CLOSE_GRACE, close_with(&mut io, answer)).await;
+}
+
+/// The socket as hyper reads it.
+type HyperIo<IO> = TokioIo<Watched<IO>>;
+
+/// hyper's connection for the protocol the client speaks, once its first
+/// bytes told it (or TLS did).
+enum Http<IO> {
+    /// Reading the first bytes: the socket and the service wait for them.
+    Sniffing(Option<(Watched<IO>, ConnService)>),
+    Http1(Pin<Box<http1::Connection<HyperIo<IO>, ConnService>>>),
+    Http2(Pin<Box<http2::Connection<HyperIo<IO>, ConnService, TokioExecutor>>>),
+    /// Shut down before it knew.
+    Closed,
+}
+
+impl<IO> Http<IO>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    /// hyper's connection for `protocol` over `io`.
+    fn serve(shared: &Shared, io: Watched<IO>, service: ConnService, protocol: Protocol) -> Self {
+        let io = TokioIo::new(io);
+        match protocol {
+            Protocol::Http1 => Http::Http1(Box::pin(shared.http1.serve_connection(io, service))),
+            Protocol::Http2 => Http::Http2(Box::pin(shared.http2.serve_connection(io, service))),
+        }
+    }
+
+    /// Drives the connection: ready when it ended.
+    fn poll(&mut self, shared: &Shared, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        loop {
+            match self {
+                Http::Http1(connection) => return connection.as_mut().poll(cx).map_err(Into::into),
+                Http::Http2(connection) => return connection.as_mut().poll(cx).map_err(Into::into),
+                Http::Closed => return Poll::Ready(Ok(())),
+                Http::Sniffing(waiting) => {
+                    let (io, _) = waiting.as_mut().expect("taken only to serve");
+                    let protocol = ready!(io.poll_sniff(cx))?;
+                    let (io, service) = waiting.take().expect("taken only to serve");
+                    *self = Http::serve(shared, io, service, protocol);
+                }
+            }
+        }
+    }
+
+    /// Finishes the requests under way and ends (HTTP/2: a GOAWAY); a
+    /// connection that has not said what it speaks just closes.
+    fn graceful_shutdown(&mut self) {
+        match self {
+            Http::Http1(connection) => connection.as_mut().graceful_shutdown(),
+            Http::Http2(connection) => connection.as_mut().graceful_shutdown(),
+            Http::Sniffing(_) => *self = Http::Closed,
+            Http::Closed => {}
+        }
+    }
+}
+
+/// The connection's timer, whose `Sleep` is polled only when it may be
+/// due: when it was just set (to register it), or when its own waker
+/// fired. A task's wake-ups are nearly all for the socket, and polling
+/// the `Sleep` at each (the runtime's budget, the timer entry's state
+/// and waker) cost a cache hit about 250 instructions.
+struct Timer {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    fired: Arc<TimerFired>,
+    /// The waker the `Sleep` is polled with: it marks `fired`, then wakes
+    /// the task.
+    waker: Waker,
+    /// Set since it was last polled.
+    reset: bool,
+    /// The task's waker `fired` holds, to compare without its lock.
+    task: Option<Waker>,
+}
+
+/// What the timer's waker shares with the timer.
+struct TimerFired {
+    fired: AtomicBool,
+    task: std::sync::Mutex<Option<Waker>>,
+}
+
+impl Wake for TimerFired {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.fired.store(true, Ordering::Release);
+        if let Some(task) = &*crate::sync::lock(&self.task) {
+            task.wake_by_ref();
+        }
+    }
+}
+
+impl Timer {
+    fn new() -> Timer {
+        let fired = Arc::new(TimerFired {
+            fired: AtomicBool::new(false),
+            task: std::sync::Mutex::new(None),
+        });
+        Timer {
+            sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            waker: Waker::from(fired.clone()),
+            fired,
+            reset: true,
+            task: None,
+        }
+    }
+
+    /// Sets it to fire at `deadline`.
+    fn reset(&mut self, deadline: tokio::time::Instant) {
+        self.sleep.as_mut().reset(deadline);
+        self.reset = true;
+    }
+
+    /// Ready once the deadline has passed.
+    fn poll_due(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self
+            .task
+            .as_ref()
+            .is_some_and(|task| task.will_wake(cx.waker()))
+        {
+            let task = cx.waker().clone();
+            *crate::sync::lock(&self.fired.task) = Some(task.clone());
+            self.task = Some(task);
+        }
+        if !self.reset && !self.fired.fired.load(Ordering::Acquire) {
+            return Poll::Pending;
+        }
+        self.reset = false;
+        // Cleared before the poll (acquire: the poll's reads come after),
+        // so a firing after it is seen at the next wake-up.
+        self.fired.fired.swap(false, Ordering::AcqRel);
+        self.sleep
+            .as_mut()
+            .poll(&mut Context::from_waker(&self.waker))
+    }
 }
 
 /// Resolves when `closing` turns (or its sender is gone: the server is).
@@ -257,86 +392,6 @@ async fn close_with<IO: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// The socket, telling the watchdog when bytes arrive.
-struct Watched<IO> {
-    /// Always `Some` until dropped (then handed back).
-    io: Option<IO>,
-    activity: Arc<Activity>,
-    /// Nothing read yet: the first bytes tell an HTTP/2 preface.
-    first_read: bool,
-    handback: Option<oneshot::Sender<IO>>,
-}
-
-impl<IO: Unpin> Watched<IO> {
-    fn io(&mut self) -> Pin<&mut IO> {
-        Pin::new(self.io.as_mut().expect("the socket is only taken on drop"))
-    }
-}
-
-impl<IO> Drop for Watched<IO> {
-    fn drop(&mut self) {
-        if let (Some(io), Some(handback)) = (self.io.take(), self.handback.take()) {
-            // Nobody waiting means nobody needs it: it closes here.
-            let _ = handback.send(io);
-        }
-    }
-}
-
-impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        let before = buf.filled().len();
-        ready!(this.io().poll_read(cx, buf))?;
-        let read = &buf.filled()[before..];
-        if !read.is_empty() {
-            if this.first_read {
-                this.first_read = false;
-                let n = read.len().min(H2_PREFACE.len());
-                // Two bytes tell "PRI" from any HTTP/1 method.
-                if n >= 2 && read[..n] == H2_PREFACE[..n] {
-                    this.activity.saw_h2_preface();
-                }
-            }
-            this.activity.read();
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.io().poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        self.io().poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.as_ref().is_some_and(|io| io.is_write_vectored())
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.io().poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.io().poll_shutdown(cx)
-    }
-}
-
 /// The service hyper calls for each request of one connection.
 struct ConnService {
     shared: Arc<Shared>,
@@ -364,13 +419,14 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         };
         let (parts, body) = request.into_parts();
         let body = BodyReadTimeout::new(body, self.shared.body_read_timeout, on_stall);
-        let proxy = self.shared.proxy.clone();
-        let activity = self.activity.clone();
+        // One reference for the proxy; the activity is the in-flight
+        // guard's (each reference counted is an atomic add and sub).
+        let shared = self.shared.clone();
         Box::pin(async move {
-            let mut response = proxy.respond(&parts, body).await;
+            let mut response = shared.proxy.respond(&parts, body).await;
             // The rest of a stalled body is never read: HTTP/1 cannot go
             // on with the next request (HTTP/2 resets just the stream).
-            if !h2 && activity.take_body_stalled() {
+            if !h2 && in_flight.activity().take_body_stalled() {
                 response
                     .headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -493,6 +549,42 @@ mod tests {
             .is_pending());
         tx.send(true).unwrap();
         assert_eq!(wakes.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_timer_fires_at_its_deadline_whatever_else_wakes_the_task() {
+        use tokio::time::Instant;
+        let secs = Duration::from_secs;
+        let start = Instant::now();
+        let mut timer = Timer::new();
+        timer.reset(start + secs(5));
+        // Another wake-up of the task comes first: the timer is not due.
+        let other = tokio::time::sleep_until(start + secs(2));
+        tokio::pin!(other);
+        let mut early = 0;
+        let fired = tokio::time::timeout(secs(60), async {
+            loop {
+                tokio::select! {
+                    biased;
+                    () = poll_fn(|cx| timer.poll_due(cx)) => break Instant::now(),
+                    () = &mut other, if early == 0 => early += 1,
+                }
+            }
+        })
+        .await
+        .expect("the timer fires (its waker wakes the task)");
+        assert_eq!(early, 1);
+        assert!(
+            fired >= start + secs(5) && fired < start + secs(6),
+            "{:?}",
+            fired - start
+        );
+        // Set again, later: due then, not before.
+        timer.reset(fired + secs(3));
+        tokio::time::timeout(secs(60), poll_fn(|cx| timer.poll_due(cx)))
+            .await
+            .expect("the timer fires again");
+        assert!(Instant::now() >= fired + secs(3));
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub(crate) mod runs;
 pub(crate) mod sequence;
 pub mod server;
 pub(crate) mod shared_store;
+pub(crate) mod socket;
 pub mod ui;
 pub(crate) mod ui_api;
 pub(crate) mod upstream;

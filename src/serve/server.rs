@@ -1,6 +1,6 @@
 //! The listener: accepts connections, admits them under
 //! `server.max_connections`, hands each to its task (`serve::connection`,
-//! HTTP/1.1 and HTTP/2 with hyper-util's auto builder, TLS optional), and
+//! HTTP/1.1 and HTTP/2 by hyper, TLS optional), and
 //! shuts down gracefully.
 //!
 //! Start-up opens the store, fits `server.max_connections` under the
@@ -16,8 +16,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -209,10 +209,12 @@ impl Server {
         let server = &self.config.server;
         let metrics = self.proxy.shared.metrics.clone();
         let admission = Admission::new(self.max_connections, metrics.clone());
+        let (http1, http2) = http_builders(&self.config);
         let shared = Arc::new(connection::Shared {
             proxy: self.proxy.clone(),
             metrics: metrics.clone(),
-            builder: http_builder(&self.config),
+            http1,
+            http2,
             bounds: Bounds {
                 header: server.header_read_timeout,
                 idle: server.idle_timeout,
@@ -339,20 +341,17 @@ impl Server {
 /// hyper enforces itself. The client timeouts are the watchdog's
 /// (`serve::watchdog`): hyper's own HTTP/1 header timeout stays off, as it
 /// writes no 408 and cannot tell a slow head from a kept-alive wait.
-fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+fn http_builders(config: &Config) -> (http1::Builder, http2::Builder<TokioExecutor>) {
+    let mut h1 = http1::Builder::new();
     // Bound the request head: a larger one is refused by hyper (431).
-    builder
-        .http1()
-        .max_buf_size(config.server.max_header_bytes)
+    h1.max_buf_size(config.server.max_header_bytes)
         .header_read_timeout(None);
-    builder
-        .http2()
-        .max_header_list_size(u32::try_from(config.server.max_header_bytes).unwrap_or(u32::MAX))
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.max_header_list_size(u32::try_from(config.server.max_header_bytes).unwrap_or(u32::MAX))
         .timer(TokioTimer::new())
         .keep_alive_interval(H2_PING_INTERVAL)
         .keep_alive_timeout(H2_PING_TIMEOUT);
-    builder
+    (h1, h2)
 }
 
 /// Builds the TLS acceptor from PEM files (HTTP/2 and HTTP/1.1 by ALPN).

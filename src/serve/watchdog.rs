@@ -243,6 +243,13 @@ impl Activity {
 #[derive(Debug)]
 pub(crate) struct InFlightRequest(Arc<Activity>);
 
+impl InFlightRequest {
+    /// The connection's activity this request counts in.
+    pub(crate) fn activity(&self) -> &Activity {
+        &self.0
+    }
+}
+
 impl Drop for InFlightRequest {
     fn drop(&mut self) {
         // The idle deadline this may start is `idle_timeout` away: the

@@ -626,3 +626,69 @@ async fn the_health_endpoint_answers_without_upstream() {
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
     assert_eq!(mock.calls(), 0);
 }
+
+/// One request over HTTP/2 with prior knowledge (no TLS, no upgrade) on
+/// a connection of its own: (status, x-llmtape-cache, body).
+async fn post_h2c(proxy: &TestProxy, body: &'static str) -> (StatusCode, String, bytes::Bytes) {
+    use http_body_util::BodyExt;
+    let socket = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(socket),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(connection);
+    let request = http::Request::post(format!("http://{}/v1/chat/completions", proxy.addr))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            body.as_bytes(),
+        )))
+        .unwrap();
+    let response = tokio::time::timeout(WAIT, sender.send_request(request))
+        .await
+        .expect("answered in time")
+        .expect("answered");
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let status = response.status();
+    let cache = response.headers()["x-llmtape-cache"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body = tokio::time::timeout(WAIT, response.into_body().collect())
+        .await
+        .expect("body in time")
+        .unwrap()
+        .to_bytes();
+    (status, cache, body)
+}
+
+#[tokio::test]
+async fn http2_with_prior_knowledge_and_http1_share_the_plain_port_and_the_store() {
+    let mock = MockUpstream::start().await;
+    let proxy = TestProxy::start(&mock.url(), "").await;
+    let (status, cache, first) = post_h2c(&proxy, CHAT).await;
+    assert_eq!((status, cache.as_str()), (StatusCode::OK, "miss"));
+    let (status, cache, second) = post_h2c(&proxy, CHAT).await;
+    assert_eq!((status, cache.as_str()), (StatusCode::OK, "hit"));
+    assert_eq!(second, first, "the replay is byte for byte");
+    // HTTP/1.1 on the same port gets the same recording.
+    let third = post(&proxy.url("/v1/chat/completions"), CHAT).await;
+    assert_eq!(third.cache(), "hit");
+    assert_eq!(third.body, first);
+    assert_eq!(mock.calls(), 1);
+    // A method that starts like the preface ("PR...") is still HTTP/1.
+    let mut socket = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    socket
+        .write_all(b"PROPFIND /v1/models HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, socket.read_to_end(&mut answer))
+        .await
+        .expect("answered in time")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 "), "{answer}");
+}

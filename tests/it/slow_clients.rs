@@ -364,6 +364,34 @@ async fn an_idle_http2_connection_gets_a_goaway_and_is_closed() {
     );
 }
 
+#[tokio::test]
+async fn an_http2_connection_without_tls_that_asks_nothing_gets_a_goaway() {
+    // Prior knowledge: the preface alone says HTTP/2 (no ALPN, and no
+    // request that would). Its first request is owed within the header
+    // timeout, as on any connection; past it an HTTP/2 client gets a
+    // GOAWAY, where one taken for HTTP/1 would get a 408 in HTTP/1 bytes
+    // (a protocol error to it).
+    let setup = Setup::start(&bounds(SHORT)).await;
+    let socket = setup.connect().await;
+    let (_sender, connection) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(socket),
+    )
+    .await
+    .expect("h2 handshake");
+    let ended = tokio::time::timeout(WAIT, connection)
+        .await
+        .expect("the proxy ends the idle HTTP/2 connection in time");
+    assert!(matches!(ended, Ok(())), "a clean GOAWAY: {ended:?}");
+    let header = setup
+        .metric("llmtape_connections_timed_out_total{timeout=\"header\"}")
+        .await;
+    let idle = setup
+        .metric("llmtape_connections_timed_out_total{timeout=\"idle\"}")
+        .await;
+    assert_eq!((header, idle), (1, 0), "timed out as (a slow head, idle)");
+}
+
 /// GET `path` over TLS (HTTP/1.1, one request, then the close).
 async fn tls_get(setup: &Setup, der: Vec<u8>, path: &str) -> String {
     let mut tls = tls_connect(setup, der, b"http/1.1").await;
