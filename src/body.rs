@@ -13,20 +13,82 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Empty, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::time::{Instant, Sleep};
 
 /// Errors inside bodies, boxed (hyper's convention).
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 
-/// The body of every response the proxy sends and every request it forwards.
-pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+/// The body of every response the proxy sends and every request it
+/// forwards: bytes in hand (a replay, an error, an admin answer) sent in
+/// one frame, or any other body in a box. A replay's body is the first:
+/// a box made and freed per hit was a cache hit's cost for no reason.
+pub struct ProxyBody(Inner);
 
-/// A body holding `bytes`, sent in one frame.
+enum Inner {
+    /// The bytes not yet sent (`None` once sent, or when there were none).
+    Full(Option<Bytes>),
+    Boxed(UnsyncBoxBody<Bytes, BoxError>),
+}
+
+impl ProxyBody {
+    /// `body`, boxed.
+    pub fn boxed<B>(body: B) -> ProxyBody
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        ProxyBody(Inner::Boxed(body.map_err(Into::into).boxed_unsync()))
+    }
+}
+
+impl fmt::Debug for ProxyBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Inner::Full(bytes) => f
+                .debug_tuple("ProxyBody::Full")
+                .field(&bytes.as_ref().map_or(0, Bytes::len))
+                .finish(),
+            Inner::Boxed(_) => f.write_str("ProxyBody::Boxed"),
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.0 {
+            Inner::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Inner::Boxed(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.0 {
+            Inner::Full(bytes) => bytes.is_none(),
+            Inner::Boxed(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.0 {
+            Inner::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            Inner::Boxed(body) => body.size_hint(),
+        }
+    }
+}
+
+/// A body holding `bytes`, sent in one frame (none when empty).
 pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
+    let bytes = bytes.into();
+    ProxyBody(Inner::Full((!bytes.is_empty()).then_some(bytes)))
 }
 
 /// A JSON response with `status`.
@@ -45,7 +107,7 @@ pub fn json_response(
 
 /// A body with no bytes.
 pub fn empty() -> ProxyBody {
-    Empty::new().map_err(|never| match never {}).boxed_unsync()
+    ProxyBody(Inner::Full(None))
 }
 
 /// Why a request body could not be collected.
@@ -234,7 +296,44 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::StreamBody;
+    use http_body_util::{Empty, Full, StreamBody};
+
+    #[tokio::test]
+    async fn a_full_body_is_one_frame_of_its_bytes_as_http_body_util_sends_it() {
+        for bytes in [&b""[..], b"x", b"{\"id\":1}"] {
+            let ours = full(Bytes::copy_from_slice(bytes));
+            let theirs = Full::new(Bytes::copy_from_slice(bytes));
+            assert_eq!(ours.is_end_stream(), theirs.is_end_stream(), "{bytes:?}");
+            assert_eq!(ours.size_hint().exact(), theirs.size_hint().exact());
+            let mut ours = std::pin::pin!(ours);
+            let mut frames = Vec::new();
+            while let Some(frame) = ours.frame().await {
+                frames.push(frame.unwrap().into_data().unwrap());
+            }
+            assert!(ours.is_end_stream());
+            assert_eq!(ours.size_hint().exact(), Some(0));
+            let expected: Vec<Bytes> = if bytes.is_empty() {
+                Vec::new()
+            } else {
+                vec![Bytes::copy_from_slice(bytes)]
+            };
+            assert_eq!(frames, expected);
+        }
+        let empty = empty();
+        assert!(empty.is_end_stream());
+        // Any other body goes in the box, frames and errors as they come.
+        let stream = futures_util::stream::iter([
+            Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"a"))),
+            Err("cut".into()),
+        ]);
+        let boxed = ProxyBody::boxed(StreamBody::new(stream));
+        let mut boxed = std::pin::pin!(boxed);
+        assert_eq!(
+            boxed.frame().await.unwrap().unwrap().into_data().unwrap(),
+            "a"
+        );
+        assert_eq!(boxed.frame().await.unwrap().unwrap_err().to_string(), "cut");
+    }
 
     #[tokio::test]
     async fn collect_refuses_bodies_over_the_limit() {

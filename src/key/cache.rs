@@ -106,8 +106,8 @@ pub struct KeyMemo {
     sample_key: foldhash::fast::RandomState,
     /// The rules every key of this memo is computed under.
     rules: KeyRules,
-    /// [`KeyRules`]' part of [`frame`], framed once: the presets and
-    /// pointers, the same for every request.
+    /// [`KeyRules`] framed once (the presets and pointers, the same for
+    /// every request), for the hashed memo's hash.
     rules_frame: Vec<u8>,
 }
 
@@ -311,9 +311,9 @@ thread_local! {
 }
 
 impl KeyMemo {
-    /// Feeds every input of canonicalisation but the body to `sink`, each
-    /// length-prefixed (`u64::MAX` for an absent one), so the bytes name
-    /// the fields exactly.
+    /// Feeds every input of canonicalisation but the body and the key
+    /// rules (the memo's own) to `sink`, each length-prefixed (`u64::MAX`
+    /// for an absent one), so the bytes name the fields exactly.
     fn frame(&self, parts: &RequestParts<'_>, mut sink: impl FnMut(&[u8])) {
         let mut put = |bytes: Option<&[u8]>| field(&mut sink, bytes);
         put(Some(parts.method.as_bytes()));
@@ -328,10 +328,10 @@ impl KeyMemo {
         } else {
             None
         });
-        sink(&self.rules_frame);
         // The Anthropic headers in the key; the betas counted first so
-        // that a list of them cannot run into the next field.
-        let mut put = |bytes: Option<&[u8]>| field(&mut sink, bytes);
+        // that a list of them cannot run into the next field. (The key
+        // rules are the memo's own, the same for every request: the
+        // exact memo leaves them out, the hashed one adds them.)
         put(parts.anthropic_version.map(str::as_bytes));
         put(Some(&(parts.anthropic_beta.len() as u64).to_le_bytes()));
         for beta in &parts.anthropic_beta {
@@ -350,6 +350,7 @@ impl KeyMemo {
         self.frame(parts, |bytes| {
             hasher.update(bytes);
         });
+        hasher.update(&self.rules_frame);
         hasher.update(&(parts.body.len() as u64).to_le_bytes());
         hasher.update(parts.body);
         *hasher.finalize().as_bytes()
@@ -375,8 +376,9 @@ fn field(sink: &mut impl FnMut(&[u8]), bytes: Option<&[u8]>) {
     }
 }
 
-/// The rules' part of a request's frame: one memo serves one proxy's
-/// rules, but its bytes name them all the same (a few short strings).
+/// The rules' part of the hashed memo's input: one memo serves one
+/// proxy's rules, but its hash names them all the same (a few short
+/// strings).
 fn frame_rules(rules: &KeyRules, mut sink: impl FnMut(&[u8])) {
     let mut put = |bytes: Option<&[u8]>| field(&mut sink, bytes);
     put(Some(&(rules.presets.len() as u64).to_le_bytes()));
@@ -488,7 +490,7 @@ mod tests {
     }
 
     #[test]
-    fn each_memo_keys_under_its_own_rules_and_frames_them() {
+    fn each_memo_keys_under_its_own_rules_and_hashes_them() {
         let body = br#"{"model":"m","user":"u","metadata":{"user_id":"s"}}"#;
         let base = rules(false);
         let variants = [
@@ -506,7 +508,7 @@ mod tests {
                 ..base.clone()
             },
         ];
-        let mut heads = Vec::new();
+        let mut hashes = Vec::new();
         for variant in &variants {
             let memo = KeyMemo::new(DEFAULT_CAPACITY, variant.clone());
             let first = memo.key(&parts(body, None));
@@ -518,11 +520,17 @@ mod tests {
                 (canonical, canonical),
                 "{variant:?}"
             );
-            heads.push(memo.framed_head(&parts(body, None)));
+            // The exact memo's head leaves the memo's rules out; the
+            // hashed memo's hash names them.
+            assert_eq!(memo.framed_head(&parts(body, None)), {
+                let other = KeyMemo::new(DEFAULT_CAPACITY, base.clone());
+                other.framed_head(&parts(body, None))
+            });
+            hashes.push(memo.raw_hash(&parts(body, None)));
         }
-        for (i, a) in heads.iter().enumerate() {
-            for b in &heads[i + 1..] {
-                assert_ne!(a, b, "two rule sets framed alike");
+        for (i, a) in hashes.iter().enumerate() {
+            for b in &hashes[i + 1..] {
+                assert_ne!(a, b, "two rule sets hashed alike");
             }
         }
     }

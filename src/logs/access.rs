@@ -146,6 +146,29 @@ impl LineValue for &str {
     }
 }
 
+/// A fixed word known to need no escaping (an outcome: `hit`, `miss`):
+/// written in quotes as a `&str` is, without looking for what to escape.
+/// Tracing gets the `&str`.
+#[derive(Debug, Clone, Copy)]
+pub struct Word(pub &'static str);
+
+impl Show for Word {
+    type Traced<'a> = &'static str;
+
+    fn traced(&self) -> &'static str {
+        self.0
+    }
+
+    #[inline]
+    fn write_shown(&self, field: &'static str, line: &mut Vec<u8>) {
+        debug_assert!(super::all_plain(self.0.as_bytes()), "{:?}", self.0);
+        push_name(line, field);
+        line.push(b'"');
+        line.extend_from_slice(self.0.as_bytes());
+        line.push(b'"');
+    }
+}
+
 impl LineValue for u64 {
     #[inline]
     fn write_field(&self, field: &'static str, line: &mut Vec<u8>) {
@@ -314,8 +337,8 @@ impl<T: Show> Show for Option<T> {
 /// `tracing::field::display(..)`, or an `Option` of one (left out when
 /// `None`), so a field added on a rare path (`x = opt.map(display)`)
 /// costs the others nothing; `name = %value` for a [`Show`] value (the
-/// method, a key, an `Option` of a key, a [`Millis`]), written without
-/// `Display`.
+/// method, a key, an `Option` of a key, a [`Millis`], a [`Word`]),
+/// written without `Display`.
 #[macro_export]
 macro_rules! request_line {
     ($($fields:tt)+) => {
@@ -503,7 +526,7 @@ mod tests {
                     "/v1/a\"b".write_field(" path=", line);
                     "chat".write_field(" route=", line);
                     key.copied().write_shown(" key=", line);
-                    "hit".write_field(" outcome=", line);
+                    Word("hit").write_shown(" outcome=", line);
                     200u16.write_field(" status=", line);
                     0.25f64.write_field(" ms=", line);
                     nearest.write_field(" nearest=", line);

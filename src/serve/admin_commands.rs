@@ -22,7 +22,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame};
-use http_body_util::{BodyExt, StreamBody};
+use http_body_util::StreamBody;
 use serde_json::json;
 
 use crate::body::{collect_limited, json_response, BoxError, ProxyBody};
@@ -105,7 +105,7 @@ impl Proxy {
                 }
             }
         });
-        let mut response = Response::new(StreamBody::new(frames).boxed_unsync());
+        let mut response = Response::new(ProxyBody::boxed(StreamBody::new(frames)));
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
@@ -193,6 +193,7 @@ mod tests {
     use crate::serve::admin::{CommandRunner, COMMAND_PATH};
     use crate::serve::replay::Rendered;
     use crate::store::SledStore;
+    use http_body_util::BodyExt;
 
     struct Echo;
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, Response, StatusCode};
 use http_body::Frame;
-use http_body_util::{BodyExt, StreamBody};
+use http_body_util::StreamBody;
 use tokio::sync::watch;
 
 use crate::body::{BoxError, IdleTimeoutError, ProxyBody};
@@ -247,7 +247,7 @@ impl Flight {
             idle: patience.idle,
         };
         let frames = futures_util::stream::unfold(following, Following::next_frame);
-        let mut response = Response::new(StreamBody::new(frames).boxed_unsync());
+        let mut response = Response::new(ProxyBody::boxed(StreamBody::new(frames)));
         *response.status_mut() = status;
         *response.headers_mut() = headers;
         Some(Ok(response))

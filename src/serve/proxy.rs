@@ -22,7 +22,6 @@ use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response};
 use http_body::Body;
-use http_body_util::BodyExt;
 
 use crate::body::{collect_pieces, BoxError, CollectError, IdleTimeout, ProxyBody};
 use crate::config::{Config, Mode, Timing};
@@ -196,7 +195,7 @@ impl Proxy {
             route = route.map_or("-", |id| s.routes.name(id)),
             key = %answer.key,
             nearest = %answer.nearest,
-            outcome = answer.outcome_str(),
+            outcome = %crate::logs::access::Word(answer.outcome_str()),
             status = answer.response.status().as_u16(),
             ms = %crate::logs::access::Millis(elapsed),
         );
@@ -242,7 +241,7 @@ impl Proxy {
                 Err(error) => return Answer::error_in(dialect, &error, None),
             };
             if mode == Mode::Passthrough || route.is_none() {
-                let body = body.map_err(Into::into).boxed_unsync();
+                let body = ProxyBody::boxed(body);
                 return Box::pin(self.forward(parts, body)).await;
             }
 
@@ -354,7 +353,7 @@ impl Proxy {
                 strip_hop_by_hop(&mut head.headers);
                 head.headers.remove(header::CONTENT_LENGTH);
                 headers::mark(&mut head.headers, Outcome::Bypass, None);
-                let body = IdleTimeout::new(incoming, upstream.idle_timeout()).boxed_unsync();
+                let body = ProxyBody::boxed(IdleTimeout::new(incoming, upstream.idle_timeout()));
                 Answer::new(
                     Response::from_parts(head, body),
                     Some(Outcome::Bypass),

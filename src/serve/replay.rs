@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 use http_body::Frame;
-use http_body_util::{BodyExt, StreamBody};
+use http_body_util::StreamBody;
 use tokio::time::Instant;
 
 use crate::body::{full, BoxError, ProxyBody};
@@ -119,5 +119,5 @@ fn paced(events: Vec<(u64, Bytes)>) -> ProxyBody {
         tokio::time::sleep_until(start + Duration::from_millis(offset_ms)).await;
         Ok::<_, BoxError>(Frame::data(event))
     });
-    StreamBody::new(frames).boxed_unsync()
+    ProxyBody::boxed(StreamBody::new(frames))
 }

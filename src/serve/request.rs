@@ -34,6 +34,21 @@ pub struct Asked<'a> {
     no_cache: bool,
 }
 
+// `Asked::of` skips a header whose name starts otherwise.
+const _: () = {
+    let names = [
+        MODE_HEADER,
+        REPLAY_TIMING_HEADER,
+        REPEATS_HEADER,
+        NAMESPACE_HEADER,
+    ];
+    let mut i = 0;
+    while i < names.len() {
+        assert!(names[i].as_bytes()[0] == b'x');
+        i += 1;
+    }
+};
+
 /// Keeps the first value of the credential header of the best `rank`.
 fn credential<'a>(slot: &mut Option<(u8, &'a HeaderValue)>, rank: u8, value: &'a HeaderValue) {
     if slot.is_none_or(|(held, _)| rank < held) {
@@ -61,7 +76,13 @@ impl<'a> Asked<'a> {
             } else if name == header::CACHE_CONTROL {
                 asked.no_cache |= is_no_cache(value);
             } else {
-                match name.as_str() {
+                let name = name.as_str();
+                // Every other name asked for starts with `x` or `a`: most
+                // headers (host, content-length, user-agent) stop here.
+                if !matches!(name.as_bytes().first(), Some(b'x' | b'a')) {
+                    continue;
+                }
+                match name {
                     MODE_HEADER => first(&mut asked.mode, value),
                     REPLAY_TIMING_HEADER => first(&mut asked.replay_timing, value),
                     REPEATS_HEADER => first(&mut asked.repeats, value),

@@ -106,9 +106,10 @@ impl Proxy {
                 lead.head(head.status, &head.headers);
             }
             sink.lead = miss.lead;
-            let body = RecordingBody::new(upstream, recorder, sink)
-                .drain_after_drop(DRAIN_AFTER_DISCONNECT)
-                .boxed_unsync();
+            let body = ProxyBody::boxed(
+                RecordingBody::new(upstream, recorder, sink)
+                    .drain_after_drop(DRAIN_AFTER_DISCONNECT),
+            );
             return Response::from_parts(head, body);
         }
 
@@ -142,8 +143,9 @@ impl Proxy {
                 let buffered =
                     futures_util::stream::iter(chunks.into_iter().map(|c| Ok(Frame::data(c))));
                 let rest = http_body_util::BodyStream::new(body);
-                let body =
-                    StreamBody::new(futures_util::StreamExt::chain(buffered, rest)).boxed_unsync();
+                let body = ProxyBody::boxed(StreamBody::new(futures_util::StreamExt::chain(
+                    buffered, rest,
+                )));
                 return Response::from_parts(head, body);
             }
         }
