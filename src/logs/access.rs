@@ -27,9 +27,8 @@ use tracing::Level;
 
 use crate::key::RequestKey;
 
-use super::{
-    push_f64, push_quoted, push_u64, with_line, write_time, BatchedLine, PlainFormat, Shared, Text,
-};
+use super::text::{push_f64, push_quoted, push_u64, write_time};
+use super::{with_line, BatchedLine, PlainFormat, Shared, Text};
 
 /// Where request lines go without tracing: the batched stderr writer, and
 /// the format of its lines.
@@ -161,7 +160,7 @@ impl Show for Word {
 
     #[inline]
     fn write_shown(&self, field: &'static str, line: &mut Vec<u8>) {
-        debug_assert!(super::all_plain(self.0.as_bytes()), "{:?}", self.0);
+        debug_assert!(super::text::all_plain(self.0.as_bytes()), "{:?}", self.0);
         push_name(line, field);
         line.push(b'"');
         line.extend_from_slice(self.0.as_bytes());
