@@ -99,7 +99,11 @@ pub(crate) async fn serve<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let activity = Activity::new(h2);
+    let metrics = shared.metrics.clone();
+    let activity = Activity::new(
+        h2,
+        Some(Box::new(move || metrics.timed_out(ClientTimeout::Body))),
+    );
     let (handback, mut handed_back) = oneshot::channel();
     let io = Watched::new(io, activity.clone(), handback);
     let service = ConnService {
@@ -410,12 +414,8 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         // The admin endpoints need to know who is asking.
         admin::tag_peer(&mut request, self.peer);
         let on_stall = {
-            let metrics = self.shared.metrics.clone();
             let activity = self.activity.clone();
-            move || {
-                metrics.timed_out(ClientTimeout::Body);
-                activity.body_stalled();
-            }
+            move || activity.body_stalled()
         };
         let (parts, body) = request.into_parts();
         let body = BodyReadTimeout::new(body, self.shared.body_read_timeout, on_stall);

@@ -74,7 +74,8 @@ impl<IO: AsyncRead + Unpin> Watched<IO> {
     /// Reads the first bytes until they tell the protocol: as soon as one
     /// differs from the HTTP/2 preface (two tell "PRI" from any HTTP/1
     /// method), when the whole preface came, or at the end of the stream
-    /// (a stall part way through the preface is an idle connection's).
+    /// (a stall part way through the preface meets the header timeout
+    /// every new connection has, without a 408: it may be HTTP/2).
     /// What it read is read again after it.
     pub(crate) fn poll_sniff(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Protocol>> {
         loop {
@@ -90,8 +91,9 @@ impl<IO: AsyncRead + Unpin> Watched<IO> {
             // At most the preface's 24 bytes: fits.
             self.first_read = have as u8;
             // The watchdog hears of the bytes once they tell the protocol:
-            // an HTTP/1 head's timeout starts, an HTTP/2 preface starts
-            // none (the connection waits idle for its first request).
+            // an HTTP/1 head has begun (a 408 has someone to read it); an
+            // HTTP/2 preface is no head (the first request is still owed
+            // within the header timeout from the connection's start).
             if self.first[..have] != H2_PREFACE[..have] {
                 self.activity.read();
                 return Poll::Ready(Ok(Protocol::Http1));
@@ -178,7 +180,7 @@ mod tests {
     async fn sniff(chunks: &[&[u8]]) -> (Protocol, Vec<u8>) {
         let (mut client, server) = tokio::io::duplex(256);
         let (handback, _handed_back) = oneshot::channel();
-        let mut watched = Watched::new(server, Activity::new(false), handback);
+        let mut watched = Watched::new(server, Activity::new(false, None), handback);
         let sent: Vec<u8> = chunks.concat();
         let chunks: Vec<Vec<u8>> = chunks.iter().map(|c| c.to_vec()).collect();
         let writer = tokio::spawn(async move {

@@ -182,20 +182,36 @@ impl State {
 
 /// One connection's [`State`], shared by its IO (reads), its service
 /// (requests, possibly on several HTTP/2 stream tasks) and its watchdog.
-#[derive(Debug)]
 pub(crate) struct Activity {
     state: Mutex<State>,
     /// A request body stalled on this (HTTP/1) connection: its answer
     /// closes the connection.
     body_stalled: AtomicBool,
+    /// Told of each stalled body (the server counts them): set once per
+    /// connection, so a request's body wrapper holds only the activity.
+    on_body_stall: Option<Box<dyn Fn() + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Activity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Activity")
+            .field("state", &self.state)
+            .field("body_stalled", &self.body_stalled)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Activity {
-    /// A connection starting to serve now.
-    pub(crate) fn new(h2: bool) -> Arc<Activity> {
+    /// A connection starting to serve now whose stalled bodies are
+    /// reported to `on_body_stall`.
+    pub(crate) fn new(
+        h2: bool,
+        on_body_stall: Option<Box<dyn Fn() + Send + Sync>>,
+    ) -> Arc<Activity> {
         Arc::new(Activity {
             state: Mutex::new(State::new(Instant::now(), h2)),
             body_stalled: AtomicBool::new(false),
+            on_body_stall,
         })
     }
 
@@ -231,6 +247,9 @@ impl Activity {
     /// A request body stalled past `server.body_read_timeout`.
     pub(crate) fn body_stalled(&self) {
         self.body_stalled.store(true, Ordering::Relaxed);
+        if let Some(report) = &self.on_body_stall {
+            report();
+        }
     }
 
     /// Whether a body stalled since the last call.

@@ -164,6 +164,29 @@ async fn a_connection_that_sends_nothing_is_closed_without_an_answer() {
 }
 
 #[tokio::test]
+async fn a_stall_part_way_through_the_http2_preface_is_closed_without_an_http1_answer() {
+    // It may be an HTTP/2 client: HTTP/1 bytes would be garbage to it.
+    // A method that only starts like the preface is HTTP/1 and gets its 408.
+    for (sent, expect_408) in [(&b"PRI * HTTP/2.0\r\n"[..], false), (b"PRX /v1", true)] {
+        let setup = Setup::start(&bounds(SHORT)).await;
+        let mut socket = setup.connect().await;
+        socket.write_all(sent).await.unwrap();
+        let answer = String::from_utf8(read_to_close(&mut socket).await).unwrap();
+        if expect_408 {
+            assert!(answer.starts_with("HTTP/1.1 408 "), "{answer:?}");
+        } else {
+            assert!(answer.is_empty(), "{answer:?}");
+        }
+        assert_eq!(
+            setup
+                .metric("llmtape_connections_timed_out_total{timeout=\"header\"}")
+                .await,
+            1
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_partial_body_gets_408_and_the_connection_is_closed() {
     let setup = Setup::start(&bounds(SHORT)).await;
     let mut socket = setup.connect().await;
