@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 use crate::serve::watchdog::Activity;
 
 /// The first bytes an HTTP/2 client sends (prior knowledge, no TLS).
-pub(crate) const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// What a connection's first bytes say it speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,7 +177,7 @@ mod tests {
 
     /// Sends `chunks` one write at a time, sniffs, then reads everything
     /// back through the wrapper.
-    async fn sniff(chunks: &[&[u8]]) -> (Protocol, Vec<u8>) {
+    async fn sniff(chunks: &[&[u8]]) -> Protocol {
         let (mut client, server) = tokio::io::duplex(256);
         let (handback, _handed_back) = oneshot::channel();
         let mut watched = Watched::new(server, Activity::new(false, None), handback);
@@ -206,28 +206,26 @@ mod tests {
             got.extend_from_slice(buf.filled());
         }
         assert_eq!(got, sent, "every byte is read, the sniffed ones first");
-        (protocol, got)
+        protocol
     }
 
     #[tokio::test]
     async fn the_first_bytes_tell_the_protocol_and_are_read_again() {
         let request: &[u8] = b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n\r\n";
-        assert_eq!(sniff(&[request]).await.0, Protocol::Http1);
+        assert_eq!(sniff(&[request]).await, Protocol::Http1);
         // "PR" could begin the preface; "PRO" cannot.
         assert_eq!(
-            sniff(&[b"PR", b"OPFIND / HTTP/1.1\r\n\r\n"]).await.0,
+            sniff(&[b"PR", b"OPFIND / HTTP/1.1\r\n\r\n"]).await,
             Protocol::Http1
         );
         assert_eq!(
-            sniff(&[b"P", b"RI * HTTP/2.0\r\n", b"\r\nSM\r\n\r\nframes"])
-                .await
-                .0,
+            sniff(&[b"P", b"RI * HTTP/2.0\r\n", b"\r\nSM\r\n\r\nframes"]).await,
             Protocol::Http2
         );
-        assert_eq!(sniff(&[H2_PREFACE]).await.0, Protocol::Http2);
+        assert_eq!(sniff(&[H2_PREFACE]).await, Protocol::Http2);
         // Nothing at all: hyper's HTTP/1 sees the end.
-        assert_eq!(sniff(&[]).await.0, Protocol::Http1);
+        assert_eq!(sniff(&[]).await, Protocol::Http1);
         // The preface cut short.
-        assert_eq!(sniff(&[b"PRI * HTTP/2.0"]).await.0, Protocol::Http1);
+        assert_eq!(sniff(&[b"PRI * HTTP/2.0"]).await, Protocol::Http1);
     }
 }
